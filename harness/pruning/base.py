@@ -1,0 +1,79 @@
+"""The method registry shared by static and dynamic pruning, and the context methods receive."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from harness.pruning.config import PruningConfig
+from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.datasets import DatasetSplits
+    from harness.profiles import HardwareProfile
+    from harness.train import Recipe
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Frozen metadata of a pruning method."""
+
+    name: str
+    kind: str  # "static" (physically smaller network), "dynamic" (input-dependent) or "dense"
+    description: str
+    citation: str
+
+
+@dataclass
+class PruneContext:
+    """What a method may use besides the model and the config.
+
+    ``splits`` is ``None`` when only cost is measured (no data set); methods that need data must
+    raise a ``PrunebenchError`` saying so. Methods read **train** (and val for their own
+    decisions) only, never **test**. ``run_dir`` is where a method may log (e.g. AAP's rounds).
+    """
+
+    example_input: Any  # torch.Tensor of shape (1, C, H, W)
+    splits: DatasetSplits | None = None
+    recipe: Recipe | None = None
+    profile: HardwareProfile | None = None
+    run_dir: Path | None = None
+    seed: int = 0
+    progress: bool = True
+
+
+class PruningMethod(abc.ABC):
+    """A registered pruning method: ``apply`` returns the network to evaluate.
+
+    Static methods return a physically smaller ``nn.Module`` with no masks left in it. Dynamic
+    methods return a module whose forward decides per input what to compute and reports
+    effective MACs through ``harness.measure.flops.record_effective_macs``.
+    """
+
+    info: MethodInfo
+
+    @abc.abstractmethod
+    def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
+        """Prune (a copy of) ``model`` as ``config`` says; never modifies ``model`` in place."""
+
+
+METHODS: Registry[PruningMethod] = Registry("pruning method")
+
+
+def register_method(method: PruningMethod) -> PruningMethod:
+    """Add an instance to :data:`METHODS` under ``method.info.name`` with its metadata."""
+    info = method.info
+    METHODS.add(info.name, method, kind=info.kind, description=info.description,
+                citation=info.citation)
+    return method
+
+
+def get_method(name: str) -> PruningMethod:
+    """The registered method ``name`` (importing every method module first)."""
+    import harness.pruning  # noqa: F401  (registers all methods)
+
+    return METHODS.get(name)

@@ -1,0 +1,27 @@
+"""The dense reference: no pruning (the point every speedup is measured against)."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from harness.pruning.config import PruningConfig
+
+
+class Dense(PruningMethod):
+    """Returns an unmodified copy of the network."""
+
+    info = MethodInfo("dense", "dense", "the unpruned network (reference point)", "-")
+
+    def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
+        """A copy of ``model``; any ratio or keep in ``config`` is an error."""
+        if config.ratios or config.keep or config.global_ratio or config.global_keep:
+            raise PrunebenchError("method 'dense' takes no ratios or keep-ratios; pick a pruning "
+                                  "method (see `prunebench methods`)")
+        return copy.deepcopy(model)
+
+
+register_method(Dense())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``prunebench`` CLI, one module per group (see ``search.cli``)."""
