@@ -1,0 +1,335 @@
+"""Data sets with fixed, seeded train/val/test splits, held in memory as tensors.
+
+Every data set yields a :class:`DatasetSplits` whose items are ``(image, label)`` with ``image`` a
+float ``C x H x W`` tensor normalised per channel with the *train* split's mean and std, and
+``label`` an int. Images are stored as ``uint8`` (or float in [0, 1] for digits) and normalised
+when fetched, so CIFAR-sized data stays small; :func:`make_loader` fetches whole batches at once.
+
+Registered: ``digits`` (embedded, scikit-learn), ``mnist`` (IDX files), ``cifar10``/``cifar100``
+(torchvision's python pickles) and ``imagefolder`` (``train/``, ``val/``, optional ``test/``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from harness import dataformats as fmt
+from harness.errors import DataError, PrunebenchError
+from harness.registry import Registry
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class TensorImageDataset(Dataset):
+    """Images and labels in memory; ``ds[i]`` is one item, ``ds[[i, j, ...]]`` a whole batch.
+
+    ``images``: ``(N, C, H, W)`` uint8 (0..255) or float (0..1); ``mean``/``std``: per channel, in
+    the 0..1 scale; items come out as ``(x - mean) / std`` in float32.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: torch.Tensor,
+                 std: torch.Tensor) -> None:
+        self.images, self.labels = images, labels.to(torch.int64)
+        self.mean, self.std = mean.view(-1, 1, 1).float(), std.view(-1, 1, 1).float()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int | Sequence[int] | torch.Tensor):
+        x = self.images[index]
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        x = (x - self.mean) / self.std
+        if isinstance(index, int):
+            return x, int(self.labels[index])
+        return x, self.labels[index]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> TensorImageDataset:
+        """A new data set holding the items at ``indices`` (same normalisation)."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        return TensorImageDataset(self.images[idx], self.labels[idx], self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train/val/test splits of one data set; ``input_size`` is ``(C, H, W)``.
+
+    ``seed`` is the split seed and ``source`` where the data came from (a resolved directory or
+    ``"sklearn:load_digits"``); together with ``name`` they identify the data for caches.
+    """
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    input_size: tuple[int, int, int]
+    seed: int = 0
+    source: str = ""
+    class_names: tuple[str, ...] = field(default=())
+
+    def split(self, name: str) -> Dataset:
+        """The split called ``name`` ("train", "val" or "test")."""
+        if name not in SPLIT_NAMES:
+            raise PrunebenchError(f"unknown split {name!r}; use one of {', '.join(SPLIT_NAMES)}")
+        return getattr(self, name)
+
+
+Loader = Callable[[Path | None, int, bool, int], DatasetSplits]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
+                 download: bool = False, image_size: int = 32) -> DatasetSplits:
+    """Load data set ``name`` with splits fixed by ``seed``.
+
+    ``data_dir`` is the folder holding the files (see ``prunebench datasets`` for each layout);
+    nothing is downloaded unless ``download=True`` (CIFAR, MNIST). ``image_size`` (pixels) is the
+    side images of an ``imagefolder`` data set are resized to; the other data sets are 32x32.
+    """
+    loader = DATASETS.get(name)
+    if image_size < 8:
+        raise DataError(f"image size {image_size} is too small; use 8 pixels or more (e.g. 32)")
+    return loader(Path(data_dir).expanduser() if data_dir is not None else None, seed, download,
+                  image_size)
+
+
+def _collate_batch(batch: object) -> object:
+    return batch
+
+
+def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A single-process loader; shuffling uses its own generator seeded with ``seed``.
+
+    Iterating the loader again gives the next permutation of that generator, so a training run
+    is reproducible without touching the global RNG. In-memory data sets are fetched a batch at a
+    time (one indexing operation per batch).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(ds, TensorImageDataset):
+        sampler = RandomSampler(ds, generator=gen) if shuffle else SequentialSampler(ds)
+        return DataLoader(ds, batch_size=None, num_workers=0, collate_fn=_collate_batch,
+                          sampler=BatchSampler(sampler, batch_size, drop_last=drop_last))
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
+                      drop_last=drop_last)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (0..1 scale) of ``(N, C, H, W)`` images, in chunks."""
+    c = images.shape[1]
+    total, sq, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].double()
+        x = x / 255.0 if images.dtype == torch.uint8 else x
+        total += x.sum(dim=(0, 2, 3))
+        sq += (x * x).sum(dim=(0, 2, 3))
+        count += x.numel() // c
+    mean = total / count
+    std = (sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """Bilinear resize of ``(N, C, H, W)`` images to ``size x size``, keeping the dtype."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = []
+    for start in range(0, len(images), chunk):
+        x = F.interpolate(images[start:start + chunk].float(), size=(size, size),
+                          mode="bilinear", align_corners=False)
+        out.append(x.round().clamp_(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else x)
+    return torch.cat(out)
+
+
+def _split_indices(labels: np.ndarray, n_take: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(len(labels))`` into (rest, ``n_take`` taken), stratified when
+    every class has two or more items."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels)
+    n_classes = int((counts > 0).sum())
+    can_stratify = counts[counts > 0].min() >= 2 and min(n_take, len(labels) - n_take) >= n_classes
+    stratify = labels if can_stratify else None
+    rest, taken = train_test_split(np.arange(len(labels)), test_size=n_take, random_state=seed,
+                                   shuffle=True, stratify=stratify)
+    return np.sort(rest), np.sort(taken)
+
+
+def _build(name: str, parts: dict[str, tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+           seed: int, source: str, class_names: Sequence[str] = ()) -> DatasetSplits:
+    """Normalise every split with the train split's statistics and wrap them."""
+    mean, std = _channel_stats(parts["train"][0])
+    dsets = {k: TensorImageDataset(x, y, mean, std) for k, (x, y) in parts.items()}
+    c, h, w = parts["train"][0].shape[1:]
+    return DatasetSplits(name, dsets["train"], dsets["val"], dsets["test"], num_classes,
+                         (int(c), int(h), int(w)), seed, source, tuple(class_names))
+
+
+def _carve(x: torch.Tensor, y: torch.Tensor, n_val: int, seed: int,
+           ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Train and val parts carved from one labelled pool (``n_val`` items to val)."""
+    rest, val = _split_indices(y.numpy(), n_val, seed)
+    tr, va = torch.from_numpy(rest), torch.from_numpy(val)
+    return {"train": (x[tr], y[tr]), "val": (x[va], y[va])}
+
+
+def _require_dir(name: str, data_dir: Path | None, layout: str) -> Path:
+    if data_dir is None:
+        raise DataError(f"data set {name!r} needs a data directory (--data-dir DIR) holding "
+                        f"{layout}")
+    if not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} does not exist; {name} expects {layout}")
+    return data_dir.resolve()
+
+
+# ----------------------------------------------------------------------------------- digits
+_DIGITS_LAYOUT = "embedded (scikit-learn load_digits, 1797 8x8 images; no files needed)"
+
+
+@DATASETS.register("digits", channels=1, classes=10, input="1x32x32", layout=_DIGITS_LAYOUT)
+def _load_digits(data_dir: Path | None, seed: int, download: bool, size: int) -> DatasetSplits:
+    """sklearn digits resized 8x8 -> 32x32 (bilinear); stratified 60/20/20 split by ``seed``."""
+    from sklearn.datasets import load_digits
+
+    if data_dir is not None:
+        raise DataError(f"digits is embedded in scikit-learn and reads no files; drop --data-dir "
+                        f"{data_dir}")
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    x = _resize(x, 32).clamp_(0.0, 1.0)
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    n_test = round(0.2 * len(y))
+    parts = _carve(x, y, n_test, seed)
+    test = parts.pop("val")
+    parts = _carve(*parts["train"], n_test, seed)
+    parts["test"] = test
+    return _build("digits", parts, 10, seed, "sklearn:load_digits")
+
+
+# ------------------------------------------------------------------------------------ MNIST
+_MNIST_LAYOUT = ("the MNIST IDX files (raw or .gz) in DIR or DIR/MNIST/raw: "
+                 "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte and, optionally, "
+                 "train-images-idx3-ubyte, train-labels-idx1-ubyte")
+
+
+@DATASETS.register("mnist", channels=1, classes=10, input="1x32x32", layout=_MNIST_LAYOUT)
+def _load_mnist(data_dir: Path | None, seed: int, download: bool, size: int) -> DatasetSplits:
+    """MNIST resized 28x28 -> 32x32 (bilinear) so the CIFAR networks apply.
+
+    With the train files: val is 1/12 of train (5,000 of 60,000, seeded), test the official
+    10,000. With only the t10k files: 2,000 test, 1,000 val and 7,000 train, stratified by ``seed``.
+    """
+    if download and data_dir is not None:
+        _torchvision_download("MNIST", data_dir)
+    root = _require_dir("mnist", data_dir, _MNIST_LAYOUT)
+    found = {stem: fmt.find_idx(root, f"{stem}-idx{3 if 'images' in stem else 1}-ubyte")
+             for stem in ("train-images", "train-labels", "t10k-images", "t10k-labels")}
+    if found["t10k-images"] is None or found["t10k-labels"] is None:
+        raise DataError(f"no MNIST test files in {root}; expected {_MNIST_LAYOUT}")
+    x_test, y_test = fmt.read_idx_pair(found["t10k-images"], found["t10k-labels"])
+    if found["train-images"] is not None and found["train-labels"] is not None:
+        x_tr, y_tr = fmt.read_idx_pair(found["train-images"], found["train-labels"])
+        parts = _carve(_resize(x_tr, 32), y_tr, max(1, len(y_tr) // 12), seed)  # 5,000 of 60,000
+        parts["test"] = (_resize(x_test, 32), y_test)
+    else:
+        if len(y_test) < 100:
+            raise DataError(f"{found['t10k-images']} holds only {len(y_test)} images; "
+                            "expected the 10,000-image MNIST test set")
+        x_all = _resize(x_test, 32)
+        n_test, n_val = len(y_test) // 5, len(y_test) // 10  # 2,000 / 1,000 of 10,000
+        pool = _carve(x_all, y_test, n_test, seed)
+        test = pool.pop("val")
+        parts = _carve(*pool["train"], n_val, seed)
+        parts["test"] = test
+    return _build("mnist", parts, 10, seed, str(root))
+
+
+# ---------------------------------------------------------------------------- CIFAR-10/100
+_CIFAR10_LAYOUT = ("DIR/cifar-10-batches-py/ with data_batch_1..5 and test_batch "
+                   "(torchvision's python pickles)")
+_CIFAR100_LAYOUT = "DIR/cifar-100-python/ with train and test (torchvision's python pickles)"
+
+
+def _torchvision_download(cls_name: str, data_dir: Path) -> None:
+    import torchvision
+
+    try:
+        getattr(torchvision.datasets, cls_name)(str(data_dir), download=True)
+    except (OSError, RuntimeError) as exc:
+        raise DataError(f"download of {cls_name} into {data_dir} failed ({exc}); place the "
+                        "files there yourself and drop --download") from None
+
+
+def _cifar(name: str, data_dir: Path | None, seed: int, download: bool) -> DatasetSplits:
+    ten = name == "cifar10"
+    folder, layout = ("cifar-10-batches-py", _CIFAR10_LAYOUT) if ten else \
+        ("cifar-100-python", _CIFAR100_LAYOUT)
+    if download and data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _torchvision_download("CIFAR10" if ten else "CIFAR100", data_dir)
+    root = _require_dir(name, data_dir, layout)
+    base = root / folder
+    if not base.is_dir():
+        raise DataError(f"no {folder}/ in {root}; {name} expects {layout} "
+                        "(or pass --download to fetch it)")
+    key = b"labels" if ten else b"fine_labels"
+    train_files = [base / f"data_batch_{i}" for i in range(1, 6)] if ten else [base / "train"]
+    test_files = [base / "test_batch"] if ten else [base / "test"]
+    x_tr, y_tr = fmt.read_cifar(train_files, key)
+    classes = 10 if ten else 100
+    if int(y_tr.max()) >= classes or int(y_tr.min()) < 0:
+        raise DataError(f"labels in {base} fall outside 0..{classes - 1}; is this {name}?")
+    parts = _carve(x_tr, y_tr, max(1, len(y_tr) // 10), seed)  # 5,000 of the 50,000
+    parts["test"] = fmt.read_cifar(test_files, key)
+    return _build(name, parts, classes, seed, str(root))
+
+
+@DATASETS.register("cifar10", channels=3, classes=10, input="3x32x32", layout=_CIFAR10_LAYOUT)
+def _load_cifar10(data_dir: Path | None, seed: int, download: bool, size: int) -> DatasetSplits:
+    """CIFAR-10: val is 10% of train (seeded, stratified); test is the official test batch."""
+    return _cifar("cifar10", data_dir, seed, download)
+
+
+@DATASETS.register("cifar100", channels=3, classes=100, input="3x32x32", layout=_CIFAR100_LAYOUT)
+def _load_cifar100(data_dir: Path | None, seed: int, download: bool, size: int) -> DatasetSplits:
+    """CIFAR-100 (fine labels): val is 10% of train (seeded, stratified)."""
+    return _cifar("cifar100", data_dir, seed, download)
+
+
+# ------------------------------------------------------------------------------ ImageFolder
+_FOLDER_LAYOUT = ("DIR/train/<class>/*.png|jpg, DIR/val/<class>/..., optional DIR/test/<class>/...;"
+                  " without test/, val/ is the test split and val is 10% of train; RGB, shorter "
+                  "side resized to --image-size (default 32) and centre-cropped")
+
+
+@DATASETS.register("imagefolder", channels=3, classes="from train/ folders", input="3xSxS",
+                   layout=_FOLDER_LAYOUT)
+def _load_imagefolder(data_dir: Path | None, seed: int, download: bool,
+                      size: int) -> DatasetSplits:
+    """A torchvision ImageFolder tree, resized to ``size`` pixels (32 suits the CIFAR nets)."""
+    root = _require_dir("imagefolder", data_dir, _FOLDER_LAYOUT)
+    if download:
+        raise DataError("imagefolder data cannot be downloaded; drop --download")
+    for sub in ("train", "val"):
+        if not (root / sub).is_dir():
+            raise DataError(f"no {sub}/ folder in {root}; imagefolder expects {_FOLDER_LAYOUT}")
+    classes = fmt.list_classes(root / "train")
+    if len(classes) < 2:
+        raise DataError(f"{root / 'train'} has {len(classes)} class folder(s); need at least 2")
+    train = fmt.read_image_folder(root / "train", classes, size)
+    val = fmt.read_image_folder(root / "val", classes, size)
+    if (root / "test").is_dir():
+        parts = {"train": train, "val": val,
+                 "test": fmt.read_image_folder(root / "test", classes, size)}
+    else:
+        parts = _carve(*train, max(1, len(train[1]) // 10), seed)
+        parts["test"] = val
+    return _build("imagefolder", parts, len(classes), seed, str(root), classes)

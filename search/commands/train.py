@@ -1,0 +1,83 @@
+"""``prunebench train``: train (or load from the cache) a dense model and report test accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+NAME = "train"
+HELP = "train a dense model on a data set (cached) and report its test accuracy"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``prunebench train``."""
+    p.add_argument("--model", default="resnet20", help="registered model (default: resnet20; "
+                   "see `prunebench models`)")
+    p.add_argument("--dataset", default="digits", help="registered data set (default: digits; "
+                   "see `prunebench datasets`)")
+    p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
+    p.add_argument("--download", action="store_true",
+                   help="download the data set into --data-dir if it is missing (CIFAR, MNIST)")
+    p.add_argument("--image-size", type=int, default=32,
+                   help="side in pixels that imagefolder images are resized to (default: 32)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: the default recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch size")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the train/val/test split (default: 0)")
+    p.add_argument("--cache-dir", default=None,
+                   help="checkpoint cache (default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def train_and_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the data, get the cached or freshly trained model, and measure it on every split."""
+    from harness.datasets import DATASETS, load_dataset
+    from harness.measure.accuracy import accuracy
+    from harness.models import MODELS
+    from harness.train import DEFAULT_RECIPE, get_base_model
+
+    MODELS.get(args.model)  # unknown names fail before any data is read
+    DATASETS.get(args.dataset)
+    start = time.perf_counter()
+    changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                 ("batch_size", args.batch_size)) if v is not None}
+    recipe = DEFAULT_RECIPE.with_(seed=args.seed, **changes)
+    splits = load_dataset(args.dataset, args.data_dir, seed=args.split_seed,
+                          download=args.download, image_size=args.image_size)
+    model, path = get_base_model(args.model, args.dataset, splits, recipe,
+                                 data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                 progress=not args.quiet)
+    test = accuracy(model, splits.test)
+    return {
+        "model": args.model, "dataset": args.dataset, "accuracy_top1": test.top1,
+        "accuracy_top5": test.top5, "test_n": test.n,
+        "val_accuracy_top1": accuracy(model, splits.val).top1,
+        "params": sum(p.numel() for p in model.parameters()),
+        "input_size": list(splits.input_size), "num_classes": splits.num_classes,
+        "recipe": recipe.to_dict(), "checkpoint": str(path),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of ``prunebench train``."""
+    result = train_and_report(args)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    rows = [("model", result["model"]), ("dataset", result["dataset"]),
+            ("test top-1", f"{100 * result['accuracy_top1']:.2f} % of {result['test_n']}"),
+            ("test top-5", f"{100 * result['accuracy_top5']:.2f} %"),
+            ("val top-1", f"{100 * result['val_accuracy_top1']:.2f} %"),
+            ("params", f"{result['params']:,}"), ("checkpoint", result["checkpoint"]),
+            ("seconds", f"{result['seconds']:.1f}")]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")
+    return 0
