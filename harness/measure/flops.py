@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 _ACTIVE: contextvars.ContextVar[EffectiveMacsRecorder | None] = contextvars.ContextVar(
     "prunebench_effective_macs", default=None
@@ -27,6 +31,7 @@ class EffectiveMacsRecorder:
 
     def __init__(self) -> None:
         self.per_input: list[float] = []
+        self.calls = 0  # how many times a layer reported (0: a static network)
         self._current: torch.Tensor | None = None
 
     def begin_batch(self, batch_size: int) -> None:
@@ -38,6 +43,7 @@ class EffectiveMacsRecorder:
         """Add MACs for the current batch (per-input tensor, or one figure for every input)."""
         if self._current is None:
             raise RuntimeError("record_effective_macs called outside a recorded batch")
+        self.calls += 1
         if isinstance(macs, torch.Tensor):
             self._current += macs.detach().to("cpu", torch.float64).reshape(-1)
         else:
@@ -79,3 +85,74 @@ def record_effective_macs(macs: torch.Tensor | float) -> None:
 def recording_active() -> bool:
     """Whether an effective-MACs recorder is listening (layers may skip bookkeeping if not)."""
     return _ACTIVE.get() is not None
+
+
+# --------------------------------------------------------------------------- counting
+@dataclass(frozen=True)
+class ComputeResult:
+    """Compute of one forward pass of the given input (the whole batch).
+
+    ``flops`` is what ``torch.utils.flop_counter.FlopCounterMode`` counts (convolutions, linear
+    layers, matmuls, attention; 2 FLOPs per multiply-accumulate); ``macs = flops // 2``.
+    Element-wise ops (BN, ReLU, pooling, additions) are not counted, as is conventional.
+    """
+
+    macs: int
+    flops: int
+
+
+@dataclass(frozen=True)
+class EffectiveMacsStats:
+    """Effective MACs per input example: what each input actually computed."""
+
+    mean: float
+    p50: float
+    p90: float
+    per_input: tuple[float, ...]
+    dynamic: bool  # True when layers reported effective MACs (an input-dependent network)
+
+
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> ComputeResult:
+    """MACs and FLOPs of ``model(example_input)`` (the batch as given; use batch 1 per input)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(example_input)
+    finally:
+        model.train(was_training)
+    flops = int(counter.get_total_flops())
+    return ComputeResult(macs=flops // 2, flops=flops)
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def effective_macs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> EffectiveMacsStats:
+    """Per-input effective MACs over real ``inputs`` (batches), with mean/p50/p90.
+
+    Dynamic layers report what each input computed through :func:`record_effective_macs`. A
+    network that reports nothing is static: every input costs :func:`count_macs` of one input.
+    """
+    if not inputs:
+        raise ValueError("effective_macs needs at least one input batch")
+    model.eval()
+    with torch.inference_mode(), effective_macs_recorder() as rec:
+        for x in inputs:
+            rec.begin_batch(int(x.shape[0]))
+            model(x)
+            if not rec.calls:
+                break  # nothing reported on a whole batch: a static network
+    if rec.calls:
+        per_input = rec.finish()
+    else:
+        one = float(count_macs(model, inputs[0][:1]).macs)
+        per_input = [one] * sum(int(x.shape[0]) for x in inputs)
+    s = sorted(per_input)
+    return EffectiveMacsStats(mean=math.fsum(s) / len(s), p50=_quantile(s, 0.5),
+                              p90=_quantile(s, 0.9), per_input=tuple(per_input),
+                              dynamic=bool(rec.calls))

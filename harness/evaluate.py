@@ -1,0 +1,230 @@
+"""``evaluate(prepared, config, profile) -> Measurement``: the one entry the search calls.
+
+A :class:`Workload` names a model and (optionally) a data set; :func:`prepare` loads the splits
+and the dense base model once, and :func:`evaluate` prunes (or takes an already pruned network),
+then measures accuracy, compute, memory, latency, energy and provenance under a hardware profile.
+Without a data set only cost is measured (accuracy is ``None``) on seeded random inputs of
+``input_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.fingerprint import machine_fingerprint
+from harness.measure.energy import measure_energy, open_meter
+from harness.measure.environment import collect_environment
+from harness.measure.flops import count_macs, effective_macs
+from harness.measure.latency import (
+    measure_latency,
+    measure_speedup,
+    place_input,
+    place_model,
+    rebatch,
+)
+from harness.measure.memory import measure_memory
+from harness.measurement import Measurement
+from harness.models import MODELS, create_model, nominal_input_size
+from harness.profiles import HardwareProfile, check_usable, load_profile
+from harness.pruning import PruneContext, PruningConfig, get_method
+from harness.train import DEFAULT_RECIPE, Recipe
+
+MAX_TIMING_EXAMPLES = 256  # real examples cycled through by latency/energy/effective MACs
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What to evaluate: a registered model, optionally a data set and a dense checkpoint.
+
+    Without ``dataset`` only cost is measured; ``input_size`` ``(C, H, W)`` defaults to the
+    model's nominal size and ``num_classes`` to 1000 for ImageNet models, else 10.
+    """
+
+    model: str
+    dataset: str | None = None
+    data_dir: str | Path | None = None
+    checkpoint: str | Path | None = None
+    input_size: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+    seed: int = 0
+    recipe: Recipe = DEFAULT_RECIPE
+
+
+@dataclass
+class PreparedWorkload:
+    """The loaded splits (``None`` cost-only) and dense base model (eval mode, CPU), reused."""
+
+    workload: Workload
+    splits: Any  # harness.datasets.DatasetSplits | None
+    base_model: nn.Module
+    example_input: torch.Tensor  # (1, C, H, W), a real example when there is data
+    input_size: tuple[int, int, int]
+    num_classes: int
+    _inputs: dict[tuple[int, str], list[torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def eval_inputs(self, batch_size: int, *, split: str = "val") -> list[torch.Tensor]:
+        """Batches of real examples from ``split`` (seeded random inputs when cost-only)."""
+        key = (batch_size, split)
+        if key not in self._inputs:
+            self._inputs[key] = rebatch(self._examples(split), batch_size,
+                                        max_batches=max(1, MAX_TIMING_EXAMPLES // batch_size))
+        return self._inputs[key]
+
+    def _examples(self, split: str) -> list[torch.Tensor]:
+        if self.splits is None:
+            gen = torch.Generator().manual_seed(self.workload.seed)
+            return [torch.randn(MAX_TIMING_EXAMPLES, *self.input_size, generator=gen)]
+        from harness.datasets import make_loader
+
+        out, n = [], 0
+        for x, _ in make_loader(self.splits.split(split), batch_size=64, shuffle=False):
+            out.append(x)
+            n += int(x.shape[0])
+            if n >= MAX_TIMING_EXAMPLES:
+                break
+        if not out:
+            raise PrunebenchError(f"split {split!r} of {self.splits.name!r} is empty; use "
+                                  "another split")
+        return out
+
+
+def _default_classes(model: str) -> int:
+    return 1000 if MODELS.metadata(model).get("family") == "imagenet" else 10
+
+
+def prepare(workload: Workload, *, progress: bool = True) -> PreparedWorkload:
+    """Load the data set's splits and the dense base model (trained or cached) once."""
+    MODELS.get(workload.model)  # unknown names list the known ones
+    splits = None
+    if workload.dataset is not None:
+        from harness.datasets import load_dataset
+
+        splits = load_dataset(workload.dataset, workload.data_dir, seed=workload.seed)
+        input_size, num_classes = tuple(splits.input_size), splits.num_classes
+        if workload.num_classes not in (None, num_classes):
+            raise PrunebenchError(f"num_classes {workload.num_classes} does not match data set "
+                                  f"{workload.dataset!r} ({num_classes} classes); drop it")
+    else:
+        input_size = tuple(workload.input_size or nominal_input_size(workload.model))
+        num_classes = workload.num_classes or _default_classes(workload.model)
+    if workload.checkpoint is not None:
+        from harness.train import load_checkpoint
+
+        base, _ = load_checkpoint(workload.checkpoint,
+                                  create_model(workload.model, num_classes, input_size[0]))
+    elif splits is not None:
+        from harness.train import get_base_model
+
+        base, _ = get_base_model(workload.model, workload.dataset, splits, workload.recipe,
+                                 data_dir=workload.data_dir, progress=progress)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(workload.seed)
+            base = create_model(workload.model, num_classes, input_size[0])
+    if splits is not None:
+        example = splits.split("val")[0][0].unsqueeze(0)
+    else:
+        gen = torch.Generator().manual_seed(workload.seed)
+        example = torch.randn(1, *input_size, generator=gen)
+    return PreparedWorkload(workload, splits, base.eval(), example, input_size,  # type: ignore
+                            num_classes)
+
+
+def build_pruned(prepared: PreparedWorkload, config: PruningConfig, *,
+                 profile: HardwareProfile | None = None, run_dir: Path | None = None,
+                 progress: bool = True) -> nn.Module:
+    """Apply ``config.method`` to (a copy of) the base model; returns it in eval mode."""
+    ctx = PruneContext(example_input=prepared.example_input, splits=prepared.splits,
+                       recipe=prepared.workload.recipe, profile=profile, run_dir=run_dir,
+                       seed=prepared.workload.seed, progress=progress)
+    return get_method(config.method).apply(prepared.base_model, config, ctx).eval()
+
+
+class _InProfileDtype(nn.Module):
+    """Feeds inputs in the profile's dtype/memory format and returns float32 logits."""
+
+    def __init__(self, model: nn.Module, profile: HardwareProfile) -> None:
+        super().__init__()
+        self.model, self.profile = model, profile
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(place_input(x, self.profile)).float()
+
+
+def _timing(placed: nn.Module, dense: nn.Module | None, inputs: Sequence[torch.Tensor],
+            batches: Sequence[torch.Tensor], profile: HardwareProfile) -> dict[str, Any]:
+    if dense is not None:
+        sp = measure_speedup(dense, placed, inputs, profile)
+        lat, speedup, spread = sp.latency_b, sp.ratio_median, sp.ratio_spread
+    else:
+        lat, speedup, spread = measure_latency(placed, inputs, profile), None, None
+    energy = measure_energy(placed, batches, profile, open_meter(profile))
+    return {"lat": lat, "speedup": speedup, "spread": spread, "energy": energy}
+
+
+def evaluate(prepared: PreparedWorkload, config: PruningConfig,
+             profile: HardwareProfile | str | Path, *, split: str = "val", force: bool = False,
+             speedup_vs_dense: bool = False, pruned_model: nn.Module | None = None,
+             timing_lock: contextlib.AbstractContextManager[Any] | None = None,
+             progress: bool = True) -> Measurement:
+    """Measure one configuration under ``profile``; see :class:`Measurement` for the units.
+
+    ``timing_lock`` is held around latency and energy timing only (multi-worker searches).
+    ``speedup_vs_dense`` adds ``time(dense) / time(pruned)`` from interleaved rounds.
+    """
+    profile = load_profile(profile)
+    forced = check_usable(profile, force)
+    model = pruned_model if pruned_model is not None else build_pruned(
+        prepared, config, profile=profile, progress=progress)
+    model.eval()
+    bs = profile.default_batch_size
+    inputs = prepared.eval_inputs(bs, split=split if prepared.splits is not None else "val")
+    compute = count_macs(model, prepared.example_input)
+    eff = effective_macs(model, inputs)
+    placed = place_model(model, profile)
+    batches = [place_input(x, profile) for x in inputs]
+    acc = None
+    if prepared.splits is not None:
+        from harness.measure.accuracy import accuracy
+
+        acc = accuracy(_InProfileDtype(placed, profile), prepared.splits.split(split),
+                       device=profile.device)
+    mem = measure_memory(placed, batches[0])
+    dense = place_model(prepared.base_model, profile) if speedup_vs_dense else None
+    with timing_lock if timing_lock is not None else contextlib.nullcontext():
+        t = _timing(placed, dense, inputs, batches, profile)
+    lat, energy = t["lat"], t["energy"]
+    macs = round(eff.mean) if eff.dynamic else compute.macs
+    env = collect_environment(profile, model, forced=forced)
+    env.update(latency_converged=lat.converged, latency_ci_low_ms=lat.ci_low_ms,
+               latency_ci_high_ms=lat.ci_high_ms, energy_notes=list(energy.notes),
+               energy_window_s=energy.window_s, energy_inferences=energy.inferences,
+               dynamic=eff.dynamic, macs_static_count=compute.macs)
+    if energy.method == "modelled":
+        env["energy_model_source"] = profile.energy.source
+    return Measurement(
+        model=prepared.workload.model, dataset=prepared.workload.dataset, method=config.method,
+        config=config.to_dict(), config_key=config.key, profile=profile.name,
+        fingerprint=machine_fingerprint().short(), device=profile.device, dtype=profile.dtype,
+        batch_size=bs, threads=profile.resolved_threads(), torch_version=torch.__version__,
+        forced=forced,
+        accuracy_top1=acc.top1 if acc else None, accuracy_top5=acc.top5 if acc else None,
+        accuracy_split=split if acc else None, accuracy_n=acc.n if acc else None,
+        latency_p50_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_p99_ms=lat.p99_ms,
+        latency_mean_ms=lat.mean_ms, latency_n=lat.n, latency_ci_rel=lat.ci_rel,
+        speedup_vs_dense=t["speedup"], speedup_spread=t["spread"],
+        energy_mj_per_inference=energy.mj_per_inference, energy_method=energy.method,
+        idle_power_w=energy.idle_power_w,
+        macs=macs, flops=2 * macs if eff.dynamic else compute.flops,
+        effective_macs_mean=eff.mean, effective_macs_p50=eff.p50, effective_macs_p90=eff.p90,
+        params=mem.params, model_size_bytes=mem.model_size_bytes,
+        peak_memory_bytes=mem.peak_activation_bytes, peak_memory_method=mem.peak_method,
+        environment=env, latency_samples_ms=lat.samples_ms)

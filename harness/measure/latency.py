@@ -1,0 +1,235 @@
+"""Wall-clock latency of single forward passes, with adaptive stopping on the median's CI.
+
+Every sample is one forward pass of one batch (never a block average): ``time.perf_counter_ns``
+around the call on CPU, CUDA events plus a synchronize on GPU. Inputs are real batches cycled
+through, because dynamic networks take input-dependent time. Timing runs under
+``torch.inference_mode`` with the garbage collector disabled and the profile's thread count set.
+Sampling stops when the median's distribution-free 95% CI half-width is within
+``timing.target_rel_ci`` of the median (after ``min_samples`` samples and ``min_time_s``
+seconds), or at the ``max_time_s`` cap.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import copy
+import gc
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from harness.measure.stats import iqr, median_ci, median_ci_rel, percentile
+from harness.profiles import HardwareProfile, TimingSettings, applied
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Latency of one batch of ``batch_size`` inputs in milliseconds; samples in measured order."""
+
+    samples_ms: tuple[float, ...]
+    batch_size: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    ci_low_ms: float | None
+    ci_high_ms: float | None
+    ci_rel: float  # larger CI half-width / median (inf when too few samples)
+    converged: bool  # stopped because the CI reached the target (not the time cap)
+    wall_s: float  # seconds spent sampling (after warm-up)
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return len(self.samples_ms)
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float], batch_size: int, *, converged: bool,
+                     wall_s: float, confidence: float = 0.95) -> LatencyResult:
+        """Summarise samples (milliseconds per batch)."""
+        s = sorted(samples_ms)
+        ci = median_ci(s, confidence)
+        return cls(samples_ms=tuple(samples_ms), batch_size=batch_size,
+                   p50_ms=percentile(s, 50), p90_ms=percentile(s, 90), p99_ms=percentile(s, 99),
+                   mean_ms=math.fsum(s) / len(s), ci_low_ms=ci[0] if ci else None,
+                   ci_high_ms=ci[1] if ci else None, ci_rel=median_ci_rel(s, confidence),
+                   converged=converged, wall_s=wall_s)
+
+
+@dataclass(frozen=True)
+class SpeedupResult:
+    """``time(A) / time(B)`` from interleaved rounds (> 1: B is faster)."""
+
+    ratio_median: float
+    ratio_spread: float  # interquartile range of the per-round ratios
+    ratios: tuple[float, ...]
+    latency_a: LatencyResult  # all rounds pooled
+    latency_b: LatencyResult
+
+
+def stop_reason(sorted_ms: Sequence[float], elapsed_s: float,
+                timing: TimingSettings) -> str | None:
+    """Why sampling should stop now (``"converged"`` or ``"max_time"``), or ``None`` to go on."""
+    n = len(sorted_ms)
+    if n >= 1 and elapsed_s >= timing.max_time_s:
+        return "max_time"
+    if n >= timing.min_samples and elapsed_s >= timing.min_time_s and \
+            median_ci_rel(sorted_ms) <= timing.target_rel_ci:
+        return "converged"
+    return None
+
+
+# --------------------------------------------------------------------------- placement
+def place_model(model: nn.Module, profile: HardwareProfile) -> nn.Module:
+    """``model`` in eval mode on the profile's device/dtype/memory format (copied if it moves)."""
+    device, dtype = torch.device(profile.device), profile.torch_dtype
+    params = list(model.parameters())
+    moves = any(p.device != device or (p.is_floating_point() and p.dtype != dtype)
+                for p in params)
+    if profile.memory_format == "channels_last":
+        moves = moves or any(p.dim() == 4 and not p.is_contiguous(
+            memory_format=torch.channels_last) for p in params)
+    if moves:
+        model = copy.deepcopy(model).to(device=device, dtype=dtype)
+        if profile.memory_format == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def place_input(x: torch.Tensor, profile: HardwareProfile) -> torch.Tensor:
+    """One batch on the profile's device, dtype and memory format."""
+    x = x.to(device=profile.device, dtype=profile.torch_dtype if x.is_floating_point() else None)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=profile.torch_memory_format)
+    return x
+
+
+def rebatch(inputs: Sequence[torch.Tensor], batch_size: int,
+            max_batches: int = 16) -> list[torch.Tensor]:
+    """Real examples regrouped into batches of ``batch_size`` (cycled when there are too few)."""
+    if not inputs:
+        raise ValueError("latency needs at least one input batch")
+    if all(x.shape[0] == batch_size for x in inputs):
+        return list(inputs[:max_batches])
+    examples = torch.cat([x.detach().cpu() for x in inputs], dim=0)
+    n = examples.shape[0]
+    if n < batch_size:
+        reps = math.ceil(batch_size / n)
+        examples = examples.repeat(reps, *([1] * (examples.dim() - 1)))[:batch_size]
+        n = batch_size
+    return [examples[i * batch_size:(i + 1) * batch_size]
+            for i in range(min(n // batch_size, max_batches))]
+
+
+@contextlib.contextmanager
+def gc_disabled() -> Iterator[None]:
+    """Collect once, then keep the garbage collector off for the block."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# --------------------------------------------------------------------------- timing
+def _timer(device: torch.device) -> Callable[[nn.Module, torch.Tensor], float]:
+    """A function timing one forward pass in milliseconds."""
+    if device.type == "cuda":
+        def cuda_time(model: nn.Module, x: torch.Tensor) -> float:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(x)
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+        return cuda_time
+
+    def cpu_time(model: nn.Module, x: torch.Tensor) -> float:
+        t0 = time.perf_counter_ns()
+        model(x)
+        return (time.perf_counter_ns() - t0) / 1e6
+    return cpu_time
+
+
+def _sample(model: nn.Module, batches: Sequence[torch.Tensor], timing: TimingSettings,
+            device: torch.device) -> LatencyResult:
+    timer = _timer(device)
+    for i in range(timing.warmup_iters):
+        model(batches[i % len(batches)])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    samples: list[float] = []
+    sorted_ms: list[float] = []
+    start = time.perf_counter()
+    reason = None
+    while reason is None:
+        ms = timer(model, batches[len(samples) % len(batches)])
+        samples.append(ms)
+        bisect.insort(sorted_ms, ms)
+        reason = stop_reason(sorted_ms, time.perf_counter() - start, timing)
+    return LatencyResult.from_samples(samples, int(batches[0].shape[0]),
+                                      converged=reason == "converged",
+                                      wall_s=time.perf_counter() - start)
+
+
+def measure_latency(model: nn.Module, inputs: Sequence[torch.Tensor], profile: HardwareProfile,
+                    *, batch_size: int | None = None,
+                    timing: TimingSettings | None = None) -> LatencyResult:
+    """Time single forward passes of ``model`` on real ``inputs`` under ``profile``.
+
+    ``inputs`` are batches of real examples; they are regrouped into batches of ``batch_size``
+    (default: the profile's first batch size) and cycled through. ``timing`` overrides the
+    profile's timing settings. Returns milliseconds per batch.
+    """
+    bs = batch_size or profile.default_batch_size
+    batches = [place_input(x, profile) for x in rebatch(inputs, bs)]
+    model = place_model(model, profile)
+    with applied(profile), torch.inference_mode(), gc_disabled():
+        return _sample(model, batches, timing or profile.timing, torch.device(profile.device))
+
+
+def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[torch.Tensor],
+                    profile: HardwareProfile, rounds: int = 5, *,
+                    batch_size: int | None = None) -> SpeedupResult:
+    """Interleaved rounds A B, B A, A B, ...: the median of per-round ``p50(A) / p50(B)``.
+
+    Measuring both networks in the same process, alternating which goes first, cancels most
+    of the drift of a busy machine. Each round gets ``max_time_s / rounds`` per network (at
+    least ``min_time_s``). ``ratio_spread`` is the interquartile range of the round ratios.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    t = profile.timing
+    per_round = replace(t, max_time_s=max(t.min_time_s, t.max_time_s / rounds))
+    bs = batch_size or profile.default_batch_size
+    batches = [place_input(x, profile) for x in rebatch(inputs, bs)]
+    a, b = place_model(model_a, profile), place_model(model_b, profile)
+    device = torch.device(profile.device)
+    ratios: list[float] = []
+    pooled: dict[str, list[LatencyResult]] = {"a": [], "b": []}
+    with applied(profile), torch.inference_mode(), gc_disabled():
+        for r in range(rounds):
+            order = (("a", a), ("b", b)) if r % 2 == 0 else (("b", b), ("a", a))
+            got = {key: _sample(model, batches, per_round, device) for key, model in order}
+            pooled["a"].append(got["a"])
+            pooled["b"].append(got["b"])
+            ratios.append(got["a"].p50_ms / got["b"].p50_ms)
+    return SpeedupResult(ratio_median=percentile(sorted(ratios), 50), ratio_spread=iqr(ratios),
+                         ratios=tuple(ratios), latency_a=_pool(pooled["a"]),
+                         latency_b=_pool(pooled["b"]))
+
+
+def _pool(results: list[LatencyResult]) -> LatencyResult:
+    samples = [s for r in results for s in r.samples_ms]
+    return LatencyResult.from_samples(samples, results[0].batch_size,
+                                      converged=all(r.converged for r in results),
+                                      wall_s=sum(r.wall_s for r in results))

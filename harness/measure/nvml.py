@@ -1,0 +1,113 @@
+"""NVIDIA GPU energy through NVML: the total-energy counter, or integrated power samples."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.measure.meter_base import METERS, EnergyMeter, MeterUnavailable
+from harness.profiles import HardwareProfile
+
+
+class _PowerSampler(threading.Thread):
+    """Samples ``nvmlDeviceGetPowerUsage`` (mW) every ``period_s`` and integrates it (J)."""
+
+    def __init__(self, nvml: Any, handle: Any, period_s: float) -> None:
+        super().__init__(daemon=True, name="prunebench-nvml-power")
+        self.nvml, self.handle, self.period_s = nvml, handle, period_s
+        self._stop_event = threading.Event()
+        self.joules = 0.0
+
+    def _watts(self) -> float:
+        return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
+
+    def run(self) -> None:
+        last_t, last_w = time.perf_counter(), self._watts()
+        while True:
+            stopping = self._stop_event.wait(self.period_s)
+            now, watts = time.perf_counter(), self._watts()
+            self.joules += (now - last_t) * (watts + last_w) / 2.0  # trapezoid
+            last_t, last_w = now, watts
+            if stopping:
+                return
+
+    def finish(self) -> float:
+        """Stop sampling (one last sample) and return the integrated joules."""
+        self._stop_event.set()
+        self.join()
+        return self.joules
+
+
+@METERS.register("nvml")
+class NvmlMeter(EnergyMeter):
+    """GPU energy from NVML's total-energy counter (mJ); power sampling where it is missing."""
+
+    method = "nvml"
+    min_window_s = 1.0  # the energy counter advances about every 100 ms or slower
+    idle_window_s = 1.0
+    sample_period_s = 0.01
+
+    def __init__(self, nvml: Any, handle: Any, sampled: bool) -> None:
+        self.nvml, self.handle, self.sampled = nvml, handle, sampled
+        if sampled:
+            self.method = "nvml-sampled"
+            self.min_window_s = 2.0
+        self._start_mj = 0
+        self._sampler: _PowerSampler | None = None
+
+    @classmethod
+    def probe(cls, profile: HardwareProfile, *, sysfs_root: Path | None = None,
+              nvml: Any = None) -> NvmlMeter:
+        """Open the profile's GPU through ``nvml`` (default: the ``pynvml`` module)."""
+        if nvml is None:
+            try:
+                import pynvml as nvml
+            except ImportError:
+                raise MeterUnavailable("the NVML bindings are not installed",
+                                       "pip install nvidia-ml-py") from None
+        index = int(profile.device.split(":")[1]) if profile.is_cuda else 0
+        try:
+            nvml.nvmlInit()
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        except nvml.NVMLError as exc:
+            raise MeterUnavailable(f"NVML cannot open GPU {index} ({exc})",
+                                   "install the NVIDIA driver and check `nvidia-smi` works") \
+                from None
+        try:
+            nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            return cls(nvml, handle, sampled=False)
+        except nvml.NVMLError:
+            pass  # pre-Volta GPUs: no energy counter, sample power instead
+        try:
+            nvml.nvmlDeviceGetPowerUsage(handle)
+        except nvml.NVMLError as exc:
+            raise MeterUnavailable(f"GPU {index} reports neither energy nor power ({exc})",
+                                   "use a GPU with power readings or set meter = 'none'") \
+                from None
+        return cls(nvml, handle, sampled=True)
+
+    def begin(self) -> None:
+        """Read the counter, or start the power sampler."""
+        if self.sampled:
+            self._sampler = _PowerSampler(self.nvml, self.handle, self.sample_period_s)
+            self._sampler.start()
+        else:
+            self._start_mj = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+
+    def end(self) -> float:
+        """Joules since :meth:`begin`."""
+        if self.sampled:
+            if self._sampler is None:
+                raise RuntimeError("end() without begin()")
+            joules, self._sampler = self._sampler.finish(), None
+            return joules
+        return (self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) - self._start_mj) / 1e3
+
+    def close(self) -> None:
+        """Shut NVML down."""
+        try:
+            self.nvml.nvmlShutdown()
+        except self.nvml.NVMLError:
+            pass

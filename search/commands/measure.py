@@ -1,0 +1,130 @@
+"""``prunebench measure``: evaluate one (model, pruning, profile) and print a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.errors import PrunebenchError
+
+NAME = "measure"
+HELP = "measure accuracy, latency, energy, MACs and memory of one configuration on a profile"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Workload, pruning and profile options."""
+    p.add_argument("--model", required=True, help="registered model (see `prunebench models`)")
+    p.add_argument("--dataset", help="data set for accuracy (omit to measure cost only)")
+    p.add_argument("--data-dir", type=Path, help="folder holding the data set's files")
+    p.add_argument("--input-shape", help="cost-only input size CxHxW, e.g. 3x224x224")
+    p.add_argument("--num-classes", type=int, help="cost-only number of classes")
+    p.add_argument("--profile", default="cpu-1t",
+                   help="hardware profile name or .toml path (default cpu-1t)")
+    p.add_argument("--checkpoint", type=Path, help="dense checkpoint to start from")
+    p.add_argument("--method", default="dense", help="pruning method (see `prunebench methods`)")
+    p.add_argument("--ratio", type=float, help="static pruning ratio for every layer, in [0, 1)")
+    p.add_argument("--keep", type=float, help="dynamic keep-ratio/threshold for every gated layer")
+    p.add_argument("--exec", dest="exec_mode", choices=("masked", "gathered", "fast"),
+                   help="dynamic execution mode")
+    p.add_argument("--speedup", action="store_true",
+                   help="also measure time(dense)/time(pruned) in interleaved rounds")
+    p.add_argument("--force", action="store_true",
+                   help="measure even if the profile's fingerprint does not match (recorded)")
+    p.add_argument("--split", default="val", choices=("val", "test"),
+                   help="split for accuracy (default val)")
+    p.add_argument("--seed", type=int, default=0, help="split / input seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"3x224x224"`` -> ``(3, 224, 224)``; anything else is a user error."""
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise PrunebenchError(f"--input-shape {text!r} is not CxHxW; use e.g. 3x224x224")
+    c, h, w = (int(p) for p in parts)
+    return c, h, w
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The PruningConfig the options describe."""
+    from harness.pruning import PruningConfig
+
+    if args.method == "dense" and (args.ratio is not None or args.keep is not None):
+        raise PrunebenchError("--ratio/--keep need a pruning method; add --method NAME "
+                              "(see `prunebench methods`)")
+    if args.keep is not None and not 0.0 < args.keep <= 1.0:
+        raise PrunebenchError(f"--keep {args.keep} is outside (0, 1]; use e.g. 0.5")
+    return PruningConfig(method=args.method, global_ratio=args.ratio, global_keep=args.keep,
+                         exec_mode=args.exec_mode)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print."""
+    from harness.evaluate import Workload, evaluate, prepare
+    from harness.profiles import check_usable, load_profile
+    from harness.pruning import get_method
+
+    if args.dataset is not None and (args.input_shape or args.num_classes):
+        raise PrunebenchError("--input-shape/--num-classes are for cost-only runs; the data set "
+                              f"{args.dataset!r} defines them, drop them")
+    profile = load_profile(args.profile)
+    check_usable(profile, force=args.force)  # fail before any training
+    config = build_config(args)
+    get_method(config.method)  # unknown methods fail before any training
+    workload = Workload(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                        checkpoint=args.checkpoint,
+                        input_size=parse_shape(args.input_shape) if args.input_shape else None,
+                        num_classes=args.num_classes, seed=args.seed)
+    prepared = prepare(workload, progress=not args.quiet)
+    m = evaluate(prepared, config, profile, split=args.split, force=args.force,
+                 speedup_vs_dense=args.speedup, progress=not args.quiet)
+    if args.json:
+        out = m.to_dict()
+        out.pop("latency_samples_ms")
+        out["latency_ms"] = {"p50": m.latency_p50_ms, "p90": m.latency_p90_ms,
+                             "p99": m.latency_p99_ms, "mean": m.latency_mean_ms,
+                             "n": m.latency_n, "ci_rel": m.latency_ci_rel}
+        print(json.dumps(out, sort_keys=True))
+    else:
+        _table(m)
+    return 0
+
+
+def _fmt(v: float | None, spec: str, unit: str = "") -> str:
+    return "not measured" if v is None else f"{v:{spec}}{unit}"
+
+
+def _table(m: Any) -> None:
+    energy = _fmt(m.energy_mj_per_inference, ".4g", " mJ per input")
+    if m.energy_method == "modelled":
+        energy += " (MODELLED from CPU time x profile watts, not measured)"
+    elif m.energy_method != "none":
+        energy += f" (measured: {m.energy_method}, idle {_fmt(m.idle_power_w, '.3g', ' W')} " \
+                  "subtracted)"
+    rows = [
+        ("model", f"{m.model} ({m.dataset or 'cost only'})"),
+        ("method", f"{m.method} {json.dumps({k: v for k, v in m.config.items() if v})}"),
+        ("profile", f"{m.profile} on {m.device}, {m.dtype}, batch {m.batch_size}, "
+                    f"{m.threads} thread(s){' [FORCED]' if m.forced else ''}"),
+        ("machine", m.fingerprint),
+        ("accuracy top-1", _fmt(m.accuracy_top1, ".4f", f" ({m.accuracy_split}, "
+                                                       f"n={m.accuracy_n})")),
+        ("latency p50/p90/p99", f"{m.latency_p50_ms:.4g} / {m.latency_p90_ms:.4g} / "
+                                f"{m.latency_p99_ms:.4g} ms per batch (n={m.latency_n}, "
+                                f"median CI +/-{100 * m.latency_ci_rel:.2g}%)"),
+        ("speedup vs dense", _fmt(m.speedup_vs_dense, ".3f", "x") + (
+            f" (IQR {m.speedup_spread:.3f})" if m.speedup_spread is not None else "")),
+        ("energy", energy),
+        ("MACs", f"{m.macs:,} per input ({m.flops:,} FLOPs)"
+                 + (" effective (dynamic)" if m.environment.get("dynamic") else "")),
+        ("params", f"{m.params:,} ({m.model_size_bytes:,} bytes with buffers)"),
+        ("peak activations", f"{m.peak_memory_bytes:,} bytes ({m.peak_memory_method})"),
+        ("conv backend", str(m.environment.get("conv_backend"))),
+        ("torch", m.torch_version),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k.ljust(width)}  {v}")

@@ -1,0 +1,84 @@
+"""evaluate(): one Measurement per configuration, cost-only and with data."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.errors import ProfileError
+from harness.evaluate import Workload, evaluate, prepare
+from harness.measurement import Measurement
+from harness.models import create_model
+from harness.profiles import EnergySettings, TimingSettings, load_profile
+from harness.pruning import DENSE
+
+FAST = TimingSettings(warmup_iters=1, min_samples=5, min_time_s=0.0, max_time_s=0.1,
+                      target_rel_ci=0.5)
+
+
+@pytest.fixture
+def fast() -> object:
+    p = load_profile("cpu-1t")
+    return replace(p, timing=FAST, energy=replace(p.energy, meter="modelled"))
+
+
+def test_cost_only(fast: object) -> None:
+    prepared = prepare(Workload("test_convnet", input_size=(3, 16, 16), num_classes=5))
+    assert prepared.splits is None and prepared.example_input.shape == (1, 3, 16, 16)
+    m = evaluate(prepared, DENSE, fast, speedup_vs_dense=True)
+    assert isinstance(m, Measurement) and m.accuracy_top1 is None and m.dataset is None
+    assert m.profile == "cpu-1t" and m.threads == 1 and m.batch_size == 1 and not m.forced
+    assert m.macs == m.effective_macs_mean and m.flops == 2 * m.macs > 0
+    assert m.params == sum(p.numel() for p in prepared.base_model.parameters())
+    assert m.peak_memory_bytes > 0 and m.peak_memory_method == "computed"
+    assert m.latency_p50_ms > 0 and m.latency_n == len(m.latency_samples_ms) >= 5
+    assert m.speedup_vs_dense is not None and m.speedup_spread is not None
+    assert m.energy_method == "modelled" and m.energy_mj_per_inference > 0
+    assert m.environment["profile"] == "cpu-1t" and m.environment["torch_version"]
+    assert Measurement.from_dict(m.to_dict()) == m
+
+
+def test_with_data_and_timing_lock(tmp_path: Path, fast: object) -> None:
+    model = create_model("test_convnet", num_classes=10, in_channels=1)
+    from harness.train import save_checkpoint
+
+    ckpt = tmp_path / "dense.pt"
+    save_checkpoint(model, ckpt, {"model": "test_convnet", "num_classes": 10, "in_channels": 1})
+    prepared = prepare(Workload("test_convnet", "digits", checkpoint=ckpt))
+    lock = threading.Lock()
+    held: list[bool] = []
+
+    class Spy:
+        def __enter__(self) -> None:
+            lock.acquire()
+            held.append(True)
+
+        def __exit__(self, *exc: object) -> None:
+            lock.release()
+
+    two = replace(fast, batch_sizes=(4,))
+    m = evaluate(prepared, DENSE, two, split="test", timing_lock=Spy())
+    assert held == [True] and m.dataset == "digits" and m.batch_size == 4
+    assert 0.0 <= m.accuracy_top1 <= m.accuracy_top5 <= 1.0
+    assert m.accuracy_split == "test" and m.accuracy_n == len(prepared.splits.test)
+    batches = prepared.eval_inputs(4)
+    assert all(b.shape == (4, 1, 32, 32) for b in batches)
+    assert not torch.equal(batches[0], batches[1])  # real, distinct examples
+
+
+def test_bad_profile_and_force(fast: object) -> None:
+    prepared = prepare(Workload("test_convnet", input_size=(3, 8, 8)))
+    if not torch.cuda.is_available():
+        with pytest.raises(ProfileError, match="CUDA"):
+            evaluate(prepared, DENSE, "cuda-b1")
+    odd = replace(fast, fingerprint=replace(fast.fingerprint, cpu_model="NoSuchCPU*"),
+                  energy=EnergySettings("none", 0.0, 0.0, "-"))
+    with pytest.raises(ProfileError, match="--force"):
+        evaluate(prepared, DENSE, odd)
+    m = evaluate(prepared, DENSE, odd, force=True)
+    assert m.forced and m.environment["forced"] and m.energy_mj_per_inference is None
+    assert m.energy_method == "none"

@@ -1,0 +1,59 @@
+"""MAC counting: hand-computed layers exactly, torchvision references within 2%."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from harness.measure.flops import count_macs, effective_macs, record_effective_macs
+from harness.models import create_model
+
+
+def test_conv_exact() -> None:
+    conv = nn.Conv2d(3, 8, 3, stride=1, padding=1, bias=True)
+    # every output element (8 x 16 x 16) takes 3 x 3 x 3 MACs; bias adds are not counted
+    res = count_macs(conv, torch.randn(1, 3, 16, 16))
+    assert res.macs == 8 * 16 * 16 * 27 and res.flops == 2 * res.macs
+
+
+def test_grouped_conv_and_linear_exact() -> None:
+    dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    assert count_macs(dw, torch.randn(2, 8, 10, 10)).macs == 2 * 8 * 10 * 10 * 9
+    fc = nn.Linear(20, 7)
+    assert count_macs(fc, torch.randn(3, 20)).macs == 3 * 20 * 7
+
+
+def test_count_restores_training_mode() -> None:
+    m = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2)).train()
+    count_macs(m, torch.randn(1, 1, 4, 4))
+    assert m.training
+
+
+def test_effective_macs_static_equals_count() -> None:
+    m = create_model("test_convnet").eval()
+    x = torch.randn(3, 3, 32, 32)
+    stats = effective_macs(m, [x, x[:2]])
+    one = count_macs(m, x[:1]).macs
+    assert not stats.dynamic and stats.per_input == (float(one),) * 5 and stats.mean == one
+
+
+def test_effective_macs_dynamic_per_input() -> None:
+    class Dyn(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            record_effective_macs(x.flatten(1).sum(1))  # "cost" = the input's value
+            return x
+
+    xs = [torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0]])]
+    stats = effective_macs(Dyn(), xs)
+    assert stats.dynamic and stats.per_input == (1.0, 2.0, 3.0, 4.0)
+    assert stats.mean == 2.5 and stats.p50 == 2.5 and stats.p90 == pytest.approx(3.7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "gmacs"), [
+    ("tv_resnet18", 1.81), ("tv_resnet50", 4.09), ("tv_mobilenet_v2", 0.30)])
+def test_torchvision_reference_gmacs(name: str, gmacs: float) -> None:
+    model = create_model(name, num_classes=1000)
+    macs = count_macs(model, torch.randn(1, 3, 224, 224)).macs
+    assert macs / 1e9 == pytest.approx(gmacs, rel=0.02)

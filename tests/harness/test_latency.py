@@ -1,0 +1,146 @@
+"""Latency: percentiles, the median-CI stopping rule, thread restore, interleaving order."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from harness.measure.latency import (
+    LatencyResult,
+    measure_latency,
+    measure_speedup,
+    rebatch,
+    stop_reason,
+)
+from harness.measure.stats import iqr, mad, median_ci, median_ci_ranks, percentile
+from harness.profiles import TimingSettings, load_profile
+
+FAST = TimingSettings(warmup_iters=1, min_samples=5, min_time_s=0.0, max_time_s=0.1,
+                      target_rel_ci=0.5)
+
+
+def fast_profile(threads: int = 1) -> object:
+    return replace(load_profile("cpu-1t"), timing=FAST, threads=threads)
+
+
+def test_percentiles_linear_interpolation() -> None:
+    s = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(s, 50) == pytest.approx(50.5)
+    assert percentile(s, 90) == pytest.approx(90.1)
+    assert percentile(s, 99) == pytest.approx(99.01)
+    r = LatencyResult.from_samples([3.0, 1.0, 2.0], 1, converged=False, wall_s=0.0)
+    assert (r.p50_ms, r.mean_ms, r.n, r.samples_ms) == (2.0, 2.0, 3, (3.0, 1.0, 2.0))
+    assert math.isinf(r.ci_rel) and r.ci_low_ms is None  # 3 samples: no 95% CI yet
+
+
+def test_median_ci_ranks_exact_and_large() -> None:
+    assert median_ci_ranks(5) is None  # P(all on one side) = 1/16 > 5%
+    assert median_ci_ranks(6) == (1, 6)
+    assert median_ci_ranks(20) == (6, 15)  # textbook value for n=20 at 95%
+    lo, hi = median_ci_ranks(1000)
+    assert lo == 1001 - hi and 468 <= lo <= 470
+
+
+def test_spread_statistics() -> None:
+    assert iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == 2.0
+    assert mad([1.0, 2.0, 3.0, 4.0, 100.0]) == 1.0
+    assert median_ci(sorted(float(v) for v in range(20))) == (5.0, 14.0)
+
+
+def test_stop_rule_on_synthetic_streams() -> None:
+    timing = TimingSettings(0, 20, 0.5, 10.0, 0.02)
+    rng = random.Random(0)
+    tight = sorted(1.0 + rng.uniform(-0.001, 0.001) for _ in range(50))
+    assert stop_reason(tight, 0.1, timing) is None  # min_time not reached
+    assert stop_reason(tight[:10], 1.0, timing) is None  # min_samples not reached
+    assert stop_reason(tight, 1.0, timing) == "converged"
+    noisy = sorted(rng.choice([1.0, 2.0]) for _ in range(50))
+    assert stop_reason(noisy, 1.0, timing) is None  # CI too wide
+    assert stop_reason(noisy, 10.0, timing) == "max_time"
+    assert stop_reason([5.0], 10.0, timing) == "max_time"  # cap wins even with one sample
+
+
+def test_stream_needs_more_samples_when_noisier() -> None:
+    timing = TimingSettings(0, 10, 0.0, 1e9, 0.01)
+
+    def samples_needed(sigma: float) -> int:
+        rng, s = random.Random(1), []
+        while True:
+            s.append(1.0 + abs(rng.gauss(0, sigma)))
+            s.sort()
+            if stop_reason(s, 1.0, timing):
+                return len(s)
+
+    assert samples_needed(0.001) < samples_needed(0.05)
+
+
+def test_rebatch_cycles_real_examples() -> None:
+    xs = [torch.arange(3.0).reshape(3, 1), torch.arange(3.0, 5.0).reshape(2, 1)]
+    out = rebatch(xs, 2)
+    assert [b.flatten().tolist() for b in out] == [[0, 1], [2, 3]]
+    assert rebatch([torch.ones(1, 1)], 4)[0].shape == (4, 1)
+
+
+def test_measure_latency_restores_threads_and_keeps_samples() -> None:
+    before = torch.get_num_threads()
+    seen: list[int] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            assert not torch.is_grad_enabled()
+            return x * 2
+
+    r = measure_latency(Probe(), [torch.ones(1, 3)], fast_profile(threads=2))
+    assert set(seen) == {2} and torch.get_num_threads() == before
+    assert r.n >= FAST.min_samples and len(r.samples_ms) == r.n and r.batch_size == 1
+    assert r.p50_ms <= r.p90_ms <= r.p99_ms and all(s > 0 for s in r.samples_ms)
+
+
+def test_inputs_are_cycled() -> None:
+    seen: list[float] = []
+
+    class Record(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(float(x[0, 0]))
+            return x
+
+    measure_latency(Record(), [torch.full((1, 1), float(i)) for i in range(3)], fast_profile())
+    assert {0.0, 1.0, 2.0} <= set(seen)
+
+
+def test_speedup_interleaves_and_alternates_order() -> None:
+    log: list[str] = []
+
+    class Tag(nn.Module):
+        def __init__(self, tag: str) -> None:
+            super().__init__()
+            self.tag = tag
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not log or log[-1] != self.tag:
+                log.append(self.tag)  # one entry per block of consecutive calls
+            return x
+
+    res = measure_speedup(Tag("A"), Tag("B"), [torch.ones(1, 2)], fast_profile(), rounds=4)
+    # rounds AB | BA | AB | BA: same-model blocks at round boundaries merge into one entry
+    # (always-A-first would give A B A B A B A B)
+    assert log == ["A", "B", "A", "B", "A"]
+    assert len(res.ratios) == 4 and res.ratio_spread >= 0
+    assert res.latency_a.n >= 4 * FAST.min_samples
+
+
+@pytest.mark.slow
+def test_same_model_ratio_near_one() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1)).eval()
+    prof = replace(load_profile("cpu-1t"),
+                   timing=TimingSettings(5, 20, 0.1, 1.0, 0.02))
+    res = measure_speedup(model, model, [torch.randn(1, 3, 32, 32)], prof, rounds=5)
+    assert 0.8 < res.ratio_median < 1.25  # loose: the test machine is shared
