@@ -1,0 +1,267 @@
+"""Render an :class:`search.report.Analysis` as Markdown, self-contained HTML and LaTeX.
+
+The document is a flat list of blocks (``h1``/``h2``/``p``/``ul``/``table``/``img``/``pre``)
+built once by :func:`document` and rendered twice, so the Markdown and HTML never disagree.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from search.runs import distinct
+
+if TYPE_CHECKING:
+    from search.report import Analysis
+
+Block = tuple[str, Any]
+
+ENERGY_METHODS = {
+    "modelled": "modelled: an estimate from the profile's power model (busy cores x watts per "
+                "core, plus idle power), not measured",
+    "rapl": "measured with Intel RAPL package energy counters",
+    "nvml": "measured with the NVML GPU energy counter",
+    "nvml-sampled": "measured by sampling NVML GPU power and integrating over time",
+    "none": "not measured",
+}
+COLUMNS = (  # (points column, table header, formatter)
+    ("accuracy_top1", "top-1 (%)", lambda v: f"{100 * v:.2f}"),
+    ("latency_p50_ms", "p50 (ms)", lambda v: f"{v:.3g}"),
+    ("latency_p90_ms", "p90 (ms)", lambda v: f"{v:.3g}"),
+    ("energy_mj_per_inference", "energy (mJ)", lambda v: f"{v:.3g}"),
+    ("macs_effective", "MACs (M, effective)", lambda v: f"{v / 1e6:.2f}"),
+    ("params", "params (k)", lambda v: f"{v / 1e3:.1f}"),
+)
+
+
+def _fmt(value: Any, fn: Any) -> str:
+    try:
+        return "-" if value is None or pd.isna(value) else fn(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def point_table(df: pd.DataFrame, lead: tuple[str, ...] = ("series", "label")) -> pd.DataFrame:
+    """Rows of ``df`` with readable headers and units (strings, ready to print)."""
+    out = pd.DataFrame({c: df[c].astype(str) for c in lead if c in df})
+    for col, head, fn in COLUMNS:
+        if col in df and df[col].notna().any():
+            out[head] = [_fmt(v, fn) for v in df[col]]
+    return out.reset_index(drop=True)
+
+
+def config_table(config_json: Any) -> pd.DataFrame:
+    """The per-layer ratios / keep-ratios of one configuration (and its global settings)."""
+    cfg = json.loads(config_json) if isinstance(config_json, str) else dict(config_json or {})
+    rows = [(f"(all layers) {k}", cfg[k]) for k in ("global_ratio", "global_keep")
+            if cfg.get(k) is not None]
+    rows += [(name, f"ratio {v:.3f}") for name, v in sorted(cfg.get("ratios", {}).items())]
+    rows += [(name, f"keep {v:.3f}") for name, v in sorted(cfg.get("keep", {}).items())]
+    if cfg.get("exec_mode"):
+        rows.append(("execution mode", cfg["exec_mode"]))
+    rows += [(f"option {k}", v) for k, v in sorted(cfg.get("options", {}).items())]
+    return pd.DataFrame(rows or [("(none)", "dense")], columns=["layer / setting", "amount"])
+
+
+def _setup(an: Analysis) -> list[Block]:
+    rows = []
+    for run in an.runs:
+        pts = an.merged[an.merged["run"] == run.name]
+        rows.append({"run": run.name, "series": ", ".join(dict.fromkeys(pts["series"])),
+                     "points": str(len(pts)), "not completed": str(run.excluded),
+                     **{c: distinct(pts, c) for c in ("model", "dataset", "profile",
+                                                      "fingerprint", "device", "threads",
+                                                      "batch_size", "dtype")}})
+    blocks: list[Block] = [("h2", "Setup"), ("table", pd.DataFrame(rows)),
+                           ("p", f"Accuracy: {an.split_note}. Failed or pruned trials are not "
+                                 "plotted (column 'not completed').")]
+    if an.warnings:
+        blocks.append(("p", "**Warning: mixed measurement setups on shared axes (--allow-mixed); "
+                            "differences may come from the machines, not the methods.**"))
+        blocks.append(("ul", an.warnings))
+    return blocks
+
+
+def _best(an: Analysis) -> list[Block]:
+    blocks: list[Block] = [("h2", "Best configuration under each budget"),
+                           ("p", f"Latency budgets: {an.budgets_note}. Best top-1 accuracy with "
+                                 "p50 latency within the budget; ties go to the faster point.")]
+    for b in an.best:
+        blocks.append(("h3", f"Budget {b['budget_ms']:g} ms"))
+        rows = [r for r in b["series"].values() if r is not None]
+        if b["overall"] is None:
+            blocks.append(("p", "No measured configuration fits this budget."))
+            continue
+        blocks.append(("table", point_table(pd.DataFrame(rows), ("series", "run", "label"))))
+        win = b["overall"]
+        blocks.append(("p", f"Best overall: **{win['series']}**, {win['label']} (run "
+                            f"{win['run']}). Per-layer amounts of each series' best:"))
+        for row in rows:
+            if row["series"] != "dense":
+                blocks += [("p", f"{row['series']}: {row['label']} (run {row['run']})"),
+                           ("table", config_table(row.get("config")))]
+    return blocks
+
+
+def _dominance(an: Analysis) -> list[Block]:
+    blocks: list[Block] = [("h2", "Dynamic vs static")]
+    if not an.dominance:
+        return blocks + [("p", "Not shown: the runs do not contain both static and dynamic "
+                               "points.")]
+    for name, df in an.dominance.items():
+        n_dom, n = int(df["dominated"].sum()), len(df)
+        saved = df["cost_saved"].dropna()
+        text = (f"{name}: the {name.split()[0]} front dominates {n_dom} of the {n} points of the "
+                "static (accuracy, p50 latency) front.")
+        if len(saved):
+            text += (f" Latency saved at equal-or-better accuracy: median {saved.median():.3g} "
+                     f"ms (best {saved.max():.3g} ms); negative means static is faster.")
+        table = point_table(df, ("series", "label"))[["series", "label", "top-1 (%)", "p50 (ms)"]]
+        table["dominated"] = ["yes" if d else "no" for d in df["dominated"]]
+        table["latency saved (ms)"] = [_fmt(v, lambda x: f"{x:+.3g}") for v in df["cost_saved"]]
+        table["saved (%)"] = [_fmt(v, lambda x: f"{100 * x:+.1f}") for v in df["cost_saved_rel"]]
+        table["accuracy gained (pp)"] = [_fmt(v, lambda x: f"{100 * x:+.2f}")
+                                         for v in df["quality_gained"]]
+        blocks += [("p", text), ("table", table)]
+    return blocks
+
+
+def _energy_env(an: Analysis) -> list[Block]:
+    items = []
+    for run in an.runs:
+        pts = an.merged[(an.merged["run"] == run.name)]
+        for method in dict.fromkeys(pts["energy_method"].fillna("none")):
+            source = run.config.get("energy_source") or run.config.get("profile", {})
+            extra = f" (source: {source.get('energy', {}).get('source')})" if isinstance(
+                source, dict) and source.get("energy", {}).get("source") else ""
+            items.append(f"{run.name}: {ENERGY_METHODS.get(method, method)}{extra}")
+    env_rows = []
+    for run in an.runs:
+        envs = an.merged.loc[an.merged["run"] == run.name, "environment"].dropna()
+        env = json.loads(envs.iloc[0]) if len(envs) and isinstance(envs.iloc[0], str) else {}
+        env_rows += [{"run": run.name, "key": k, "value": str(v)} for k, v in sorted(env.items())]
+        env_rows.append({"run": run.name, "key": "torch", "value": distinct(
+            an.merged[an.merged["run"] == run.name], "torch_version")})
+    return [("h2", "How energy was obtained"), ("ul", items), ("h2", "Environment"),
+            ("table", pd.DataFrame(env_rows))]
+
+
+def document(an: Analysis, figures: dict[str, list[Path]]) -> list[Block]:
+    """All report blocks, in order."""
+    objs = ", ".join(f"{o.label} ({o.direction})" for o in an.objectives)
+    title = f"prunebench report: {distinct(an.merged, 'model')} on {distinct(an.merged, 'dataset')}"
+    blocks: list[Block] = [("h1", title), ("p", f"Runs: {', '.join(r.name for r in an.runs)}. "
+                                                f"Objectives: {objs}.")]
+    blocks += _setup(an)
+    blocks.append(("h2", "Trade-off plots"))
+    for stem, paths in figures.items():
+        png = next((p for p in paths if p.suffix == ".png" and "_column" not in p.name), None)
+        if png:
+            blocks.append(("img", (f"plots/{png.name}", stem.replace("_", " vs "))))
+    ref = ", ".join(f"{o.label} {v * o.sign:.4g}"
+                    for o, v in zip(an.objectives, an.reference, strict=True))
+    hv = pd.DataFrame({"series": list(an.hypervolume),
+                       "hypervolume (fraction of box)": [f"{v:.4f}" for v in
+                                                         an.hypervolume.values()],
+                       "hypervolume (raw units)": [f"{v:.4g}" for v in
+                                                   an.hypervolume_raw.values()]})
+    blocks += [("h2", "Hypervolume"),
+               ("p", f"Shared reference point (worst value per objective over all runs, moved "
+                     f"out by 10% of the range): {ref}. The fraction is of the box between the "
+                     "best value seen per objective and the reference; larger is better."),
+               ("table", hv), ("h2", "Pareto fronts")]
+    for series, front in an.fronts.items():
+        blocks += [("h3", series), ("table", point_table(front, ("run", "label")))]
+    blocks += _best(an) + _dominance(an) + _energy_env(an)
+    blocks += [("h2", "Files"), ("ul", ["points.csv: every point of every run, merged",
+                                        "fronts.csv: the fronts (column series)",
+                                        "fronts.tex: the fronts as a booktabs LaTeX table",
+                                        "plots/: PNG (dpi 200), SVG and PDF, full and column "
+                                        "width", "summary.json: the numbers above as JSON"])]
+    return blocks
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in df.astype(str).to_numpy()]
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    return "\n".join([head, "|" + "---|" * len(df.columns)] + ["| " + " | ".join(r) + " |"
+                                                                for r in cells])
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    """The report as GitHub-flavoured Markdown (plots linked relative to the report)."""
+    level = {"h1": "# ", "h2": "## ", "h3": "### "}
+    out = []
+    for kind, content in blocks:
+        if kind in level:
+            out.append(level[kind] + content)
+        elif kind == "p":
+            out.append(content)
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in content))
+        elif kind == "table":
+            out.append(_md_table(content))
+        elif kind == "img":
+            out.append(f"![{content[1]}]({content[0]})")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    parts = html.escape(text).split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(blocks: list[Block], *, base: Path) -> str:
+    """The report as one self-contained HTML page (PNG plots embedded as base64)."""
+    body = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(content)}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(content)}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in content) + "</ul>")
+        elif kind == "table":
+            body.append(content.to_html(index=False, border=0, escape=True))
+        elif kind == "img":
+            data = base64.b64encode((base / content[0]).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(content[1])}" '
+                        f'src="data:image/png;base64,{data}"></figure>')
+    style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
+             "color:#222}table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9rem}"
+             "th,td{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:left}"
+             "img{max-width:100%}")
+    title = html.escape(next((c for k, c in blocks if k == "h1"), "prunebench report"))
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}"
+            f"</title><style>{style}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+def _tex(text: str) -> str:
+    """Escape LaTeX's special characters in plain text."""
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
+               "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+               "^": r"\textasciicircum{}"}
+    return "".join(special.get(ch, ch) for ch in text)
+
+
+def latex_fronts(an: Analysis) -> str:
+    """The fronts as one booktabs table (needs ``\\usepackage{booktabs}``)."""
+    cols = [(c, h, f) for c, h, f in COLUMNS if an.merged[c].notna().any()]
+    lines = [r"\begin{tabular}{ll" + "r" * len(cols) + "}", r"\toprule",
+             " & ".join(["Method", "Configuration"] + [_tex(h) for _, h, _ in cols]) + r" \\",
+             r"\midrule"]
+    for i, (series, front) in enumerate(an.fronts.items()):
+        if i:
+            lines.append(r"\midrule")
+        for _, row in front.iterrows():
+            vals = [_fmt(row.get(c), f) for c, _, f in cols]
+            lines.append(" & ".join([_tex(series), _tex(str(row.get("label", "")))] + vals)
+                         + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
