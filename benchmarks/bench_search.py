@@ -1,0 +1,144 @@
+"""Benchmark (issue #7): budgeted Optuna search vs a uniform L1 sweep vs random sampling.
+
+On digits with ResNet-20 (the DEFAULT_RECIPE base model from the checkpoint cache) and the
+``cpu-1t`` profile, each arm evaluates the same number of static L1 configurations through the
+same objective (``search.objective.SearchObjective``, validation accuracy, measured p50):
+
+- ``search``: ``prunebench search``'s own run with its defaults (TPE, per-group ratios, the first
+  3 trials uniform warm-start points, latency budget as an Optuna constraint), followed by its
+  strict re-measurement of the feasible front and near-budget trials;
+- ``uniform_l1``: one ratio for every group, evenly spaced over ``[0, max_ratio]``;
+- ``random``: per-group ratios drawn by Optuna's RandomSampler.
+
+Hypervolume (accuracy vs latency p50, normalised to the shared box between the best values seen
+and a shared reference point) is computed over the points within the latency budget, the region
+a budgeted search is asked to cover; ``hypervolume_all`` uses every point. The budget hit rate is
+the share of configurations the search reported feasible whose re-measured p50 (4x the samples)
+still meets the budget. No arguments; fine-tuning off; results under
+``results/bench-search/``; the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+# Overridable for a quick smoke run only; the benchmark's numbers use the defaults.
+N_TRIALS = int(os.environ.get("PRUNEBENCH_BENCH_TRIALS", "24"))
+MODEL = os.environ.get("PRUNEBENCH_BENCH_MODEL", "resnet20")
+PROFILE = os.environ.get("PRUNEBENCH_BENCH_PROFILE", "cpu-1t")
+CHECKPOINT = os.environ.get("PRUNEBENCH_BENCH_CHECKPOINT")  # default: the cached base model
+BUDGET_FRACTION = 0.6  # latency budget = this x the dense network's p50
+OUT = Path(os.environ.get("PRUNEBENCH_BENCH_OUT", "results/bench-search"))
+
+
+def _arm(name: str, spec, objective, sampler: str, remeasure_max: int,
+         warm_start: int = 0) -> dict:
+    from search.commands.search import SearchRun
+
+    run = SearchRun(spec, OUT / name, args={"bench": name}, sampler=sampler, study_name=name,
+                    progress=True, objective=objective, warm_start=warm_start)
+    run.execute(n_trials=N_TRIALS, timeout=None, remeasure_max=remeasure_max)
+    return run.summary
+
+
+def _uniform(spec, prepared, profile) -> dict:
+    """The uniform sweep as enqueued trials of a study with a fine ratio grid (0.01)."""
+    from search.objective import SearchObjective
+    from search.space import uniform_params
+    from search.study import create_or_load_study, open_storage, run_trials, trials_frame
+
+    uspec = dataclasses.replace(spec, space=dataclasses.replace(spec.space, ratio_step=0.01))
+    objective = SearchObjective(uspec, prepared=prepared, profile=profile)
+    (OUT / "uniform_l1").mkdir(parents=True, exist_ok=True)
+    storage = open_storage(f"journal:{OUT / 'uniform_l1' / 'study.journal'}")
+    study, _ = create_or_load_study(storage, "uniform_l1", uspec,
+                                    optuna.samplers.RandomSampler(seed=0))
+    for r in np.linspace(0.0, spec.space.max_ratio, N_TRIALS):
+        study.enqueue_trial(uniform_params(objective.space, round(float(r), 2)))
+    loop = run_trials(study, objective, n_trials=N_TRIALS, timeout=None,
+                      objectives=uspec.objectives, progress=True)
+    frame = trials_frame(study, uspec.objectives)
+    frame.to_csv(OUT / "uniform_l1" / "trials.csv", index=False)
+    return {"trials_per_minute": loop.trials_per_minute}
+
+
+def _points(name: str) -> pd.DataFrame:
+    frame = pd.read_csv(OUT / name / "trials.csv")
+    return frame[frame["state"] == "COMPLETE"]
+
+
+def main() -> int:
+    """Run the three arms and print the comparison; the last line is one JSON object."""
+    from harness.evaluate import Workload, prepare
+    from harness.profiles import load_profile
+    from search.objective import SearchObjective, SearchSpec
+    from search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
+    from search.space import SpaceSpec
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    start = time.perf_counter()
+    profile = load_profile(PROFILE)
+    prepared = prepare(Workload(model=MODEL, dataset="digits", checkpoint=CHECKPOINT),
+                       progress=True)
+    base = SearchSpec(model=MODEL, dataset="digits", profile=PROFILE, checkpoint=CHECKPOINT,
+                      space=SpaceSpec(kind="static", static_methods=("l1",)))
+    probe = SearchObjective(base, prepared=prepared, profile=profile)
+    from harness.pruning import DENSE
+
+    dense = probe.measure(DENSE, prepared.base_model)
+    budget = round(BUDGET_FRACTION * dense.latency_p50_ms, 4)
+    spec = dataclasses.replace(base, budgets={"latency_ms": budget})
+    objective = SearchObjective(spec, prepared=prepared, profile=profile)
+
+    from search.commands.search import DEFAULT_WARM_START
+
+    search = _arm("search", spec, objective, "tpe", remeasure_max=12,
+                  warm_start=DEFAULT_WARM_START)  # as `prunebench search` runs by default
+    rand = _arm("random", spec, objective, "random", remeasure_max=0)
+    uniform = _uniform(spec, prepared, profile)
+
+    objs = [OBJECTIVES["accuracy"], OBJECTIVES["latency_p50"]]
+    frames = {n: _points(n) for n in ("search", "uniform_l1", "random")}
+    under = {n: f[f["latency_p50_ms"] <= budget] for n, f in frames.items()}
+    hv, hv_all = {}, {}
+    for table, out in ((under, hv), (frames, hv_all)):
+        nonempty = [f for f in table.values() if len(f)]
+        if not nonempty:
+            out.update({n: 0.0 for n in table})
+            continue
+        ref, ideal = reference_point(nonempty, objs), ideal_point(nonempty, objs)
+        out.update({n: round(hypervolume(f, objs, ref, ideal), 4) if len(f) else 0.0
+                    for n, f in table.items()})
+    result = {
+        "hypervolume": hv, "hypervolume_all": hv_all,
+        "trials_per_minute": round(search["trials_per_minute"], 2),
+        "budget_hit_rate": search["budget_hit_rate"],
+        "n_reported_feasible": search["n_reported_feasible"],
+        "model": MODEL, "profile": PROFILE, "trials_per_arm": N_TRIALS, "budget_ms": budget,
+        "dense_latency_p50_ms": dense.latency_p50_ms, "dense_val_accuracy": dense.accuracy_top1,
+        "feasible": {n: int(len(f)) for n, f in under.items()},
+        "best_feasible_val_accuracy": {n: float(f["accuracy_top1"].max()) if len(f) else None
+                                       for n, f in under.items()},
+        "trials_per_minute_by_arm": {"search": search["trials_per_minute"],
+                                     "random": rand["trials_per_minute"],
+                                     "uniform_l1": uniform["trials_per_minute"]},
+        "load_avg_1m": os.getloadavg()[0], "wall_s": round(time.perf_counter() - start, 1),
+    }
+    (OUT / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

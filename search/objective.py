@@ -1,0 +1,249 @@
+"""The search objective: trial -> pruned network -> ``harness.evaluate`` -> objective values.
+
+:class:`SearchSpec` is everything a trial needs, as plain JSON (saved in the study's user attrs),
+so that any worker can rebuild the same :class:`SearchObjective` from the storage alone. Each
+trial stores every Measurement field as a user attr, reports intermediate validation accuracy
+while fine-tuning (single-objective studies let Optuna's pruner stop hopeless trials), and sets
+one constraint per budget with ``trial.set_constraint`` (value <= 0 is feasible).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.measurement import Measurement
+from harness.pruning import PruningConfig
+from search.space import SearchSpace, SpaceSpec, TrialConfig
+
+SPEC_ATTR = "prunebench_spec"
+# Objectives a search can optimise: short name -> (row column, direction).
+SEARCH_OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("accuracy_top1", "maximize"),
+    "latency_p50": ("latency_p50_ms", "minimize"),
+    "latency_p90": ("latency_p90_ms", "minimize"),
+    "energy": ("energy_mj_per_inference", "minimize"),
+    "macs": ("macs_effective", "minimize"),
+    "params": ("params", "minimize"),
+}
+# Budgets: CLI key -> (row column, unit shown in messages).
+BUDGETS: dict[str, tuple[str, str]] = {
+    "latency_ms": ("latency_p50_ms", "ms"),
+    "energy_mj": ("energy_mj_per_inference", "mJ"),
+    "macs": ("macs_effective", "MACs"),
+    "params": ("params", "parameters"),
+}
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What a search evaluates; JSON round-trippable and stored with the study."""
+
+    model: str
+    dataset: str
+    space: SpaceSpec
+    profile: str
+    data_dir: str | None = None
+    checkpoint: str | None = None
+    objectives: tuple[str, ...] = ("accuracy", "latency_p50")
+    budgets: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        for name in self.objectives:
+            if name not in SEARCH_OBJECTIVES:
+                raise PrunebenchError(f"unknown objective {name!r}; choose among "
+                                      f"{', '.join(SEARCH_OBJECTIVES)}")
+        if not self.objectives or len(set(self.objectives)) != len(self.objectives):
+            raise PrunebenchError(f"objectives {','.join(self.objectives)!r} must name each "
+                                  "objective once, e.g. accuracy,latency_p50")
+        for key, value in self.budgets.items():
+            if key not in BUDGETS:
+                raise PrunebenchError(f"unknown budget {key!r}; choose among {', '.join(BUDGETS)}")
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise PrunebenchError(f"budget {key}={value!r} must be a positive number")
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna study directions, one per objective."""
+        return [SEARCH_OBJECTIVES[o][1] for o in self.objectives]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (stored as the study user attr ``prunebench_spec``)."""
+        out = dataclasses.asdict(self)
+        out["space"] = self.space.to_dict()
+        out["objectives"] = list(self.objectives)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "space": SpaceSpec.from_dict(data["space"]),
+                      "objectives": tuple(data["objectives"]),
+                      "budgets": dict(data.get("budgets") or {})})
+
+
+def measurement_row(m: Measurement) -> dict[str, Any]:
+    """``m.to_row()`` plus ``macs_effective`` (per-input MACs: effective mean when dynamic)."""
+    row = m.to_row()
+    row["macs_effective"] = m.effective_macs_mean if m.effective_macs_mean is not None else m.macs
+    return row
+
+
+def constraint_values(row: Mapping[str, Any], budgets: Mapping[str, float], *,
+                      noise_margin: bool = True) -> dict[str, float]:
+    """Relative budget violation per budget: ``value / budget - 1`` (<= 0 is feasible).
+
+    Relative, so that samplers weigh a 10 % overshoot in milliseconds and in MACs alike. The
+    latency budget is checked against the upper end of the p50's confidence interval
+    (``p50 x (1 + latency_ci_rel)``, the half-width capped at 25 %): a configuration is only
+    called feasible when timing noise is unlikely to push it over the budget on re-measurement.
+    ``noise_margin=False`` checks the p50 itself (as the re-measurement does).
+    """
+    out = {}
+    for key, budget in budgets.items():
+        column, _ = BUDGETS[key]
+        value = row.get(column)
+        if value is None:
+            raise PrunebenchError(f"budget {key} needs {column}, which this profile did not "
+                                  "measure; drop the budget or use a profile that measures it")
+        value = float(value)
+        if key == "latency_ms" and noise_margin:
+            ci = row.get("latency_ci_rel")
+            value *= 1.0 + (min(float(ci), 0.25) if ci is not None and math.isfinite(ci) else 0.0)
+        out[key] = value / float(budget) - 1.0
+    return out
+
+
+class SearchObjective:
+    """Callable objective for ``study.optimize``; built once per process from a spec.
+
+    ``prepared`` (a ``harness.evaluate.PreparedWorkload``) and ``profile`` are loaded from the
+    spec when not given. ``timing_lock`` is held around timing only (multi-worker searches).
+    """
+
+    def __init__(self, spec: SearchSpec, *, prepared: Any = None, profile: Any = None,
+                 timing_lock: Any = None, progress: bool = False) -> None:
+        from harness.evaluate import Workload, prepare
+        from harness.profiles import check_usable, load_profile
+
+        self.spec = spec
+        self.profile = profile if profile is not None else load_profile(spec.profile)
+        check_usable(self.profile, force=spec.force)
+        self.prepared = prepared if prepared is not None else prepare(
+            Workload(model=spec.model, dataset=spec.dataset, data_dir=spec.data_dir,
+                     checkpoint=spec.checkpoint, seed=spec.seed), progress=progress)
+        self.space = SearchSpace.build(spec.space, self.prepared.base_model,
+                                       self.prepared.example_input)
+        self.timing_lock = timing_lock
+        self.progress = progress
+
+    @classmethod
+    def from_study(cls, study: optuna.Study, **kwargs: Any) -> SearchObjective:
+        """Rebuild the objective of ``study`` from its stored spec (no other input needed)."""
+        data = study.user_attrs.get(SPEC_ATTR)
+        if data is None:
+            raise PrunebenchError(f"study {study.study_name!r} was not made by `prunebench "
+                                  "search` (no stored spec); pick another --study")
+        return cls(SearchSpec.from_dict(data), **kwargs)
+
+    # ------------------------------------------------------------------ one trial
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        """Evaluate one trial; a failure is recorded in ``fail_reason`` and re-raised."""
+        try:
+            chosen = self.space.suggest(trial)
+            trial.set_user_attr("config", chosen.record.to_json())
+            model = self.build(chosen, trial=trial)
+            m = self.measure(chosen.record, model, split="val")
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        row = measurement_row(m)
+        for key, value in row.items():
+            trial.set_user_attr(key, value)
+        for key, value in constraint_values(row, self.spec.budgets).items():
+            trial.set_constraint(key, value)
+        return self.values(row)
+
+    def values(self, row: Mapping[str, Any]) -> tuple[float, ...]:
+        """The objective values of a measured row, in the spec's order."""
+        out = []
+        for name in self.spec.objectives:
+            value = row.get(SEARCH_OBJECTIVES[name][0])
+            if value is None:
+                raise PrunebenchError(f"objective {name!r} was not measured on profile "
+                                      f"{self.profile.name!r}; choose other --objectives")
+            out.append(float(value))
+        return tuple(out)
+
+    def measure(self, record: PruningConfig, model: nn.Module, *, split: str = "val",
+                profile: Any = None, speedup_vs_dense: bool = False) -> Measurement:
+        """``harness.evaluate`` of an already built network (``record`` names it)."""
+        from harness.evaluate import evaluate
+
+        return evaluate(self.prepared, record, profile or self.profile, split=split,
+                        force=self.spec.force, speedup_vs_dense=speedup_vs_dense,
+                        pruned_model=model, timing_lock=self.timing_lock, progress=False)
+
+    def build(self, chosen: TrialConfig, *, trial: optuna.Trial | None = None) -> nn.Module:
+        """The network a trial evaluates: static cut, fine-tune, then dynamic gating.
+
+        With ``trial``, validation accuracy after each fine-tune epoch is stored as user attr
+        ``val_accuracy_epoch_<k>`` and, in single-objective studies, reported to the pruner.
+        """
+        from harness.evaluate import build_pruned
+
+        prepared = self.prepared
+        model = prepared.base_model
+        if chosen.static is not None:
+            model = build_pruned(prepared, chosen.static, profile=self.profile, progress=False)
+        if chosen.finetune_epochs > 0:
+            model = self._finetune(model, chosen.finetune_epochs, trial)
+        if chosen.dynamic is not None:
+            from harness.pruning import PruneContext, get_method
+
+            ctx = PruneContext(example_input=prepared.example_input, splits=prepared.splits,
+                               recipe=prepared.workload.recipe, profile=self.profile,
+                               seed=self.spec.seed, progress=False)
+            model = get_method(chosen.dynamic.method).apply(model, chosen.dynamic, ctx)
+        return model.eval()
+
+    def _finetune(self, model: nn.Module, epochs: int, trial: optuna.Trial | None) -> nn.Module:
+        from harness.measure.accuracy import accuracy
+        from harness.train import train_model
+
+        splits = self.prepared.splits
+        if splits is None:
+            raise PrunebenchError("fine-tuning needs a data set; give --dataset or "
+                                  "--finetune-epochs 0")
+        base = self.prepared.workload.recipe
+        # a pruned network starts near a good solution: a tenth of the training learning rate
+        recipe = dataclasses.replace(base, epochs=epochs, lr=base.lr * 0.1)
+        single = trial is not None and len(trial.study.directions) == 1
+
+        def on_epoch(epoch: int, net: nn.Module) -> None:
+            if trial is None:
+                return
+            acc = accuracy(net, splits.val).top1
+            trial.set_user_attr(f"val_accuracy_epoch_{epoch}", acc)
+            if single:  # Optuna's report/should_prune are single-objective only
+                trial.report(acc, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"val accuracy {acc:.4f} after epoch {epoch}")
+
+        net = copy.deepcopy(model) if model is self.prepared.base_model else model
+        net = train_model(net, splits, recipe, epoch_callback=on_epoch, progress=False,
+                          desc="fine-tune")
+        return net.eval()

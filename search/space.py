@@ -1,0 +1,263 @@
+"""Search spaces: an Optuna trial -> a pruning configuration.
+
+Three spaces (``SPACES``):
+
+- ``static``: one pruning ratio per coupled layer group; the parameter is the group's name (its
+  first member's module name, e.g. ``layer1.0.conv1``), so the trial's parameters read as a
+  per-layer table and map one-to-one to ``PruningConfig.ratios``.
+- ``dynamic``: one keep-ratio (or threshold, as the method reads it) per gated layer, parameter
+  named after the gated module, mapping to ``PruningConfig.keep``.
+- ``hybrid``: a static cut, then dynamic gating of what remains; parameters ``ratio/<module>``
+  and ``keep/<module>``.
+
+Optional searched parameters: ``criterion`` (the static importance, when several static methods
+are given) and ``finetune_epochs`` (0..N when ``search_finetune``). :meth:`SearchSpace.config`
+turns stored parameters (``FrozenTrial.params``) back into configs, so a trial can be rebuilt
+from the storage alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.pruning import METHODS, PruningConfig
+
+SPACES = ("static", "dynamic", "hybrid")
+CRITERION = "criterion"
+FINETUNE = "finetune_epochs"
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """What to search: serialisable (stored in the study's user attrs), validated on creation.
+
+    Ratios are drawn from ``[0, max_ratio]`` in steps of ``ratio_step``; keep-ratios from
+    ``[keep_min, 1]`` in steps of ``keep_step``. ``finetune_epochs`` is fixed unless
+    ``search_finetune`` makes it a parameter in ``0..finetune_epochs``.
+    """
+
+    kind: str = "static"
+    static_methods: tuple[str, ...] = ("l1",)
+    dynamic_method: str | None = None
+    exec_mode: str | None = None
+    max_ratio: float = 0.8
+    ratio_step: float = 0.05
+    keep_min: float = 0.2
+    keep_step: float = 0.05
+    finetune_epochs: int = 0
+    search_finetune: bool = False
+    round_to: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "static_methods", tuple(self.static_methods))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`PrunebenchError` naming a bad value and the choices."""
+        if self.kind not in SPACES:
+            raise PrunebenchError(f"unknown search space {self.kind!r}; choose one of "
+                                  f"{', '.join(SPACES)}")
+        if self.kind in ("static", "hybrid"):
+            if not self.static_methods:
+                raise PrunebenchError("the static space needs a static method; give e.g. "
+                                      "--method l1")
+            for name in self.static_methods:
+                _check_kind(name, "static")
+        if self.kind in ("dynamic", "hybrid"):
+            if not self.dynamic_method:
+                raise PrunebenchError(f"the {self.kind} space needs a dynamic method; give one "
+                                      f"of {', '.join(_names('dynamic')) or '(none registered)'}"
+                                      " with --dynamic-method")
+            _check_kind(self.dynamic_method, "dynamic")
+        if not 0.0 < self.max_ratio < 1.0:
+            raise PrunebenchError(f"max ratio {self.max_ratio!r} is outside (0, 1); use e.g. 0.8")
+        if not 0.0 < self.keep_min <= 1.0:
+            raise PrunebenchError(f"minimum keep {self.keep_min!r} is outside (0, 1]; use e.g. "
+                                  "0.2")
+        if self.finetune_epochs < 0:
+            raise PrunebenchError(f"fine-tune epochs {self.finetune_epochs!r} is negative; use "
+                                  "0 (off) or more")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        out = asdict(self)
+        out["static_methods"] = list(self.static_methods)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpaceSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "static_methods": tuple(data.get("static_methods", ()))})
+
+
+def _names(kind: str) -> list[str]:
+    return [n for n in METHODS.list() if METHODS.metadata(n)["kind"] == kind]
+
+
+def _check_kind(name: str, kind: str) -> None:
+    if name not in METHODS or METHODS.metadata(name)["kind"] != kind:
+        raise PrunebenchError(f"unknown {kind} pruning method {name!r}; choose one of "
+                              f"{', '.join(_names(kind)) or '(none registered)'}")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """What one trial evaluates: the static cut and/or the dynamic gating, and fine-tuning.
+
+    ``record`` is the one :class:`PruningConfig` that describes the whole network in the
+    Measurement (for ``hybrid``: the dynamic method with the static ratios and
+    ``options["static_method"]``).
+    """
+
+    static: PruningConfig | None
+    dynamic: PruningConfig | None
+    finetune_epochs: int = 0
+    record: PruningConfig = field(default_factory=PruningConfig)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A :class:`SpaceSpec` bound to one network's prunable groups and gated layers."""
+
+    spec: SpaceSpec
+    groups: tuple[str, ...] = ()
+    gated: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, spec: SpaceSpec, model: nn.Module, example_input: torch.Tensor) -> SearchSpace:
+        """Find the coupled groups (static, hybrid) and gated layers (dynamic, hybrid)."""
+        groups: tuple[str, ...] = ()
+        gated: tuple[str, ...] = ()
+        if spec.kind in ("static", "hybrid"):
+            from harness.pruning.static import coupled_groups
+
+            groups = tuple(g.name for g in coupled_groups(model, example_input))
+            if not groups:
+                raise PrunebenchError("the network has no prunable layer groups; pick another "
+                                      "--model or --space dynamic")
+        if spec.kind in ("dynamic", "hybrid"):
+            from harness.pruning.dynamic import gated_layers
+
+            gated = tuple(gated_layers(model))
+            if not gated:
+                raise PrunebenchError(f"the network has no layer that method "
+                                      f"{spec.dynamic_method!r} can gate; pick another --model "
+                                      "or --space static")
+        return cls(spec, groups, gated)
+
+    # ------------------------------------------------------------------ parameter names
+    def ratio_param(self, group: str) -> str:
+        """Optuna parameter name of a group's pruning ratio."""
+        return f"ratio/{group}" if self.spec.kind == "hybrid" else group
+
+    def keep_param(self, layer: str) -> str:
+        """Optuna parameter name of a gated layer's keep-ratio."""
+        return f"keep/{layer}" if self.spec.kind == "hybrid" else layer
+
+    # ------------------------------------------------------------------ trial -> config
+    def suggest(self, trial: optuna.Trial) -> TrialConfig:
+        """Draw every parameter of this space from ``trial`` and return the config."""
+        s = self.spec
+        if len(s.static_methods) > 1 and s.kind != "dynamic":
+            trial.suggest_categorical(CRITERION, list(s.static_methods))
+        if s.search_finetune and s.finetune_epochs > 0:
+            trial.suggest_int(FINETUNE, 0, s.finetune_epochs)
+        for g in self.groups:
+            trial.suggest_float(self.ratio_param(g), 0.0, _top(s.max_ratio, s.ratio_step),
+                                step=s.ratio_step)
+        for layer in self.gated:
+            trial.suggest_float(self.keep_param(layer), s.keep_min, 1.0, step=s.keep_step)
+        return self.config(trial.params)
+
+    def config(self, params: Mapping[str, Any]) -> TrialConfig:
+        """The configuration a trial with these ``params`` evaluates (also from storage)."""
+        s = self.spec
+        missing = [p for p in self.param_names() if p not in params]
+        if missing:
+            raise PrunebenchError(f"trial parameters lack {missing[:3]}; the study was made for "
+                                  "another network or space (use a new --study name)")
+        epochs = int(params.get(FINETUNE, s.finetune_epochs))
+        static = dynamic = None
+        if self.groups:
+            method = str(params.get(CRITERION, s.static_methods[0]))
+            opts: dict[str, Any] = {"finetune_epochs": 0}
+            if s.round_to:
+                opts["round_to"] = s.round_to
+            static = PruningConfig(
+                method=method, options=opts,
+                ratios={g: round(float(params[self.ratio_param(g)]), 6) for g in self.groups})
+        if self.gated:
+            dynamic = PruningConfig(
+                method=str(s.dynamic_method), exec_mode=s.exec_mode,
+                keep={g: round(float(params[self.keep_param(g)]), 6) for g in self.gated})
+        return TrialConfig(static, dynamic, epochs, _record(static, dynamic, epochs))
+
+    def param_names(self) -> list[str]:
+        """Every per-layer parameter name of this space (without criterion/fine-tune)."""
+        return [self.ratio_param(g) for g in self.groups] + [self.keep_param(g)
+                                                              for g in self.gated]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON summary for config.json: the spec and the per-layer parameters."""
+        return {**self.spec.to_dict(), "groups": list(self.groups), "gated": list(self.gated),
+                "n_params": len(self.param_names())}
+
+
+def _top(max_ratio: float, step: float) -> float:
+    """The largest multiple of ``step`` not above ``max_ratio`` (Optuna needs whole steps)."""
+    n = int(max_ratio / step + 1e-9)
+    return round(n * step, 10)
+
+
+def _record(static: PruningConfig | None, dynamic: PruningConfig | None,
+            epochs: int) -> PruningConfig:
+    """The single config that names the whole network in the Measurement record."""
+    if static is not None and dynamic is None:
+        return PruningConfig(method=static.method, ratios=static.ratios,
+                             options={**static.options, "finetune_epochs": epochs})
+    if dynamic is not None and static is None:
+        opts = {"finetune_epochs": epochs} if epochs else {}
+        return PruningConfig(method=dynamic.method, keep=dynamic.keep,
+                             exec_mode=dynamic.exec_mode, options=opts)
+    if static is None or dynamic is None:  # pragma: no cover - SearchSpace always has one
+        raise PrunebenchError("a search space needs prunable groups or gated layers")
+    return PruningConfig(method=dynamic.method, ratios=static.ratios, keep=dynamic.keep,
+                         exec_mode=dynamic.exec_mode,
+                         options={**static.options, "static_method": static.method,
+                                  "finetune_epochs": epochs})
+
+
+def uniform_params(space: SearchSpace, ratio: float, keep: float = 1.0,
+                   extra: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+    """Parameters that set every group to ``ratio`` and every gated layer to ``keep``.
+
+    Used to enqueue a uniform baseline sweep as ordinary trials (``study.enqueue_trial``).
+    """
+    out: dict[str, Any] = {space.ratio_param(g): ratio for g in space.groups}
+    out.update({space.keep_param(g): keep for g in space.gated})
+    out.update(dict(extra))
+    return out
+
+
+def warm_start_params(space: SearchSpace, n: int) -> list[dict[str, Any]]:
+    """``n`` uniform configurations spread evenly inside the space (on its step grids).
+
+    Enqueued as a new study's first trials, they give the sampler structured points (every layer
+    pruned alike, as a uniform sweep would) before it explores per-layer differences.
+    """
+    s = space.spec
+    out = []
+    for i in range(1, n + 1):
+        frac = i / (n + 1)
+        ratio = round(round(frac * s.max_ratio / s.ratio_step) * s.ratio_step, 6)
+        keep = round(1.0 - round(frac * (1.0 - s.keep_min) / s.keep_step) * s.keep_step, 6)
+        out.append(uniform_params(space, min(ratio, _top(s.max_ratio, s.ratio_step)),
+                                  max(keep, s.keep_min)))
+    return out

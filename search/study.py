@@ -1,0 +1,389 @@
+"""Samplers, storages, study creation/loading, and the trial loop.
+
+Kept apart so that a multi-worker search reuses each piece: :func:`open_storage` turns a URL
+(or the run folder's default journal file) into an Optuna storage, :func:`create_or_load_study`
+makes or resumes a study whose :class:`~search.objective.SearchSpec` is stored in its user attrs,
+and :func:`run_trials` runs trials with ``catch=`` (a failing trial is recorded, not a crash), a
+progress bar showing the best feasible point so far, and a first Ctrl-C that stops after the
+current trial. :func:`remeasure` re-times the feasible front and the near-budget trials with a
+stricter timing setting and evaluates them on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import PrunebenchError
+from search.objective import (
+    SEARCH_OBJECTIVES,
+    SPEC_ATTR,
+    SearchObjective,
+    SearchSpec,
+    constraint_values,
+    measurement_row,
+)
+from search.pareto import non_dominated_mask
+
+if TYPE_CHECKING:
+    from harness.profiles import HardwareProfile
+
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+DEFAULT_STORAGE_FILE = "study.journal"
+_RDB_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql")
+
+
+def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name`` (constraints come from ``trial.set_constraint``)."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise PrunebenchError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def make_pruner(n_objectives: int, finetune_epochs: int) -> optuna.pruners.BasePruner:
+    """Median pruning on intermediate val accuracy (single objective with fine-tuning only).
+
+    Optuna's ``report``/``should_prune`` do not support multi-objective studies; there every
+    trial runs to the end and its per-epoch accuracy is kept as user attrs.
+    """
+    if n_objectives == 1 and finetune_epochs > 0:
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+# --------------------------------------------------------------------------- storage
+def storage_url(storage: str | None, run_dir: Path) -> str:
+    """The storage a run uses: ``storage`` as given, or the run folder's journal file.
+
+    Database URLs (``sqlite:///...``, ``postgresql://...``, ``mysql://...``) go to Optuna's
+    RDB storage; anything else is a journal file path (``journal:`` prefix optional).
+    """
+    if storage is None:
+        return f"journal:{run_dir / DEFAULT_STORAGE_FILE}"
+    if storage.startswith(_RDB_PREFIXES) or storage.startswith("journal:"):
+        return storage
+    if "://" in storage:
+        raise PrunebenchError(f"storage {storage.split('@')[-1]!r} is not a known storage URL; "
+                              "use sqlite:///study.db, postgresql://USER:PW@HOST/DB or a "
+                              "journal file path")
+    return f"journal:{Path(storage).expanduser()}"
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a URL from :func:`storage_url`."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len("journal:"):])
+        if not path.parent.is_dir():
+            raise PrunebenchError(f"journal file directory {str(path.parent)!r} does not exist; "
+                                  "create it or give another --storage")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    from search.distributed import open_storage as open_rdb
+
+    return open_rdb(url)
+
+
+def create_or_load_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec,
+                         sampler: optuna.samplers.BaseSampler,
+                         pruner: optuna.pruners.BasePruner | None = None) -> tuple[
+                             optuna.Study, bool]:
+    """Create study ``name`` with ``spec`` stored, or load it if it exists; returns (study, new).
+
+    Loading checks that the stored spec matches ``spec`` in what decides the trials' meaning
+    (network, data, space, profile, objectives, budgets), and names what differs otherwise.
+    """
+    if name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+        stored = study.user_attrs.get(SPEC_ATTR)
+        if stored is None:
+            raise PrunebenchError(f"study {name!r} exists but was not made by `prunebench "
+                                  "search`; give another --study name")
+        diff = spec_differences(SearchSpec.from_dict(stored), spec)
+        if diff:
+            raise PrunebenchError(f"study {name!r} was made with different settings "
+                                  f"({'; '.join(diff)}); use the same settings to resume or a "
+                                  "new --study name")
+        return study, False
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
+                                directions=spec.directions, load_if_exists=True)
+    if SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    return study, True
+
+
+def spec_differences(old: SearchSpec, new: SearchSpec) -> list[str]:
+    """Human-readable ``key: old -> new`` for spec fields that change a trial's meaning."""
+    a, b = old.to_dict(), new.to_dict()
+    out = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a) if k != "force" and a[k] != b.get(k)]
+    return out
+
+
+# --------------------------------------------------------------------------- trial loop
+@dataclass
+class LoopResult:
+    """How a :func:`run_trials` call ended; ``trials`` counts the trials it ran."""
+
+    trials: int
+    seconds: float
+    interrupted: bool
+
+    @property
+    def trials_per_minute(self) -> float:
+        """Trials finished per wall-clock minute."""
+        return 60.0 * self.trials / self.seconds if self.seconds > 0 else float("nan")
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """A complete trial whose every constraint value is <= 0."""
+    return trial.state == TrialState.COMPLETE and all(
+        v <= 0.0 for v in trial.constraints.values())
+
+
+def best_feasible(study: optuna.Study, objectives: Sequence[str]) -> FrozenTrial | None:
+    """The feasible trial best in the first objective (ties: the earlier trial)."""
+    feasible = [t for t in study.get_trials(deepcopy=False) if is_feasible(t)]
+    if not feasible:
+        return None
+    sign = -1.0 if SEARCH_OBJECTIVES[objectives[0]][1] == "maximize" else 1.0
+    return min(feasible, key=lambda t: (sign * t.values[0], t.number))
+
+
+def describe_trial(trial: FrozenTrial | None, objectives: Sequence[str]) -> str:
+    """``trial 7: accuracy=0.931 latency_p50=1.23`` (or ``none feasible yet``)."""
+    if trial is None:
+        return "none feasible yet"
+    vals = " ".join(f"{o}={_short(v)}" for o, v in zip(objectives, trial.values, strict=True))
+    return f"trial {trial.number}: {vals}"
+
+
+def _short(v: float) -> str:
+    return f"{v:.4g}" if math.isfinite(v) else str(v)
+
+
+@contextmanager
+def _graceful_interrupt(on_first: Callable[[], None]) -> Iterator[None]:
+    """First Ctrl-C calls ``on_first`` (stop after this trial); a second one aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
+        on_first()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
+               n_trials: int | None, timeout: float | None, objectives: Sequence[str],
+               progress: bool = True,
+               callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()
+               ) -> LoopResult:
+    """Run trials until ``n_trials`` ran, ``timeout`` seconds passed, or Ctrl-C.
+
+    Exceptions inside a trial mark it FAIL (the objective stores ``fail_reason``); the loop goes
+    on. The first Ctrl-C stops after the running trial; a second one interrupts it (the trial is
+    recorded as failed). Either way, everything in the storage stays.
+    """
+    from tqdm.auto import tqdm
+
+    if n_trials is None and timeout is None:
+        raise PrunebenchError("give --trials N and/or --timeout SECONDS to bound the search")
+    state = {"stop": False, "ran": 0}
+    bar = tqdm(total=n_trials, desc="search", unit="trial", disable=not progress, leave=True)
+
+    def request_stop() -> None:
+        state["stop"] = True
+        bar.write("stopping after the current trial (Ctrl-C again to abort it)")
+
+    def after_trial(st: optuna.Study, trial: FrozenTrial) -> None:
+        state["ran"] += 1
+        n_ok = sum(1 for t in st.get_trials(deepcopy=False) if is_feasible(t))
+        best = describe_trial(best_feasible(st, objectives), objectives)
+        bar.set_postfix_str(f"feasible {n_ok}, best {best}", refresh=False)
+        bar.update(1)
+        if state["stop"]:
+            st.stop()
+
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        with _graceful_interrupt(request_stop):
+            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+                           callbacks=[after_trial, *callbacks], gc_after_trial=True)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    return LoopResult(state["ran"], time.perf_counter() - start, interrupted or state["stop"])
+
+
+def trial_summary(study: optuna.Study) -> dict[str, int]:
+    """Counts of trials by state, and of feasible ones."""
+    trials = study.get_trials(deepcopy=False)
+    out = {s.name.lower(): sum(1 for t in trials if t.state == s) for s in TrialState}
+    out["total"] = len(trials)
+    out["feasible"] = sum(1 for t in trials if is_feasible(t))
+    return out
+
+
+
+# --------------------------------------------------------------------------- tables
+def trial_row(trial: FrozenTrial, objectives: Sequence[str]) -> dict[str, Any]:
+    """One trials.csv row: number/state/params/values/constraints + every stored field."""
+    row: dict[str, Any] = {"trial_number": trial.number, "state": trial.state.name,
+                           "run_kind": "search", "label": f"trial {trial.number}",
+                           "feasible": is_feasible(trial),
+                           "duration_s": trial.duration.total_seconds()
+                           if trial.duration is not None else None}
+    row.update({f"params_{k}": v for k, v in trial.params.items()})
+    values = trial.values or [None] * len(objectives)
+    row.update({f"value_{o}": v for o, v in zip(objectives, values, strict=False)})
+    row.update({f"constraint_{k}": v for k, v in trial.constraints.items()})
+    row.update(trial.user_attrs)
+    row.setdefault("fail_reason", None)
+    return row
+
+
+def trials_frame(study: optuna.Study, objectives: Sequence[str]) -> pd.DataFrame:
+    """Every trial of ``study`` as one row (failed and pruned ones too)."""
+    rows = [trial_row(t, objectives) for t in study.get_trials(deepcopy=False)]
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- re-measuring
+def strict_profile(profile: HardwareProfile, factor: float = 4.0) -> HardwareProfile:
+    """``profile`` with ``factor`` x more samples and time and a ``factor`` x tighter CI target."""
+    t = profile.timing
+    timing = dataclasses.replace(
+        t, warmup_iters=int(t.warmup_iters * 2), min_samples=int(t.min_samples * factor),
+        min_time_s=t.min_time_s * factor, max_time_s=t.max_time_s * factor,
+        target_rel_ci=t.target_rel_ci / factor)
+    return dataclasses.replace(profile, timing=timing)
+
+
+def remeasure_candidates(study: optuna.Study, spec: SearchSpec, *, near: float = 0.15,
+                         limit: int = 20) -> list[FrozenTrial]:
+    """The feasible front (by the search's values) plus trials within ``near`` of a budget.
+
+    Near-budget trials (relative violation in ``[-near, near]``) on either side are re-timed too,
+    since noise can move them across the budget. One trial per distinct config; front first,
+    then by closeness to the budget; at most ``limit``.
+    """
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    feasible = [t for t in complete if is_feasible(t)]
+    signs = np.array([1.0 if d == "minimize" else -1.0 for d in spec.directions])
+    front: list[FrozenTrial] = []
+    if feasible:
+        costs = np.array([t.values for t in feasible], dtype=float) * signs
+        front = [t for t, keep in zip(feasible, non_dominated_mask(costs), strict=True) if keep]
+    near_budget = sorted(
+        (t for t in complete if t.constraints
+         and max(abs(v) for v in t.constraints.values()) <= near),
+        key=lambda t: max(abs(v) for v in t.constraints.values()))
+    out, seen = [], set()
+    for t in [*front, *near_budget]:
+        key = t.user_attrs.get("config_key") or json.dumps(t.params, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out[:limit]
+
+
+@dataclass
+class Remeasured:
+    """Re-measured candidates (test split, strict timing), the feasible front among them, and
+    the budget hit rate (share of search-feasible candidates still feasible when re-measured)."""
+
+    rows: pd.DataFrame
+    front: pd.DataFrame
+    hit_rate: float | None
+    n_reported_feasible: int
+
+
+def remeasure(study: optuna.Study, objective: SearchObjective, *, near: float = 0.15,
+              limit: int = 20, factor: float = 4.0, progress: bool = True) -> Remeasured:
+    """Re-time candidates with :func:`strict_profile` and evaluate them on the test split.
+
+    The front is chosen with the search's *validation* accuracy (never the test accuracy) and the
+    re-measured costs; rows report the test accuracy in ``accuracy_top1`` and the validation one
+    in ``val_accuracy_top1``.
+    """
+    from tqdm.auto import tqdm
+
+    spec = objective.spec
+    profile = strict_profile(objective.profile, factor)
+    rows = []
+    for t in tqdm(remeasure_candidates(study, spec, near=near, limit=limit), desc="re-measure",
+                  unit="config", disable=not progress, leave=False):
+        chosen = objective.space.config(t.params)
+        m = objective.measure(chosen.record, objective.build(chosen), split="test",
+                              profile=profile, speedup_vs_dense=True)
+        row = measurement_row(m)
+        cons = constraint_values(row, spec.budgets, noise_margin=False)
+        row.update({"run_kind": "search", "label": f"trial {t.number}",
+                    "trial_number": t.number, "val_accuracy_top1": t.user_attrs.get(
+                        "accuracy_top1"), "search_latency_p50_ms": t.user_attrs.get(
+                        "latency_p50_ms"), "feasible_search": is_feasible(t),
+                    "feasible": all(v <= 0 for v in cons.values()), "remeasured": True})
+        row.update({f"constraint_{k}": v for k, v in cons.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return Remeasured(frame, feasible_front(frame, spec), *_hit_rate(frame))
+
+
+def feasible_front(frame: pd.DataFrame, spec: SearchSpec,
+                   accuracy_column: str = "val_accuracy_top1") -> pd.DataFrame:
+    """Non-dominated feasible rows of ``frame``; accuracy is judged on ``accuracy_column``."""
+    if frame.empty:
+        return frame
+    ok = frame[frame["feasible"].astype(bool)]
+    if ok.empty:
+        return ok
+    cols = []
+    for name in spec.objectives:
+        column, direction = SEARCH_OBJECTIVES[name]
+        column = accuracy_column if name == "accuracy" else column
+        sign = 1.0 if direction == "minimize" else -1.0
+        cols.append(pd.to_numeric(ok[column], errors="coerce").to_numpy(float) * sign)
+    front = ok[non_dominated_mask(np.column_stack(cols))]
+    first_col = SEARCH_OBJECTIVES[spec.objectives[0]][0]
+    first_col = accuracy_column if spec.objectives[0] == "accuracy" else first_col
+    ascending = SEARCH_OBJECTIVES[spec.objectives[0]][1] == "minimize"
+    return front.sort_values(first_col, ascending=ascending, kind="stable")
+
+
+def _hit_rate(frame: pd.DataFrame) -> tuple[float | None, int]:
+    if frame.empty or "feasible_search" not in frame:
+        return None, 0
+    reported = frame[frame["feasible_search"].astype(bool)]
+    if reported.empty:
+        return None, 0
+    return float(reported["feasible"].astype(bool).mean()), len(reported)

@@ -1,0 +1,184 @@
+"""The objective, the study helpers and the trial loop (real Optuna, real harness)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+
+from harness.errors import PrunebenchError
+from harness.measurement import Measurement
+from search.objective import SPEC_ATTR, SearchObjective, SearchSpec, constraint_values
+from search.space import SpaceSpec, uniform_params
+from search.study import (
+    create_or_load_study,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    run_trials,
+    storage_url,
+    strict_profile,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An untrained test_convnet checkpoint for digits and a profile with tiny timing."""
+    from harness.models import create_model
+    from harness.train import save_checkpoint
+
+    d = tmp_path_factory.mktemp("objective")
+    ckpt = d / "convnet.pt"
+    save_checkpoint(create_model("test_convnet", 10, 1), ckpt,
+                    {"model": "test_convnet", "num_classes": 10, "in_channels": 1})
+    text = (ROOT / "hw_profiles" / "cpu-1t.toml").read_text()
+    for key, value in (("name", '"tiny-1t"'), ("warmup_iters", "1"), ("min_samples", "3"),
+                       ("min_time_s", "0.01"), ("max_time_s", "0.05"), ("target_rel_ci", "0.2")):
+        text = "\n".join(f"{key} = {value}" if line.split("=")[0].strip() == key else line
+                         for line in text.splitlines())
+    (d / "tiny-1t.toml").write_text(text + "\n")
+    return {"checkpoint": str(ckpt), "profile": str(d / "tiny-1t.toml")}
+
+
+def _spec(assets: dict[str, str], **kw) -> SearchSpec:
+    base = dict(model="test_convnet", dataset="digits", space=SpaceSpec(kind="static"),
+                profile=assets["profile"], checkpoint=assets["checkpoint"],
+                budgets={"latency_ms": 1000.0})
+    return SearchSpec(**{**base, **kw})
+
+
+def test_spec_round_trip_and_validation(assets: dict[str, str]) -> None:
+    spec = _spec(assets, objectives=("accuracy", "macs"), budgets={"macs": 1e6, "params": 5e3})
+    assert SearchSpec.from_dict(spec.to_dict()) == spec
+    assert spec.directions == ["maximize", "minimize"]
+    with pytest.raises(PrunebenchError, match="unknown objective 'speed'; choose among accuracy"):
+        _spec(assets, objectives=("accuracy", "speed"))
+    with pytest.raises(PrunebenchError, match="unknown budget 'watts'"):
+        _spec(assets, budgets={"watts": 3.0})
+    with pytest.raises(PrunebenchError, match="must be a positive number"):
+        _spec(assets, budgets={"latency_ms": -1.0})
+
+
+def test_constraints_are_relative_violations() -> None:
+    row = {"latency_p50_ms": 3.0, "macs_effective": 500.0}
+    cons = constraint_values(row, {"latency_ms": 2.0, "macs": 1000.0})
+    assert cons == pytest.approx({"latency_ms": 0.5, "macs": -0.5})
+    # latency is judged at the upper end of the p50's confidence interval
+    cons = constraint_values({**row, "latency_ci_rel": 0.1}, {"latency_ms": 3.2})
+    assert cons["latency_ms"] == pytest.approx(3.3 / 3.2 - 1)
+    with pytest.raises(PrunebenchError, match="energy_mj"):
+        constraint_values({"energy_mj_per_inference": None}, {"energy_mj": 1.0})
+
+
+def test_storage_urls(tmp_path: Path) -> None:
+    assert storage_url(None, tmp_path) == f"journal:{tmp_path / 'study.journal'}"
+    assert storage_url("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
+    assert storage_url(str(tmp_path / "j.log"), tmp_path) == f"journal:{tmp_path / 'j.log'}"
+    with pytest.raises(PrunebenchError, match="not a known storage URL"):
+        storage_url("ftp://host/x", tmp_path)
+    assert isinstance(open_storage(f"journal:{tmp_path / 'a.journal'}"),
+                      optuna.storages.JournalStorage)
+    assert isinstance(open_storage(f"sqlite:///{tmp_path / 'a.db'}"), optuna.storages.RDBStorage)
+    with pytest.raises(PrunebenchError, match="unknown sampler 'cmaes'; choose one of tpe"):
+        make_sampler("cmaes")
+    assert isinstance(make_pruner(1, 2), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner(2, 2), optuna.pruners.NopPruner)
+
+
+def test_study_is_resumed_and_a_changed_spec_is_named(assets: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    storage = open_storage(f"journal:{tmp_path / 's.journal'}")
+    spec = _spec(assets)
+    study, new = create_or_load_study(storage, "s", spec, make_sampler("random", 0))
+    assert new and SearchSpec.from_dict(study.user_attrs[SPEC_ATTR]) == spec
+    again, new = create_or_load_study(storage, "s", spec, make_sampler("tpe", 0))
+    assert not new and again._study_id == study._study_id
+    with pytest.raises(PrunebenchError, match=r"budgets: \{'latency_ms': 1000.0\} -> "):
+        create_or_load_study(storage, "s", _spec(assets, budgets={"latency_ms": 2.0}),
+                             make_sampler("tpe", 0))
+
+
+def test_first_ctrl_c_stops_after_the_current_trial() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # handled: the trial still finishes
+        return x
+
+    loop = run_trials(study, objective, n_trials=10, timeout=None, objectives=("accuracy",),
+                      progress=False)
+    assert loop.interrupted and loop.trials == 2
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_failing_trial_is_recorded_and_the_loop_goes_on() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 0:
+            trial.set_user_attr("fail_reason", "ValueError: boom")
+            raise ValueError("boom")
+        return trial.suggest_float("x", 0, 1)
+
+    loop = run_trials(study, objective, n_trials=3, timeout=None, objectives=("accuracy",),
+                      progress=False)
+    assert loop.trials == 3 and not loop.interrupted
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_strict_profile_takes_more_samples(assets: dict[str, str]) -> None:
+    from harness.profiles import load_profile
+
+    p = load_profile(assets["profile"])
+    s = strict_profile(p, 4.0)
+    assert s.timing.min_samples == 4 * p.timing.min_samples
+    assert s.timing.target_rel_ci == pytest.approx(p.timing.target_rel_ci / 4)
+    assert s.name == p.name
+
+
+@pytest.mark.slow
+def test_trial_stores_every_measurement_field_and_constraints(assets: dict[str, str]) -> None:
+    spec = _spec(assets, budgets={"latency_ms": 1000.0, "params": 10.0},
+                 space=SpaceSpec(kind="static", round_to=8))
+    objective = SearchObjective(spec)
+    study = optuna.create_study(directions=spec.directions,
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    study.enqueue_trial(uniform_params(objective.space, 0.5))
+    study.enqueue_trial(uniform_params(objective.space, 0.75))  # round_to 8: removes all of conv1
+    study.optimize(objective, n_trials=2, catch=(Exception,))
+    ok, bad = study.trials
+    assert ok.state.name == "COMPLETE"
+    m = Measurement.from_dict(ok.user_attrs)
+    assert m.accuracy_split == "val" and m.latency_p50_ms > 0 and m.method == "l1"
+    assert m.config["ratios"] == {"conv1": 0.5, "conv2": 0.5, "conv3": 0.5}
+    assert set(Measurement.__dataclass_fields__) - {"latency_samples_ms"} <= set(ok.user_attrs)
+    assert ok.values == [m.accuracy_top1, m.latency_p50_ms]
+    assert ok.constraints["latency_ms"] < 0 < ok.constraints["params"]  # params budget 10: over
+    assert bad.state.name == "FAIL"
+    assert "would remove all 8 channels of 'conv1'" in bad.user_attrs["fail_reason"]
+    rebuilt = SearchObjective.from_study(study, prepared=objective.prepared)
+    assert rebuilt.space == objective.space
+
+
+@pytest.mark.slow
+def test_single_objective_finetune_reports_intermediate_accuracy(assets: dict[str, str]) -> None:
+    spec = _spec(assets, objectives=("accuracy",),
+                 space=SpaceSpec(kind="static", finetune_epochs=1))
+    objective = SearchObjective(spec)
+    study = optuna.create_study(directions=spec.directions,
+                                pruner=make_pruner(1, spec.space.finetune_epochs))
+    study.enqueue_trial(uniform_params(objective.space, 0.25))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert list(trial.intermediate_values) == [0]
+    assert trial.user_attrs["val_accuracy_epoch_0"] == trial.intermediate_values[0]
+    assert trial.user_attrs["config"] and '"finetune_epochs": 1' in trial.user_attrs["config"]

@@ -1,0 +1,173 @@
+"""``prunebench search`` end to end on a tiny network (test_convnet on digits)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.measurement import Measurement
+from search.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An untrained test_convnet checkpoint for digits and a profile with tiny timing."""
+    from harness.models import create_model
+    from harness.train import save_checkpoint
+
+    d = tmp_path_factory.mktemp("e2e")
+    ckpt = d / "convnet.pt"
+    save_checkpoint(create_model("test_convnet", 10, 1), ckpt,
+                    {"model": "test_convnet", "num_classes": 10, "in_channels": 1})
+    text = (ROOT / "hw_profiles" / "cpu-1t.toml").read_text()
+    for key, value in (("name", '"tiny-1t"'), ("warmup_iters", "1"), ("min_samples", "3"),
+                       ("min_time_s", "0.01"), ("max_time_s", "0.05"), ("target_rel_ci", "0.2")):
+        text = "\n".join(f"{key} = {value}" if line.split("=")[0].strip() == key else line
+                         for line in text.splitlines())
+    (d / "tiny-1t.toml").write_text(text + "\n")
+    return {"checkpoint": str(ckpt), "profile": str(d / "tiny-1t.toml"), "dir": str(d)}
+
+
+def _args(assets: dict[str, str], out: str, *extra: str) -> list[str]:
+    return ["search", "--model", "test_convnet", "--dataset", "digits", "--checkpoint",
+            assets["checkpoint"], "--profile", assets["profile"], "--sampler", "random",
+            "--seed", "0", "--warm-start", "0", "--out", out, "--quiet", "--json", *extra]
+
+
+@pytest.fixture(scope="module")
+def first_run(assets: dict[str, str]) -> tuple[Path, dict]:
+    """3 random trials; with --round-to 8, a ratio of 0.55 removes all 8 channels of conv1: with
+    seed 30, trial 2 draws it and fails."""
+    import contextlib
+    import io
+
+    out = Path(assets["dir"]) / "run"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(_args(assets, str(out), "--trials", "3", "--latency-budget-ms", "1000",
+                        "--round-to", "8", "--max-ratio", "0.55", "--remeasure-max", "2",
+                        "--seed", "30"))
+    assert rc == 0
+    return out, json.loads(buf.getvalue())
+
+
+@pytest.mark.slow
+def test_run_folder_is_complete(first_run: tuple[Path, dict]) -> None:
+    out, summary = first_run
+    for name in ("config.json", "dense.json", "study.journal", "trials.csv", "front.csv",
+                 "remeasured.csv", "summary.json"):
+        assert (out / name).is_file(), name
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["trial_number"]) == [0, 1, 2]
+    assert list(trials["label"]) == ["trial 0", "trial 1", "trial 2"]
+    assert set(trials["run_kind"]) == {"search"}
+    assert {"params_conv1", "params_conv2", "params_conv3", "latency_p50_ms", "accuracy_top1",
+            "energy_mj_per_inference", "macs", "params", "constraint_latency_ms"} <= set(trials)
+    ok = trials[trials["state"] == "COMPLETE"]
+    assert len(ok) == 2 and (ok["accuracy_split"] == "val").all()
+    front = pd.read_csv(out / "front.csv")
+    assert len(front) >= 1 and (front["accuracy_split"] == "test").all()
+    assert front["feasible"].all() and front["remeasured"].all()
+    assert front["speedup_vs_dense"].notna().all()
+    dense = Measurement.from_dict(json.loads((out / "dense.json").read_text()))
+    assert dense.method == "dense" and dense.latency_p50_ms > 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["latency_budget_ms"] == 1000.0 and config["profile"]["name"] == "tiny-1t"
+    assert config["environment"] and config["space"]["groups"] == ["conv1", "conv2", "conv3"]
+    assert summary["counts"]["complete"] == 2 and summary["budget_hit_rate"] == 1.0
+    assert summary["trials_this_run"] == 3 and summary["trials_per_minute"] > 0
+
+
+@pytest.mark.slow
+def test_failing_trial_is_recorded_with_its_reason(first_run: tuple[Path, dict]) -> None:
+    out, summary = first_run
+    trials = pd.read_csv(out / "trials.csv")
+    failed = trials[trials["state"] == "FAIL"]
+    assert list(failed["trial_number"]) == [2] and summary["counts"]["fail"] == 1
+    assert "would remove all" in failed["fail_reason"].iloc[0]
+
+
+@pytest.mark.slow
+def test_resume_adds_trials_to_the_same_study(assets: dict[str, str],
+                                              first_run: tuple[Path, dict],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = first_run
+    rc = main(_args(assets, str(out), "--trials", "1", "--latency-budget-ms", "1000",
+                    "--round-to", "8", "--max-ratio", "0.55", "--remeasure-max", "1",
+                    "--seed", "30", "--resume"))
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["total"] == 4 and summary["trials_this_run"] == 1
+    assert list(pd.read_csv(out / "trials.csv")["trial_number"]) == [0, 1, 2, 3]
+    # a changed budget is another study: resuming it is refused, naming the difference
+    rc = main(_args(assets, str(out), "--trials", "1", "--latency-budget-ms", "2",
+                    "--round-to", "8", "--max-ratio", "0.55", "--seed", "30"))
+    assert rc == 2 and "latency_ms" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_impossible_budget_names_the_fastest_latency(assets: dict[str, str], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(_args(assets, str(tmp_path / "run"), "--trials", "2", "--latency-budget-ms",
+                    "0.0001"))
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no configuration met the budget in 2 trials" in err
+    assert "latency budget 0.0001 ms but the lowest seen was" in err
+    assert (tmp_path / "run" / "trials.csv").is_file()  # the run folder is still written
+    assert pd.read_csv(tmp_path / "run" / "front.csv").empty
+
+
+def test_resume_without_a_study_is_an_error(assets: dict[str, str], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(_args(assets, str(tmp_path / "none"), "--trials", "1", "--resume"))
+    assert rc == 2 and "--resume: no study 'none'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sampler", "cmaes"], "unknown sampler 'cmaes'; choose one of tpe, nsga2, gp, random"),
+    (["--space", "sparse"], "unknown search space 'sparse'; choose one of static, dynamic, "
+                            "hybrid"),
+    (["--method", "nope"], "unknown pruning method 'nope'; choose among"),
+    (["--objectives", "accuracy,speed"], "unknown objective 'speed'; choose among accuracy"),
+    (["--space", "static", "--method", "l1", "--trials", "-1"], "--trials -1 is negative"),
+])
+def test_unknown_names_exit_2_with_the_choices(assets: dict[str, str], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               extra: list[str], message: str) -> None:
+    rc = main(_args(assets, str(tmp_path / "x"), *extra))
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_trial_and_writes_the_folder(assets: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from search.commands.search import SearchRun
+    from search.objective import SearchObjective, SearchSpec
+    from search.space import SpaceSpec
+
+    class Interrupting(SearchObjective):
+        def __call__(self, trial):  # the user presses Ctrl-C during trial 0
+            if trial.number == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().__call__(trial)
+
+    spec = SearchSpec(model="test_convnet", dataset="digits", space=SpaceSpec(),
+                      profile=assets["profile"], checkpoint=assets["checkpoint"],
+                      budgets={"latency_ms": 1000.0})
+    run = SearchRun(spec, tmp_path / "run", args={}, sampler="random", progress=False,
+                    objective=Interrupting(spec)).execute(n_trials=5, timeout=None)
+    assert run.interrupted and run.summary["interrupted"]
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert list(trials["state"]) == ["COMPLETE"]  # trial 0 finished; no trial 1 started
+    front = pd.read_csv(tmp_path / "run" / "front.csv")
+    assert len(front) == 1 and not front["remeasured"].any()
