@@ -1,0 +1,139 @@
+"""Fixtures for search tests: a real PostgreSQL server on 127.0.0.1 (no mocks).
+
+The server is started once per session with ``initdb``/``pg_ctl`` from the Debian packages
+(``/usr/lib/postgresql/*/bin``) in a fresh data directory on a free port, with password (SCRAM)
+authentication so wrong-password paths are real. When running as root the server runs as the
+``postgres`` system user (PostgreSQL refuses to run as root). Without the binaries the tests are
+skipped locally but fail in CI (``CI=true``), where ``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG_USER = "prunebench"
+PG_PASSWORD = "pb-test-secret"
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running test server; ``url(db)`` gives a SQLAlchemy URL for one database on it."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def url(self, database: str = "postgres", password: str | None = None) -> str:
+        pw = self.password if password is None else password
+        return f"postgresql+psycopg2://{self.user}:{pw}@{self.host}:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """Create a fresh, empty database and return its name."""
+        import psycopg2
+
+        name = f"pbtest_{uuid.uuid4().hex[:10]}"
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user,
+                                password=self.password, dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return name
+
+
+def _pg_bindir() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(os.path.realpath(found)).parent
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_as(user: str | None, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    full = ["runuser", "-u", user, "--", *cmd] if user else cmd
+    return subprocess.run(full, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _server_user() -> str | None:
+    """``None`` when not root; else a non-root system user to own the data directory."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "prunebench-pg"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    "prunebench-pg"], check=True, capture_output=True)
+    return "prunebench-pg"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole test session (skips locally without the binaries)."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        msg = ("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
+               "`apt-get install -y postgresql`")
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    user = _server_user()
+    root = Path(tempfile.mkdtemp(prefix="prunebench-pg-"))
+    data, pwfile = root / "data", root / "pwfile"
+    pwfile.write_text(PG_PASSWORD + "\n")
+    if user:
+        shutil.chown(root, user)
+        shutil.chown(pwfile, user)
+    port = _free_port()
+    init = _run_as(user, [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER,
+                          f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
+                          "--no-sync", "--locale=C"])
+    if init.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"initdb failed: {init.stderr.strip()}")
+    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    start = _run_as(user, [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
+                           "-o", opts, "-w", "-t", "60", "start"])
+    if start.returncode != 0:
+        log = (root / "log").read_text() if (root / "log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"pg_ctl start failed: {start.stderr.strip()} {log[-500:]}")
+    try:
+        yield PostgresServer("127.0.0.1", port, PG_USER, PG_PASSWORD)
+    finally:
+        _run_as(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                       "stop"])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A SQLAlchemy URL to a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.url(postgres_server.create_database())
