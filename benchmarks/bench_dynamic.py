@@ -1,0 +1,156 @@
+"""Realized speed of dynamic pruning on ResNet-56 (32x32), profile cpu-1t, batch 1 and 32.
+
+For effective-MAC reductions of about 25/50/75%, each point compares (interleaved, same process,
+``harness.measure.latency.measure_speedup``) a dynamic network with its dense reference and
+reports next to it the ideal speedup (dense MACs / effective MACs) and the speedup of a static
+network with the same MACs (an l1-norm cut of each block's internal channels with
+``harness.pruning.static.cut_filters``).
+
+Fairness: ``antidote_fast`` folds BN into its convs, so it and the static network are compared
+with a BN-folded dense network; AntiDote's exact ``masked``/``gathered`` modes keep BN and are
+compared with the unfolded dense network. ``masked`` computes everything (it is the correctness
+reference) and is reported as such. Column pruning (``antidote`` with ``columns``) is reported
+where it stands, even when it does not pay.
+
+Inputs: seeded random standard-normal images (3x32x32); the ResNet-56 is untrained (Kaiming
+init) and the gates are calibrated on random normal images, so the *speed* numbers are real but
+the chosen channels carry no accuracy meaning (see ``accuracy_dynamic.py`` for that).
+
+Usage: ``python benchmarks/bench_dynamic.py`` (a few minutes). Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import warnings
+
+import torch
+
+from harness.measure.flops import count_macs, effective_macs
+from harness.measure.latency import measure_speedup
+from harness.models import create_model
+from harness.profiles import load_profile
+from harness.pruning import PruneContext, PruningConfig, get_method
+from harness.pruning.dyn_fold import fold_batchnorm
+from harness.pruning.dynamic import gated_layers
+from harness.pruning.static import cut_filters
+
+TARGETS = (0.25, 0.50, 0.75)
+KEEP_GRID = [round(0.05 * i, 2) for i in range(1, 21)]
+
+
+def _dynamic(model: torch.nn.Module, method: str, keep: float, mode: str, x: torch.Tensor,
+             **options: object) -> torch.nn.Module:
+    cfg = PruningConfig(method, global_keep=keep, exec_mode=mode, options=dict(options))
+    return get_method(method).apply(model, cfg, PruneContext(x[:1]))
+
+
+def _static(model: torch.nn.Module, keep: float, x: torch.Tensor) -> torch.nn.Module:
+    """l1-norm cut of each basic block's internal (conv1 output) channels to ``keep``."""
+    idxs = {}
+    for name in gated_layers(model):
+        w = model.get_submodule(name).weight.detach()
+        c = w.shape[0]
+        k = max(1, round(keep * c))
+        idxs[name] = w.abs().sum((1, 2, 3)).argsort()[: c - k].tolist()
+    return cut_filters(model, x[:1], idxs).eval()
+
+
+def _reduction(net: torch.nn.Module, dense_macs: float, inputs: list[torch.Tensor]) -> float:
+    return 1.0 - effective_macs(net, inputs).mean / dense_macs
+
+
+def _closest(fn, target: float, grid: list[float]) -> tuple[float, float]:
+    """The keep in ``grid`` whose reduction ``fn(keep)`` is closest to ``target``."""
+    best = min((abs(fn(k) - target), k) for k in grid)
+    return best[1], fn(best[1])
+
+
+def _near(keep: float) -> list[float]:
+    return [k for k in (round(keep + d, 3) for d in (-0.1, -0.05, 0.0, 0.05, 0.1)) if 0 < k <= 1]
+
+
+def _speed(net: torch.nn.Module, ref: torch.nn.Module, setting: tuple) -> float:
+    """Interleaved speedup of ``net`` over ``ref``: p50(ref) / p50(net)."""
+    inputs, profile, rounds, batch = setting
+    return measure_speedup(ref, net, inputs, profile, rounds=rounds,
+                           batch_size=batch).ratio_median
+
+
+def main() -> None:
+    """Run every point and print the table (stderr) and the JSON (stdout, last line)."""
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = create_model("resnet56").eval()
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(64, 3, 32, 32, generator=gen)
+    dense_macs = float(count_macs(model, images[:1]).macs)
+    calib_inputs = [images[:32]]
+    dense_folded = fold_batchnorm(model)
+    base = load_profile("cpu-1t")
+    points = []
+    cache: dict = {}
+
+    def fast_red(k: float) -> float:
+        key = ("fast", k)
+        if key not in cache:
+            cache[key] = _reduction(_dynamic(model, "antidote_fast", k, "fast", images,
+                                             calibration_samples=256),
+                                    dense_macs, calib_inputs)
+        return cache[key]
+
+    def static_red(k: float) -> float:
+        key = ("static", k)
+        if key not in cache:
+            cache[key] = 1.0 - count_macs(_static(model, k, images), images[:1]).macs / dense_macs
+        return cache[key]
+
+    for batch in (1, 32):
+        timing = base.timing if batch == 1 else dataclasses.replace(
+            base.timing, warmup_iters=2, min_samples=3, min_time_s=0.0, max_time_s=12.0)
+        profile = dataclasses.replace(base, timing=timing, batch_sizes=(batch,))
+        inputs = [images[i:i + batch] for i in range(0, 64 if batch > 1 else 8, batch)]
+        setting = (inputs, profile, 5 if batch == 1 else 3, batch)
+
+        for target in TARGETS:
+            keep, red = _closest(fast_red, target, _near(1.0 - target))
+            s_keep, _ = _closest(static_red, red, _near(1.0 - red))
+            static_net = fold_batchnorm(_static(model, s_keep, images))
+            static_speed = _speed(static_net, dense_folded, setting)
+            modes = ("fast", "gathered", "masked") if batch == 1 or target == 0.5 else ("fast",)
+            for mode in modes:
+                net = _dynamic(model, "antidote_fast", keep, mode, images,
+                               calibration_samples=256)
+                realized = _speed(net, dense_folded, setting)
+                points.append(_point("antidote_fast", mode, batch, red, realized, static_speed,
+                                     keep=keep, reference="dense BN-folded"))
+        exact = [({}, 0.25)] + ([({"columns": 0.5}, 0.375)] if batch == 1 else [])
+        for options, target in exact:
+            keep, red = _closest(lambda k, o=options: _reduction(
+                _dynamic(model, "antidote", k, "masked", images, **o), dense_macs,
+                calib_inputs), target, KEEP_GRID)
+            s_keep, _ = _closest(static_red, red, _near(1.0 - red))
+            static_speed = _speed(_static(model, s_keep, images), model, setting)
+            for mode in ("gathered", "masked"):
+                net = _dynamic(model, "antidote", keep, mode, images, **options)
+                points.append(_point("antidote" + ("+columns" if options else ""), mode, batch,
+                                     red, _speed(net, model, setting), static_speed, keep=keep,
+                                     reference="dense (BN not folded)"))
+    for p in points:
+        print(" ".join(f"{k}={v}" for k, v in p.items()), file=sys.stderr)
+    print(json.dumps({"points": points, "inputs": "random standard-normal 3x32x32 (seeded)",
+                      "model": "resnet56 (untrained)", "profile": "cpu-1t",
+                      "threads": torch.get_num_threads()}))
+
+
+def _point(method: str, mode: str, batch: int, red: float, realized: float, static: float,
+           **extra: object) -> dict:
+    return {"method": method, "exec": mode, "batch": batch, "macs_reduction": round(red, 3),
+            "ideal_speedup": round(1.0 / (1.0 - red), 3), "realized_speedup": round(realized, 3),
+            "static_speedup_same_macs": round(static, 3), **extra}
+
+
+if __name__ == "__main__":
+    main()

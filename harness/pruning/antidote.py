@@ -1,0 +1,145 @@
+"""AntiDote (Yu et al., DATE 2020): attention-based dynamic feature-map pruning.
+
+For each input, the feature map a gated layer produces gets a *channel attention* (the p-norm
+mean of |activation| over each channel's spatial map) and a *column attention* (the mean
+|activation| over channels at each spatial position). Channels below the layer's keep-ratio
+(top-k) or relative threshold are not consumed by the next convolution for that input, and
+with ``options["columns"]`` only that fraction of the consumer's output positions (highest
+column attention) is computed.
+AntiDote's training phase, targeted dropout, lives in ``dyn_train.py`` (``prunebench finetune``).
+
+The exact rule needs each input's full gated feature map before it can decide, so the gated conv
+itself is always computed and only the consumer is pruned. ``antidote_fast`` is a separate method
+(its own accuracy): it predicts a per-input width from the block input and runs BN-folded,
+pre-packed widths (``dyn_fast.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.models import BasicBlock
+from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from harness.pruning.config import PruningConfig
+from harness.pruning.dyn_calib import block_statistics, calibration_inputs
+from harness.pruning.dyn_exec import EXACT_MODES, DynamicNetwork, GateRule
+from harness.pruning.dyn_fast import FastBasicBlock, calibrate_widths, fit_predictor
+from harness.pruning.dyn_fold import fold_batchnorm
+from harness.pruning.dyn_sites import (
+    dense_layer_macs,
+    get_module,
+    require_sites,
+    resolve_fraction,
+    resolve_keep,
+    set_module,
+)
+from harness.pruning.dynamic import EXEC_MODES, build_gated, check_exec_mode
+
+ANTIDOTE_CITATION = ("Yu, Liu, Wang, Wang, Chen. AntiDote: Attention-based Dynamic Optimization "
+                     "for Neural Network Runtime Efficiency. DATE 2020")
+
+
+def check_options(options: dict[str, Any], allowed: set[str], method: str) -> None:
+    """Unknown option keys are an error naming them and the allowed ones."""
+    extra = sorted(set(options) - allowed)
+    if extra:
+        raise PrunebenchError(f"unknown option(s) {extra} for method {method!r}; allowed: "
+                              f"{sorted(allowed)}")
+
+
+class AntiDote(PruningMethod):
+    """AntiDote's exact per-input rule, executed ``masked`` or ``gathered``."""
+
+    info = MethodInfo("antidote", "dynamic",
+                      "per-input channel/column attention gates on each block's internal "
+                      "feature map (exact rule; options: rule=ratio|threshold, columns, p)",
+                      ANTIDOTE_CITATION)
+
+    def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
+        """A gated copy of ``model``. Rule ``ratio``: each input keeps its ``ceil(keep*C)``
+        highest-attention channels. Rule ``threshold``: a channel is kept when its attention is
+        at least ``(1 - keep)`` x the input's largest (so keep 1.0 keeps all in both rules)."""
+        opts = config.options
+        check_options(opts, {"rule", "columns", "p"}, self.info.name)
+        mode = check_exec_mode(config.exec_mode, self.info.name, EXACT_MODES)
+        rule = opts.get("rule", "ratio")
+        if rule not in ("ratio", "threshold"):
+            raise PrunebenchError(f"option rule={rule!r} is unknown; use 'ratio' or 'threshold'")
+        power = float(opts.get("p", 1.0))
+        if not power > 0:
+            raise PrunebenchError(f"option p={opts['p']!r} must be > 0 (1 = mean |activation|)")
+        sites = require_sites(model, self.info.name)
+        keep = resolve_keep(config, sites)
+        columns = resolve_fraction(config, "columns")
+        kind = "topk" if rule == "ratio" else "relative"
+        rules = {n: GateRule(kind, v if kind == "topk" else 1.0 - v, columns, power)
+                 for n, v in keep.items()}
+        return build_gated(model, rules, mode, ctx.example_input,
+                           {"method": self.info.name, "rule": rule, "columns": columns})
+
+
+class AntiDoteFast(PruningMethod):
+    """AntiDote-style dynamic width per input, built for speed (see ``dyn_fast.py``)."""
+
+    info = MethodInfo("antidote_fast", "dynamic",
+                      "AntiDote-style per-input width of each residual block's internal channels, "
+                      "predicted from the block input; channels in calibrated attention order, "
+                      "BN folded, pre-packed widths (options: widths, round_to, "
+                      "calibration_samples)", ANTIDOTE_CITATION + " (fast execution variant)")
+
+    def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
+        """A BN-folded copy of ``model`` whose basic blocks choose their width per input."""
+        opts = config.options
+        check_options(opts, {"widths", "round_to", "calibration_samples"}, self.info.name)
+        mode = check_exec_mode(config.exec_mode, self.info.name, EXEC_MODES)
+        sites = require_sites(model, self.info.name)
+        blocks = [s.name.rpartition(".")[0] for s in sites]
+        if not all(s.name.endswith(".conv1") and isinstance(get_module(model, b), BasicBlock)
+                   for s, b in zip(sites, blocks, strict=True)):
+            raise PrunebenchError(f"method {self.info.name!r} needs a residual network of basic "
+                                  "blocks (resnet20/32/56/110, test_resnet); use 'antidote'")
+        keep = resolve_keep(config, sites)
+        n_widths, round_to = int(opts.get("widths", 4)), int(opts.get("round_to", 4))
+        if n_widths < 1 or round_to < 1:
+            raise PrunebenchError(f"options widths={n_widths} and round_to={round_to} must be "
+                                  ">= 1; use e.g. widths=4, round_to=4")
+        base = copy.deepcopy(model).eval()
+        need = [b for s, b in zip(sites, blocks, strict=True) if keep[s.name] < 1.0]
+        calib = "none"
+        stats = {}
+        if need:
+            inputs, calib = calibration_inputs(ctx, int(opts.get("calibration_samples", 512)))
+            stats = block_statistics(base, need, inputs)
+        per_layer = dense_layer_macs(base, ctx.example_input)
+        net = fold_batchnorm(base)
+        block_macs = 0.0
+        for s, b in zip(sites, blocks, strict=True):
+            block_macs += sum(v for k, v in per_layer.items() if k.startswith(b + "."))
+            set_module(net, b, self._fast_block(get_module(base, b), keep[s.name],
+                                                stats.get(b), n_widths, round_to, mode))
+        info = {"method": self.info.name, "exec_mode": mode, "gated": [s.name for s in sites],
+                "calibration": calib, "bn_folded": True, "dense_macs": sum(per_layer.values()),
+                "widths": {b: get_module(net, b).widths for b in blocks}}
+        return DynamicNetwork(net, sum(per_layer.values()) - block_macs, info).eval()
+
+    @staticmethod
+    def _fast_block(block: BasicBlock, keep: float, stats: tuple | None, n_widths: int,
+                    round_to: int, mode: str) -> FastBasicBlock:
+        c = block.conv1.out_channels
+        if stats is None:  # keep 1.0: the full width, no predictor
+            return FastBasicBlock(block, torch.arange(c), None, 0.0, [c], mode)
+        a, s = stats
+        order = s.mean(0).argsort(descending=True)
+        predictor = fit_predictor(a, s)
+        scores = (a @ predictor[0].T + predictor[1])[:, order]
+        tau, widths = calibrate_widths(scores, keep, n_widths, min(round_to, c))
+        return FastBasicBlock(block, order, predictor, tau, widths, mode)
+
+
+register_method(AntiDote())
+register_method(AntiDoteFast())

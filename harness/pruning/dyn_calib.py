@@ -1,0 +1,76 @@
+"""Calibration data for dynamic methods: a few training inputs and feature statistics on them.
+
+Methods read the **train** split only. Without a data set (cost-only measurement) they calibrate on
+seeded standard-normal images of the example input's shape and say so in the network's
+``prunebench_dynamic["calibration"]`` (the choice of channels is then not meaningful, the cost is).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from harness.pruning.base import PruneContext
+from harness.pruning.dyn_exec import channel_attention
+from harness.pruning.dyn_sites import GatedSite, get_module
+
+
+def calibration_inputs(ctx: PruneContext, n: int = 256) -> tuple[torch.Tensor, str]:
+    """Up to ``n`` training images (first ``n`` of the train split) and where they came from."""
+    if ctx.splits is not None:
+        train = ctx.splits.split("train")
+        xs = [train[i][0] for i in range(min(n, len(train)))]
+        return torch.stack(xs).float(), f"train[:{len(xs)}]"
+    warnings.warn("no data set given: dynamic gates are calibrated on random normal images; "
+                  "accuracy of this configuration is not meaningful", stacklevel=3)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    shape = tuple(ctx.example_input.shape[1:])
+    return torch.randn((n, *shape), generator=gen), "synthetic-normal"
+
+
+@torch.no_grad()
+def site_attention(model: nn.Module, sites: list[GatedSite], inputs: torch.Tensor,
+                   power: float = 1.0, batch: int = 128) -> dict[str, torch.Tensor]:
+    """Per-input channel attention (N, C) of each site's gated feature map on ``inputs``."""
+    out: dict[str, list[torch.Tensor]] = {s.name: [] for s in sites}
+    hooks = [get_module(model, s.gate).register_forward_hook(
+        lambda m, i, o, n=s.name: out[n].append(channel_attention(o, power)))
+        for s in sites]
+    was_training = model.training
+    try:
+        model.eval()
+        for start in range(0, len(inputs), batch):
+            model(inputs[start:start + batch])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def block_statistics(model: nn.Module, blocks: list[str], inputs: torch.Tensor,
+                     batch: int = 128) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per basic block: (spatial mean of its input (N, C_in), exact attention of conv1-BN-ReLU
+    (N, C_hidden)) over ``inputs``."""
+    ins: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
+    atts: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
+    hooks = []
+    for b in blocks:
+        block = get_module(model, b)
+        hooks.append(block.register_forward_pre_hook(
+            lambda m, args, b=b: ins[b].append(args[0].mean((2, 3)))))
+        hooks.append(block.relu1.register_forward_hook(
+            lambda m, i, o, b=b: atts[b].append(channel_attention(o))))
+    was_training = model.training
+    try:
+        model.eval()
+        for start in range(0, len(inputs), batch):
+            model(inputs[start:start + batch])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {b: (torch.cat(ins[b]), torch.cat(atts[b])) for b in blocks}

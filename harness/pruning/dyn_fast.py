@@ -1,0 +1,169 @@
+"""Fast dynamic execution for residual basic blocks (the ``antidote_fast`` method's engine).
+
+Design (measured in ``benchmarks/bench_dynamic.py``): eager per-input gathers cost about what they
+save at batch 1, so the fast path avoids every per-input gather.
+
+1. **Static order, dynamic width.** Each block's internal channels are reordered once by their
+   calibrated mean AntiDote attention (mean |activation| after conv1-BN-ReLU over calibration
+   inputs), so an input's decision is only *how many* channels ``k`` to compute: the first ``k``.
+2. **Cheap decision from the block input.** A linear score predictor on the block input's
+   per-channel spatial mean (C_in adds per position + a C_in x C_hidden product) is fitted by
+   ridge regression to the exact attention; ``k`` = number of channels whose predicted attention
+   reaches a per-block threshold, calibrated so the mean kept fraction matches the keep-ratio.
+3. **A few discrete widths.** ``k`` is rounded up to one of ``widths`` (default 4) per-block widths
+   (multiples of ``round_to``); each width has pre-packed contiguous copies of conv1's first ``k``
+   filters and conv2's first ``k`` input channels, so running a width is two plain convolutions.
+4. **BN folded** into every conv (inference only). Compare against a dense network folded the
+   same way (:func:`harness.pruning.dyn_fold.fold_batchnorm`) for a fair speedup.
+5. **Batches** are grouped by width (at most ``widths`` groups per block): each input computes
+   exactly its own width, so batch composition never changes an input's answer.
+
+Because it keeps a prefix in a static order chosen by a predictor, ``antidote_fast`` keeps other
+channels than AntiDote's exact rule: it is its own method with its own accuracy. Its ``masked``
+and ``gathered`` modes execute the same rule (zeroing / per-input slices) as references.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.measure.flops import record_effective_macs, recording_active
+from harness.models import BasicBlock
+from harness.pruning.dyn_fold import folded_weights
+
+
+@torch.no_grad()
+def fit_predictor(a: torch.Tensor, s: torch.Tensor, ridge: float = 1e-3
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge least squares ``s ~ a @ P.T + p0``; returns ``(P, p0)`` (float32)."""
+    a64, s64 = a.double(), s.double()
+    x = torch.cat([a64, torch.ones(len(a64), 1, dtype=torch.float64)], 1)
+    gram = x.T @ x
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=torch.float64)
+    sol = torch.linalg.solve(gram, x.T @ s64)
+    return sol[:-1].T.float().contiguous(), sol[-1].float().contiguous()
+
+
+def _widths_for(k_raw: torch.Tensor, n_widths: int, round_to: int, c: int) -> list[int]:
+    qs = torch.quantile(k_raw.double(), torch.linspace(1 / n_widths, 1, n_widths,
+                                                       dtype=torch.float64))
+    ws = {min(c, max(round_to, math.ceil(float(q) / round_to) * round_to)) for q in qs}
+    return sorted(ws)
+
+
+def _quantise(k_raw: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    wt = torch.tensor(widths)
+    return wt[torch.searchsorted(wt, k_raw).clamp_(max=len(widths) - 1)]
+
+
+@torch.no_grad()
+def calibrate_widths(scores: torch.Tensor, keep: float, n_widths: int, round_to: int
+                     ) -> tuple[float, list[int]]:
+    """Threshold and widths so that the mean quantised width / C is closest to ``keep``."""
+    c = scores.shape[1]
+    best: tuple[float, float, list[int]] | None = None
+    for tau in torch.quantile(scores.flatten().double(), torch.linspace(0, 1, 201,
+                                                                          dtype=torch.float64)):
+        k_raw = (scores >= tau).sum(1).clamp(min=1)
+        widths = _widths_for(k_raw, n_widths, round_to, c)
+        err = abs(_quantise(k_raw, widths).double().mean().item() / c - keep)
+        if best is None or err < best[0]:
+            best = (err, float(tau), widths)
+    assert best is not None
+    return best[1], best[2]
+
+
+class FastBasicBlock(nn.Module):
+    """A BN-folded basic block whose internal width is chosen per input (see module doc)."""
+
+    def __init__(self, block: BasicBlock, order: torch.Tensor, predictor: tuple | None,
+                 tau: float, widths: list[int], mode: str) -> None:
+        super().__init__()
+        w1, b1 = folded_weights(block.conv1, block.bn1)
+        w2, b2 = folded_weights(block.conv2, block.bn2)
+        self.register_buffer("w1", w1[order].contiguous())
+        self.register_buffer("b1", b1[order].contiguous())
+        self.register_buffer("w2", w2[:, order].contiguous())
+        self.register_buffer("b2", b2)
+        self.stride = block.conv1.stride[0]
+        self.has_shortcut = not isinstance(block.shortcut, nn.Identity)
+        if self.has_shortcut:
+            ws, bs = folded_weights(block.shortcut[0], block.shortcut[1])
+            self.register_buffer("ws", ws)
+            self.register_buffer("bs", bs)
+        self.predict = predictor is not None
+        if predictor is not None:
+            self.register_buffer("pw", predictor[0][order].contiguous())
+            self.register_buffer("pb", predictor[1][order].contiguous())
+        self.tau, self.widths, self.mode = float(tau), list(widths), mode
+        self.register_buffer("widths_t", torch.tensor(self.widths))
+        # width index for every raw count 0..C (counts below 1 use the smallest width)
+        self.lut = [next((j for j, w in enumerate(widths) if w >= k), len(widths) - 1)
+                    for k in range(w1.shape[0] + 1)]
+        for j, k in enumerate(self.widths):  # pre-packed contiguous copies per width
+            self.register_buffer(f"pw1_{j}", self.w1[:k].clone())
+            self.register_buffer(f"pb1_{j}", self.b1[:k].clone())
+            self.register_buffer(f"pw2_{j}", self.w2[:, :k].contiguous())
+
+    def _choose(self, x: torch.Tensor) -> torch.Tensor:
+        """Width index per input (B,)."""
+        if not self.predict:
+            return torch.zeros(x.shape[0], dtype=torch.long)
+        s = F.linear(x.mean((2, 3)), self.pw, self.pb)
+        k_raw = (s >= self.tau).sum(1).clamp_(min=1)
+        return torch.searchsorted(self.widths_t, k_raw).clamp_(max=len(self.widths) - 1)
+
+    def _tail(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sc = F.conv2d(x, self.ws, self.bs, self.stride) if self.has_shortcut else x
+        return F.relu_(y.add_(sc))
+
+    def _run_width(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        h = F.relu_(F.conv2d(x, getattr(self, f"pw1_{j}"), getattr(self, f"pb1_{j}"),
+                             self.stride, 1))
+        return self._tail(x, F.conv2d(h, getattr(self, f"pw2_{j}"), self.b2, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Block output; each input computes its own width of internal channels."""
+        if self.mode == "fast" and x.shape[0] == 1 and not recording_active():
+            # batch 1: the fewest possible ops to decide (mean, linear, compare, count)
+            if not self.predict:
+                return self._run_width(x, 0)
+            s = F.linear(x.mean((2, 3)), self.pw, self.pb)
+            return self._run_width(x, self.lut[int((s >= self.tau).sum())])
+        widx = self._choose(x)
+        if recording_active():
+            self._record(x, widx)
+        if self.mode == "fast":
+            if x.shape[0] == 1:
+                return self._run_width(x, int(widx))
+            out = None
+            for j in widx.unique().tolist():
+                sel = (widx == j).nonzero().squeeze(1)
+                part = self._run_width(x.index_select(0, sel), j)
+                out = x.new_empty((x.shape[0], *part.shape[1:])) if out is None else out
+                out.index_copy_(0, sel, part)
+            return out
+        k = self.widths_t[widx]
+        if self.mode == "masked":
+            h = F.relu(F.conv2d(x, self.w1, self.b1, self.stride, 1))
+            h = h * (torch.arange(h.shape[1])[None] < k[:, None]).to(h.dtype)[:, :, None, None]
+            return self._tail(x, F.conv2d(h, self.w2, self.b2, 1, 1))
+        outs = []
+        for i, ki in enumerate(k.tolist()):  # gathered: per-input slices, no packing
+            xi = x[i:i + 1]
+            h = F.relu(F.conv2d(xi, self.w1[:ki], self.b1[:ki], self.stride, 1))
+            outs.append(self._tail(xi, F.conv2d(h, self.w2[:, :ki], self.b2, 1, 1)))
+        return torch.cat(outs)
+
+    def _record(self, x: torch.Tensor, widx: torch.Tensor) -> None:
+        c_in, c_out = self.w1.shape[1], self.w2.shape[0]
+        hw = math.ceil(x.shape[2] / self.stride) * math.ceil(x.shape[3] / self.stride)
+        per_channel = (c_in + c_out) * 9 * hw
+        fixed = c_out * c_in * hw if self.has_shortcut else 0.0
+        if self.predict:
+            fixed += c_in * x.shape[2] * x.shape[3] + c_in * self.w1.shape[0]
+        record_effective_macs(self.widths_t[widx].double() * per_channel + fixed)

@@ -1,0 +1,149 @@
+"""Training for dynamic pruning: AntiDote's targeted dropout and instance-wise feature decay.
+
+Both attach forward hooks to the gated feature maps (the gate modules of ``dyn_sites``) of an
+ordinary network, so the trained weights load into the unmodified architecture; remove the hooks
+(``.remove()``) before saving or evaluating.
+
+- :class:`TargetedDropout` (AntiDote's training phase): in training mode, for each input the
+  fraction ``gamma`` of channels (and, with ``columns``, of spatial positions) with the lowest
+  attention is *targeted*, and each targeted unit is dropped (zeroed) with probability ``alpha``.
+  The network learns to do without the units the test-time gates remove.
+- :class:`FeatureDecay` (Liu et al. 2019): an l2,1 penalty ``lambda x sum_sites mean_inputs
+  sum_channels ||z_c||_2 / sqrt(HW)`` on the gated feature maps, returned by :meth:`loss_hook`
+  for ``harness.train.train_model(..., loss_hook=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.pruning.dyn_exec import channel_attention
+from harness.pruning.dyn_sites import get_module, require_sites
+
+
+def _bottom_mask(att: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Boolean mask of the ``floor(fraction * n)`` lowest entries per row of ``att`` (B, n)."""
+    k = int(math.floor(fraction * att.shape[1]))
+    mask = torch.zeros_like(att, dtype=torch.bool)
+    if k > 0:
+        mask.scatter_(1, att.topk(k, dim=1, largest=False).indices, True)
+    return mask
+
+
+class TargetedDropout:
+    """Targeted dropout on every gated feature map of ``model`` while it is training."""
+
+    def __init__(self, model: nn.Module, gamma: float, alpha: float, *, columns: bool = False,
+                 seed: int = 0) -> None:
+        for key, v in (("gamma", gamma), ("alpha", alpha)):
+            if not 0.0 <= v <= 1.0:
+                raise PrunebenchError(f"targeted dropout {key}={v!r} is outside [0, 1]; use e.g. "
+                                      "gamma=0.5,alpha=0.5")
+        self.gamma, self.alpha, self.columns = float(gamma), float(alpha), columns
+        self.generator = torch.Generator().manual_seed(seed)
+        self._hooks = [get_module(model, s.gate).register_forward_hook(self._hook)
+                       for s in require_sites(model, "antidote")]
+
+    def _drop(self, shape: tuple[int, ...], targeted: torch.Tensor) -> torch.Tensor:
+        coin = torch.rand(shape, generator=self.generator) < self.alpha
+        return ~(targeted & coin.to(targeted.device))
+
+    def _hook(self, module: nn.Module, inputs: tuple, z: torch.Tensor) -> torch.Tensor | None:
+        if not module.training or self.gamma == 0.0 or self.alpha == 0.0:
+            return None
+        with torch.no_grad():
+            att = channel_attention(z)
+            keep = self._drop(tuple(att.shape), _bottom_mask(att, self.gamma))[:, :, None, None]
+            if self.columns:
+                col = z.abs().mean(1).flatten(1)
+                keep_col = self._drop(tuple(col.shape), _bottom_mask(col, self.gamma))
+                keep = keep & keep_col.view(z.shape[0], 1, *z.shape[2:])
+        return z * keep.to(z.dtype)
+
+    def remove(self) -> None:
+        """Detach the hooks (the model is an ordinary network again)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
+class FeatureDecay:
+    """Collects the gated feature maps during training and returns their l2,1 penalty."""
+
+    def __init__(self, model: nn.Module, strength: float) -> None:
+        if not strength >= 0.0:
+            raise PrunebenchError(f"feature decay {strength!r} must be >= 0; use e.g. 1e-4")
+        self.strength = float(strength)
+        self._maps: list[torch.Tensor] = []
+        self._hooks = [get_module(model, s.gate).register_forward_hook(self._hook)
+                       for s in require_sites(model, "instance_sparsity")]
+
+    def _hook(self, module: nn.Module, inputs: tuple, z: torch.Tensor) -> None:
+        if module.training:
+            self._maps.append(z)
+
+    def penalty(self) -> torch.Tensor | None:
+        """The l2,1 penalty of the maps seen since the last call (and forget them)."""
+        maps, self._maps = self._maps, []
+        if not maps or self.strength == 0.0:
+            return None
+        total = sum(channel_attention(z, 2.0).sum(1).mean() for z in maps)
+        return self.strength * total
+
+    def loss_hook(self, model: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor,
+                  targets: torch.Tensor) -> torch.Tensor | None:
+        """``harness.train.train_model`` loss hook: the penalty of this step's forward."""
+        return self.penalty()
+
+    def remove(self) -> None:
+        """Detach the hooks."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+
+def parse_targeted_dropout(text: str) -> dict[str, float]:
+    """``"gamma=0.5,alpha=0.5[,columns=1]"`` -> dict; errors name the bad part and the form."""
+    out = {"gamma": 0.5, "alpha": 0.5, "columns": 0.0}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        try:
+            if not sep or key not in out:
+                raise ValueError
+            out[key] = float(value)
+        except ValueError:
+            raise PrunebenchError(f"targeted dropout setting {part!r} is not understood; give "
+                                  "e.g. gamma=0.5,alpha=0.5 (optionally columns=1)") from None
+    return out
+
+
+def finetune_dynamic(model: nn.Module, splits: object, recipe: object, *,
+                     targeted_dropout: dict[str, float] | None = None,
+                     feature_decay: float | None = None, progress: bool = True) -> nn.Module:
+    """Fine-tune ``model`` in place for dynamic pruning (targeted dropout and/or feature decay,
+    neither = plain fine-tuning) with ``harness.train.train_model``; returns it in eval mode
+    with every hook removed, so it is an ordinary network of the same architecture."""
+    from harness.train import train_model
+
+    attached: list[TargetedDropout | FeatureDecay] = []
+    hook = None
+    try:
+        if targeted_dropout:
+            attached.append(TargetedDropout(
+                model, targeted_dropout.get("gamma", 0.5), targeted_dropout.get("alpha", 0.5),
+                columns=bool(targeted_dropout.get("columns", 0.0)),
+                seed=getattr(recipe, "seed", 0)))
+        if feature_decay:
+            decay = FeatureDecay(model, feature_decay)
+            attached.append(decay)
+            hook = decay.loss_hook
+        train_model(model, splits, recipe, loss_hook=hook, progress=progress,  # type: ignore
+                    desc="finetune (dynamic)")
+    finally:
+        for a in attached:
+            a.remove()
+    return model.eval()

@@ -1,0 +1,79 @@
+"""Instance-wise sparsity (Liu et al., IJCAI 2019): per-input channel pruning by feature norm.
+
+Training (``prunebench finetune --method instance_sparsity --feature-decay LAMBDA``) adds a
+*feature decay* l2,1 penalty on the gated feature maps (``dyn_train.FeatureDecay``) so that, for
+each input, many channels become nearly silent. At test time a channel of a gated feature map is
+computed downstream only when its RMS norm for that input reaches the layer's threshold.
+
+Amount: ``keep`` is the layer's mean kept fraction; the absolute threshold is the (1 - keep)
+quantile of channel norms over calibration (train) inputs, so the number kept varies per input.
+Layer selection: with ``global_keep``, only the fraction ``options["select"]`` of gated layers
+whose feature norms vary most across inputs (coefficient of variation) are gated; layers named
+in ``keep`` are always gated.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.pruning.antidote import check_options
+from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from harness.pruning.config import PruningConfig
+from harness.pruning.dyn_calib import calibration_inputs, site_attention
+from harness.pruning.dyn_exec import EXACT_MODES, GateRule
+from harness.pruning.dyn_sites import require_sites, resolve_fraction, resolve_keep
+from harness.pruning.dynamic import build_gated, check_exec_mode
+
+CITATION = ("Liu, Wang, Yu, Chen, Huang. Learning Instance-wise Sparsity for Accelerating Deep "
+            "Models. IJCAI 2019")
+
+
+def coefficient_of_variation(norms: torch.Tensor) -> float:
+    """Std / mean across inputs of each input's total feature norm (``norms``: (N, C))."""
+    total = norms.sum(1).double()
+    return float(total.std() / total.mean().clamp_min(1e-12))
+
+
+def select_layers(norms: dict[str, torch.Tensor], fraction: float) -> list[str]:
+    """The ``round(fraction * L)`` (at least one) layers with the largest coefficient of
+    variation of their feature norms across inputs: the most input-dependent layers."""
+    ranked = sorted(norms, key=lambda n: coefficient_of_variation(norms[n]), reverse=True)
+    return sorted(ranked[:max(1, round(len(ranked) * fraction))])
+
+
+class InstanceSparsity(PruningMethod):
+    """Per-input channel gates with norm thresholds calibrated on training inputs."""
+
+    info = MethodInfo("instance_sparsity", "dynamic",
+                      "per-input channel pruning by feature-norm threshold, layers selected by "
+                      "coefficient of variation (options: select, calibration_samples)", CITATION)
+
+    def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
+        """A gated copy of ``model``; thresholds set so each layer keeps ``keep`` on average."""
+        check_options(config.options, {"select", "calibration_samples"}, self.info.name)
+        mode = check_exec_mode(config.exec_mode, self.info.name, EXACT_MODES)
+        sites = require_sites(model, self.info.name)
+        keep = resolve_keep(config, sites)
+        select = resolve_fraction(config, "select", 0.5)
+        n = int(config.options.get("calibration_samples", 256))
+        if n < 2:
+            raise PrunebenchError(f"option calibration_samples={n} must be >= 2; use e.g. 256")
+        todo = [s for s in sites if keep[s.name] < 1.0]
+        calib, rules, chosen = "none", {}, []
+        if todo:
+            inputs, calib = calibration_inputs(ctx, n)
+            norms = site_attention(model, todo, inputs, power=2.0)
+            chosen = sorted(set(select_layers(norms, select)) | set(config.keep))
+            for s in todo:
+                if s.name in chosen:
+                    tau = float(torch.quantile(norms[s.name].flatten().double(),
+                                               1.0 - keep[s.name]))
+                    rules[s.name] = GateRule("absolute", tau, 1.0, 2.0)
+        return build_gated(model, rules, mode, ctx.example_input,
+                           {"method": self.info.name, "calibration": calib,
+                            "selected": chosen, "select": select})
+
+
+register_method(InstanceSparsity())

@@ -1,0 +1,142 @@
+"""AntiDote specifics: targeted dropout, the fast variant's decisions, BN folding, finetune CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import PrunebenchError
+from harness.measure.flops import effective_macs
+from harness.models import create_model
+from harness.pruning import PruneContext, PruningConfig, get_method
+from harness.pruning.dyn_fast import calibrate_widths, fit_predictor
+from harness.pruning.dyn_fold import fold_batchnorm
+from harness.pruning.dyn_train import TargetedDropout, parse_targeted_dropout
+
+pytestmark = pytest.mark.filterwarnings("ignore:no data set given")
+X = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+def _fast(keep: float, mode: str = "fast", **options: object) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = PruningConfig("antidote_fast", global_keep=keep, exec_mode=mode, options=options)
+    return get_method("antidote_fast").apply(create_model("test_resnet").eval(), cfg,
+                                             PruneContext(X[:1]))
+
+
+def test_fold_batchnorm_is_exact() -> None:
+    model = create_model("resnet20").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.5, 0.5)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(X), model(X), atol=1e-4, rtol=1e-4)
+
+
+def test_fast_answer_independent_of_batch() -> None:
+    net = _fast(0.5)
+    with torch.no_grad():
+        together = net(X)
+        alone = torch.cat([net(X[i:i + 1]) for i in range(len(X))])
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+    ref = _fast(0.5, "masked")
+    with torch.no_grad():
+        torch.testing.assert_close(alone, ref(X), atol=1e-5, rtol=1e-5)
+
+
+def test_fast_widths_are_rounded_and_macs_counted() -> None:
+    net = _fast(0.5, round_to=2, widths=3)
+    widths = net.prunebench_dynamic["widths"]
+    assert all(w % 2 == 0 or w == 1 for ws in widths.values() for w in ws)
+    assert all(len(ws) <= 3 for ws in widths.values())
+    assert net.prunebench_dynamic["bn_folded"] is True
+    assert effective_macs(net, [X]).mean < effective_macs(_fast(1.0), [X]).mean
+
+
+def test_fit_predictor_recovers_linear_map() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(200, 6, generator=gen)
+    p_true = torch.randn(4, 6, generator=gen)
+    p, b = fit_predictor(a, a @ p_true.T + 0.5, ridge=1e-9)
+    torch.testing.assert_close(p, p_true, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(b, torch.full((4,), 0.5), atol=1e-3, rtol=1e-3)
+
+
+def test_calibrate_widths_hits_keep() -> None:
+    scores = torch.rand(300, 16, generator=torch.Generator().manual_seed(0))
+    tau, widths = calibrate_widths(scores, 0.5, 4, 4)
+    k = (scores >= tau).sum(1).clamp(min=1)
+    q = torch.tensor(widths)[torch.searchsorted(torch.tensor(widths), k).clamp(max=len(widths) - 1)]
+    assert abs(q.double().mean().item() / 16 - 0.5) < 0.1
+    assert widths == sorted(widths) and all(w % 4 == 0 for w in widths)
+
+
+def test_fast_rejects_plain_chains_and_exact_rejects_fast() -> None:
+    cfg = PruningConfig("antidote_fast", global_keep=0.5, exec_mode="fast")
+    with pytest.raises(PrunebenchError, match="basic blocks"):
+        get_method("antidote_fast").apply(create_model("test_convnet"), cfg, PruneContext(X[:1]))
+    cfg = PruningConfig("antidote", global_keep=0.5, exec_mode="fast")
+    with pytest.raises(PrunebenchError, match="antidote_fast"):
+        get_method("antidote").apply(create_model("test_resnet"), cfg, PruneContext(X[:1]))
+    cfg = PruningConfig("antidote", global_keep=0.5, options={"columns": 0.0})
+    with pytest.raises(PrunebenchError, match="columns"):
+        get_method("antidote").apply(create_model("test_resnet"), cfg, PruneContext(X[:1]))
+
+
+def test_targeted_dropout_only_in_training() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_resnet")
+    td = TargetedDropout(model, gamma=0.5, alpha=1.0)
+    seen: list[torch.Tensor] = []
+    hook = model.layer1[0].conv2.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    model.train()
+    model(X)
+    zeros = (seen[-1].abs().sum((2, 3)) == 0).sum(1)
+    assert (zeros >= 2).all()  # gamma 0.5 of 4 channels, alpha 1: 2 dropped per input
+    model.eval()
+    model(X)
+    td.remove()
+    hook.remove()
+    with torch.no_grad():
+        ref = model(X)
+    td2 = TargetedDropout(model, gamma=0.5, alpha=1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(X), ref)  # eval mode: no effect
+    td2.remove()
+
+
+def test_parse_targeted_dropout() -> None:
+    assert parse_targeted_dropout("gamma=0.75,alpha=0.25") == {
+        "gamma": 0.75, "alpha": 0.25, "columns": 0.0}
+    with pytest.raises(PrunebenchError, match="gamma=0.5"):
+        parse_targeted_dropout("gama=0.5")
+    with pytest.raises(PrunebenchError, match="outside"):
+        TargetedDropout(create_model("test_resnet"), gamma=1.5, alpha=0.5)
+
+
+@pytest.mark.slow
+def test_finetune_cli(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from search.cli import main
+
+    out = Path(str(tmp_path)) / "ft.pt"
+    base = Path(str(tmp_path)) / "base.pt"
+    from harness.datasets import load_dataset
+    from harness.train import save_checkpoint
+
+    splits = load_dataset("digits")
+    save_checkpoint(create_model("test_resnet", 10, 1), base,
+                    {"model": "test_resnet", "num_classes": 10, "in_channels": 1})
+    assert splits.input_size[0] == 1
+    code = main(["finetune", "--model", "test_resnet", "--dataset", "digits", "--checkpoint",
+                 str(base), "--method", "antidote", "--targeted-dropout", "gamma=0.5,alpha=0.5",
+                 "--epochs", "1", "--out", str(out), "--quiet"])
+    assert code == 0 and out.exists()
+    assert main(["finetune", "--model", "test_resnet", "--dataset", "digits", "--method",
+                 "antidote", "--epochs", "1"]) == 2
+    del json

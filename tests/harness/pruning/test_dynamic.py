@@ -1,0 +1,136 @@
+"""Conformance tests every dynamic pruning method passes (one line per method in DYNAMIC)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import PrunebenchError
+from harness.measure.flops import count_macs, effective_macs
+from harness.models import create_model
+from harness.pruning import PruneContext, PruningConfig, get_method
+from harness.pruning.dyn_sites import dense_layer_macs
+from harness.pruning.dynamic import gated_layers
+
+pytestmark = pytest.mark.filterwarnings("ignore:no data set given")
+
+# (method, options, exec modes, models): a new dynamic method is one added line.
+DYNAMIC = [
+    pytest.param("antidote", {}, ("masked", "gathered"), ("test_resnet", "test_convnet"),
+                 id="antidote"),
+    pytest.param("antidote", {"columns": 0.5}, ("masked", "gathered"), ("test_resnet",),
+                 id="antidote-columns"),
+    pytest.param("antidote", {"rule": "threshold", "p": 2.0}, ("masked", "gathered"),
+                 ("test_resnet", "test_convnet"), id="antidote-threshold"),
+    pytest.param("antidote_fast", {}, ("masked", "gathered", "fast"), ("test_resnet",),
+                 id="antidote_fast"),
+    pytest.param("instance_sparsity", {"select": 1.0}, ("masked", "gathered"),
+                 ("test_resnet", "test_convnet"), id="instance_sparsity"),
+]
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    for m in model.modules():  # non-trivial BN so attention differs between channels
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return model
+
+
+def _apply(model: torch.nn.Module, method: str, keep: float, mode: str, options: dict
+           ) -> torch.nn.Module:
+    cfg = PruningConfig(method, global_keep=keep, exec_mode=mode, options=options)
+    return get_method(method).apply(model, cfg, PruneContext(torch.randn(1, 3, 32, 32)))
+
+
+X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize(("method", "options", "modes", "models"), DYNAMIC)
+def test_keep_one_is_dense(method: str, options: dict, modes: tuple, models: tuple) -> None:
+    for name in models:
+        model = _model(name)
+        opts = {k: v for k, v in options.items() if k != "columns"}
+        for mode in modes:
+            net = _apply(model, method, 1.0, mode, opts)
+            with torch.no_grad():
+                torch.testing.assert_close(net(X), model(X), atol=1e-4, rtol=1e-4)
+            eff = effective_macs(net, [X])
+            assert eff.per_input == pytest.approx([count_macs(model, X[:1]).macs] * 3)
+
+
+@pytest.mark.parametrize(("method", "options", "modes", "models"), DYNAMIC)
+def test_modes_agree(method: str, options: dict, modes: tuple, models: tuple) -> None:
+    for name in models:
+        model = _model(name)
+        outs, macs = {}, {}
+        for mode in modes:
+            net = _apply(model, method, 0.5, mode, options)
+            with torch.no_grad():
+                outs[mode] = net(X)
+            macs[mode] = effective_macs(net, [X]).per_input
+            assert outs[mode].shape == (3, 10)
+        for mode in modes[1:]:
+            torch.testing.assert_close(outs[mode], outs["masked"], atol=1e-5, rtol=1e-5)
+            assert macs[mode] == pytest.approx(macs["masked"])
+
+
+@pytest.mark.parametrize(("method", "options", "modes", "models"), DYNAMIC)
+def test_macs_fall_with_keep(method: str, options: dict, modes: tuple, models: tuple) -> None:
+    model = _model(models[0])
+    means = [effective_macs(_apply(model, method, k, modes[-1], options), [X]).mean
+             for k in (1.0, 0.75, 0.5, 0.25)]
+    assert all(b <= a * 1.001 for a, b in zip(means, means[1:], strict=False))
+    assert means[-1] < 0.85 * means[0]
+
+
+@pytest.mark.parametrize(("method", "options", "modes", "models"), DYNAMIC)
+def test_bad_keep_and_names(method: str, options: dict, modes: tuple, models: tuple) -> None:
+    model = _model(models[0])
+    for bad in (0.0, -0.5, 1.5, float("nan")):
+        with pytest.raises(PrunebenchError, match="keep value"):
+            _apply(model, method, bad, modes[0], options)
+    cfg = PruningConfig(method, keep={"no.such.layer": 0.5}, exec_mode=modes[0])
+    with pytest.raises(PrunebenchError, match="unknown gated layer"):
+        get_method(method).apply(model, cfg, PruneContext(X[:1]))
+    with pytest.raises(PrunebenchError, match="exec mode"):
+        _apply(model, method, 0.5, "sparse", options)
+    with pytest.raises(PrunebenchError, match="unknown option"):
+        _apply(model, method, 0.5, modes[0], {"colums": 0.5})
+
+
+def test_hand_count_antidote_test_resnet() -> None:
+    # test_resnet: stem 4x3x9x1024; block1 conv1/conv2 4x4x9x1024 each; block2 (stride 2, 16x16)
+    # conv1 8x4x9x256, conv2 8x8x9x256, shortcut 8x4x256; block3 (8x8) conv1 16x8x9x64,
+    # conv2 16x16x9x64, shortcut 16x8x64; fc 16x10.
+    dense = 110592 + 2 * 147456 + (73728 + 147456 + 8192) + (73728 + 147456 + 8192) + 160
+    assert count_macs(_model("test_resnet"), X[:1]).macs == dense
+    # keep 0.5: each conv2 reads half its input channels; each gate reads its map once (C x HW)
+    gated = dense - 3 * 147456 + 3 * 73728 + (4 * 1024 + 8 * 256 + 16 * 64)
+    net = _apply(_model("test_resnet"), "antidote", 0.5, "gathered", {})
+    assert effective_macs(net, [X]).per_input == pytest.approx([gated] * 3)
+    # columns 0.5 on top: conv2 computes half of its output positions, column attention read
+    cols = dense - 3 * 147456 + 3 * 73728 // 2 + 2 * (4 * 1024 + 8 * 256 + 16 * 64)
+    net = _apply(_model("test_resnet"), "antidote", 0.5, "gathered", {"columns": 0.5})
+    assert effective_macs(net, [X]).per_input == pytest.approx([cols] * 3)
+
+
+def test_dense_layer_macs_match_flop_counter() -> None:
+    for name in ("test_resnet", "test_convnet", "resnet20"):
+        model = create_model(name)
+        assert sum(dense_layer_macs(model, X[:1]).values()) == count_macs(model, X[:1]).macs
+
+
+def test_gated_layers() -> None:
+    assert gated_layers(create_model("test_resnet")) == [
+        "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"]
+    assert gated_layers(create_model("test_convnet")) == ["conv1", "conv2"]
+    assert len(gated_layers(create_model("resnet56"))) == 27
+    assert gated_layers(create_model("vgg16_bn"))[:2] == ["features.0", "features.7"]
+    assert gated_layers(create_model("mobilenetv2")) == []
+    with pytest.raises(PrunebenchError, match="no gateable layer"):
+        _apply(create_model("mobilenetv2"), "antidote", 0.5, "masked", {})
