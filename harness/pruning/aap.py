@@ -1,0 +1,580 @@
+"""AAP: Automatic Attention Pruning (Zhao, Jain, Zhao; AISTATS 2023).
+
+*Importance*: the activation-based attention of a filter, ``mean |A|^p`` of its post-activation
+output ``A`` over a calibration set drawn from the **train** split (never test). The tensor used is
+the one the next layers actually read (the input of the group's consumer layers), so for a
+residual stage it is the activation after the addition; a consumer that reads a globally pooled
+vector (the classifier) sees the spatial mean, to which ``p`` is then applied.
+
+*Amount*: one global threshold ``T`` (in units of the dense network's median filter score) scaled
+per coupled group by that group's share of the network's weights (or MACs, ``share=macs``),
+normalised so that a group with the average share gets exactly ``T``. Filters whose score is below
+their group's threshold are cut physically (``harness.pruning.static.cut_filters``). The paper's
+rule can empty a layer; here a group whose every filter falls below the threshold keeps its
+highest-scored filter (a stated bound, logged per round as ``kept_one``).
+
+*Policy*: rounds of prune-then-fine-tune (``round_epochs`` each,
+1 by default), raising ``T`` by ``step`` while the target holds; when it fails, the last good
+network is restored and the step halved; stop after ``max_rounds`` or when ``step < min_step``.
+Targets (``options["target"]``): ``accuracy-loss=X`` (val top-1 loss at most X points),
+``params=Y`` / ``macs=Y`` (a count, or a fraction of dense when at most 1) and ``latency-ms=Z``
+(p50 on ``ctx.profile`` measured by the latency meter). Every round is logged to
+``ctx.run_dir/aap_rounds.{jsonl,csv}`` when a run folder is given.
+
+Options: ``target``; ``p`` (1), ``share`` (``params`` | ``macs``), ``step`` (0.25) and
+``min_step`` (step / 8) in units of the dense median score, ``max_rounds`` (8 trained rounds;
+rounds that prune nothing or repeat a tried cut train nothing and are not counted),
+``round_epochs`` (1), ``finetune_lr`` (recipe lr / 10), ``calib_samples`` (512). A latency
+target's candidates are re-measured before one is returned (timing is noisy). With ``ratios`` /
+``global_ratio`` instead of a target, the attention scores choose the filters and the ratios
+the amount (``round_to``, ``finetune_epochs`` apply), as for the other static methods.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from harness.errors import PrunebenchError
+from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from harness.pruning.config import PruningConfig
+from harness.pruning.static import Group
+
+SHARES = ("params", "macs")
+
+
+# ----------------------------------------------------------------------------- options
+def coerce_options(method: str, options: Mapping[str, Any],
+                   allowed: Mapping[str, type]) -> dict[str, Any]:
+    """Typed options; strings from the command line are converted, unknown keys raise."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        kind = allowed.get(key)
+        if kind is None:
+            raise PrunebenchError(f"method {method!r} takes no option {key!r}; its options: "
+                                  f"{', '.join(sorted(allowed))}")
+        try:
+            if kind is bool and isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                value = value.lower() in ("true", "1", "yes")
+            elif kind in (int, float) and isinstance(value, bool):
+                raise ValueError(value)
+            elif kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            out[key] = value if kind is object else kind(value)
+        except (TypeError, ValueError):
+            raise PrunebenchError(f"option {key}={value!r} of method {method!r} must be a "
+                                  f"{kind.__name__}") from None
+    return out
+
+
+def parse_spec(text: Any, kinds: Sequence[str], what: str, example: str) -> tuple[str, float]:
+    """``"kind=value"`` (or a one-item dict) -> ``(kind, value)``; errors name the fix."""
+    if isinstance(text, Mapping) and len(text) == 1:
+        text = "{}={}".format(*next(iter(text.items())))
+    if not isinstance(text, str) or text.count("=") != 1:
+        raise PrunebenchError(f"{what} {text!r} is not KIND=VALUE; use e.g. {example} "
+                              f"(kinds: {', '.join(kinds)})")
+    kind, raw = (s.strip() for s in text.split("="))
+    if kind not in kinds:
+        raise PrunebenchError(f"unknown {what} kind {kind!r} in {text!r}; use one of "
+                              f"{', '.join(kinds)} (e.g. {example})")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise PrunebenchError(f"{what} value {raw!r} in {text!r} is not a number; use e.g. "
+                              f"{example}") from None
+    if not value > 0 and not (kind == "accuracy-loss" and value == 0):
+        raise PrunebenchError(f"{what} value {value} in {text!r} must be positive; use e.g. "
+                              f"{example}")
+    return kind, value
+
+
+def resource_limit(value: float, dense: float) -> float:
+    """A count, or a fraction of the dense figure when ``value <= 1``."""
+    return value * dense if value <= 1 else value
+
+
+# ----------------------------------------------------------------------------- costs
+def model_cost(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
+    """``(params, macs)`` of one forward pass on ``example_input`` (batch 1).
+
+    MACs are counted by ``torch.utils.flop_counter`` (FLOPs / 2), as the harness counts them.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example_input[:1])
+    finally:
+        model.train(was_training)
+    return params, counter.get_total_flops() // 2
+
+
+def group_shares(model: nn.Module, groups: Sequence[Group], example_input: torch.Tensor,
+                 by: str = "params") -> dict[str, float]:
+    """Each group's share (summing to 1) of its members' weights, or of their MACs."""
+    if by not in SHARES:
+        raise PrunebenchError(f"option share={by!r} must be one of {', '.join(SHARES)}")
+    mods = dict(model.named_modules())
+    cost: dict[str, float] = {}
+    if by == "params":
+        for g in groups:
+            cost[g.name] = float(sum(mods[m].weight.numel() for m in g.members))
+    else:
+        member_macs: dict[str, float] = {}
+
+        def hook(name: str):
+            def fn(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
+                member_macs[name] = float(out[0].numel() * mod.weight[0].numel())
+            return fn
+
+        handles = [mods[m].register_forward_hook(hook(m)) for g in groups for m in g.members]
+        try:
+            with torch.no_grad():
+                model.eval()(example_input[:1])
+        finally:
+            for h in handles:
+                h.remove()
+        for g in groups:
+            cost[g.name] = sum(member_macs.get(m, 0.0) for m in g.members)
+    total = sum(cost.values()) or 1.0
+    return {k: v / total for k, v in cost.items()}
+
+
+# ----------------------------------------------------------------------------- importance
+def calibration_set(ctx: PruneContext, n: int) -> Dataset:
+    """``n`` seeded items of the **train** split (the only split AAP scores on)."""
+    if ctx.splits is None:
+        raise PrunebenchError("AAP needs a data set to compute activation attention; give "
+                              "--dataset (e.g. digits)")
+    train = ctx.splits.train
+    size = len(train)  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(ctx.seed)
+    idx = torch.randperm(size, generator=gen)[:max(1, min(n, size))].tolist()
+    return train.subset(idx) if hasattr(train, "subset") else Subset(train, idx)
+
+
+def filter_attention(model: nn.Module, groups: Sequence[Group], data: Dataset, p: float = 1.0,
+                     batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """Per group, each filter's attention ``mean |A|^p`` over ``data`` (eval mode, no grad).
+
+    ``A`` is what the group's consumer layers read; scores of several consumers are averaged.
+    """
+    from harness.datasets import make_loader
+
+    mods = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name: str):
+        def fn(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            a = args[0].detach().abs().pow(p).transpose(0, 1).reshape(args[0].shape[1], -1)
+            sums[name] = sums.get(name, 0) + a.sum(dim=1).double()
+            counts[name] = counts.get(name, 0) + a.shape[1]
+        return fn
+
+    consumers = {c for g in groups for c in g.consumers}
+    handles = [mods[c].register_forward_pre_hook(hook(c)) for c in consumers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, _ in make_loader(data, batch_size=batch_size):
+                model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    out: dict[str, torch.Tensor] = {}
+    for g in groups:
+        if not g.consumers:
+            raise PrunebenchError(f"layer group {g.name!r} has no consumer layer to read its "
+                                  "activations from; AAP cannot score it")
+        # a consumer reading more channels (a concatenation) cannot be attributed; skip it
+        per = [(sums[c] / counts[c]).float() for c in g.consumers
+               if c in sums and len(sums[c]) == g.channels]
+        if not per:
+            raise PrunebenchError(f"no consumer of layer group {g.name!r} reads exactly its "
+                                  f"{g.channels} channels; AAP cannot score this architecture")
+        out[g.name] = torch.stack(per).mean(dim=0)
+    return out
+
+
+def select_below_threshold(scores: Mapping[str, torch.Tensor], shares: Mapping[str, float],
+                           t: float, ref: float) -> tuple[dict[str, list[int]], list[str]]:
+    """Filters below ``t * ref * share * n_groups`` per group; a group keeps >= 1 filter.
+
+    Returns the indices to prune per group and the groups where the keep-one bound applied.
+    """
+    n = len(scores)
+    prune: dict[str, list[int]] = {}
+    kept_one: list[str] = []
+    for name, s in scores.items():
+        thr = t * ref * shares[name] * n
+        below = (s < thr).nonzero().flatten().tolist()
+        if len(below) >= len(s):
+            keep = int(torch.argmax(s))
+            below = [i for i in below if i != keep]
+            kept_one.append(name)
+        if below:
+            prune[name] = below
+    return prune, kept_one
+
+
+def ratio_prune_idxs(model: nn.Module, example_input: torch.Tensor,
+                     scores: Mapping[str, torch.Tensor], ratios: Mapping[str, float],
+                     global_ratio: float | None, round_to: int = 1) -> dict[str, list[int]]:
+    """Per-group lowest-scored filters for explicit ratios (the search's amount, no policy).
+
+    Ties keep the lower channel index, so equal scores give a deterministic cut.
+    """
+    from harness.pruning.static import coupled_groups, keep_count, resolve_ratios
+
+    groups = coupled_groups(model, example_input)
+    per_group = resolve_ratios(groups, ratios, global_ratio)
+    out: dict[str, list[int]] = {}
+    for g in groups:
+        if g.name not in per_group:
+            continue
+        keep = keep_count(g.channels, per_group[g.name], round_to, layer=g.name)
+        order = torch.argsort(scores[g.name], descending=True, stable=True)
+        if keep < g.channels:
+            out[g.name] = sorted(order[keep:].tolist())
+    return out
+
+
+def median_score(scores: Mapping[str, torch.Tensor]) -> float:
+    """The median filter score over all groups (the unit of ``T``)."""
+    return statistics.median(torch.cat(list(scores.values())).tolist())
+
+
+# ----------------------------------------------------------------------------- policy
+TARGETS = ("accuracy-loss", "params", "macs", "latency-ms")
+_EXAMPLE = "accuracy-loss=0.5"
+
+
+@dataclass(frozen=True)
+class AapSettings:
+    """The adaptive policy's settings (``PruningConfig.options`` keys of the same name).
+
+    ``step`` and ``min_step`` are in units of the dense network's median filter score;
+    ``round_epochs`` is the fine-tuning per round (train split, lr ``finetune_lr`` or the
+    recipe's lr / 10).
+    """
+
+    target_kind: str
+    target_value: float
+    p: float = 1.0
+    share: str = "params"
+    step: float = 0.25
+    min_step: float = 0.25 / 8
+    max_rounds: int = 8
+    round_epochs: int = 1
+    finetune_lr: float | None = None
+    calib_samples: int = 512
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, Any]) -> AapSettings:
+        """Validated settings; each bad value raises naming the option and the fix."""
+        kind, value = parse_spec(opts["target"], TARGETS, "target", _EXAMPLE)
+        step = opts.get("step", cls.step)
+        kw = {k: opts[k] for k in ("p", "share", "max_rounds", "round_epochs", "finetune_lr",
+                                   "calib_samples") if k in opts}
+        s = cls(kind, value, step=step, min_step=opts.get("min_step", step / 8), **kw)
+        for name, ok, fix in (("p", s.p > 0, "e.g. 1 or 2"), ("step", s.step > 0, "e.g. 0.25"),
+                              ("min_step", 0 < s.min_step <= s.step, "in (0, step]"),
+                              ("max_rounds", s.max_rounds >= 0, "e.g. 8"),
+                              ("round_epochs", s.round_epochs >= 0, "e.g. 1"),
+                              ("calib_samples", s.calib_samples >= 1, "e.g. 512"),
+                              ("share", s.share in SHARES, " or ".join(SHARES))):
+            if not ok:
+                raise PrunebenchError(f"AAP option {name}={getattr(s, name)!r} is invalid; use "
+                                      f"{fix}")
+        return s
+
+
+class _RoundLog:
+    """Rounds appended to ``aap_rounds.jsonl`` and rewritten to ``aap_rounds.csv`` (atomic)."""
+
+    _CSV = ("round", "t", "step", "action", "pruned_filters", "channels", "params", "macs",
+            "val_top1", "latency_p50_ms", "kept_one", "elapsed_s")
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.dir = Path(run_dir) if run_dir is not None else None
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "aap_rounds.jsonl").write_text("")
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.dir is None:
+            return
+        with open(self.dir / "aap_rounds.jsonl", "a") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+        tmp = self.dir / ".aap_rounds.csv.tmp"
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, self._CSV, extrasaction="ignore")
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({**r, "kept_one": ";".join(r.get("kept_one", []))})
+        os.replace(tmp, self.dir / "aap_rounds.csv")
+
+
+def _measure(model: nn.Module, ctx: PruneContext, latency: bool) -> dict[str, Any]:
+    from harness.measure.accuracy import accuracy
+
+    params, macs = model_cost(model, ctx.example_input)
+    out: dict[str, Any] = {"params": params, "macs": macs,
+                           "val_top1": accuracy(model, ctx.splits.val).top1,  # type: ignore
+                           "latency_p50_ms": None}
+    if latency:
+        from harness.datasets import make_loader
+        from harness.measure.latency import measure_latency
+
+        batch = next(iter(make_loader(ctx.splits.val, batch_size=32)))[0]  # type: ignore
+        out["latency_p50_ms"] = measure_latency(model.eval(), [batch], ctx.profile).p50_ms
+    return out
+
+
+def _meets(kind: str, m: Mapping[str, Any], limit: float) -> bool:
+    key = _metric_key(kind)
+    return m[key] >= limit if kind == "accuracy-loss" else m[key] <= limit
+
+
+def run_policy(model: nn.Module, s: AapSettings, ctx: PruneContext) -> nn.Module:
+    """Prune/fine-tune rounds from a copy of ``model`` until the policy stops (see module doc).
+
+    Accuracy targets return the most pruned network that held; resource targets the most
+    accurate (val) network that met the limit (none met raises, naming what was reached).
+    """
+    if s.target_kind == "latency-ms" and ctx.profile is None:
+        raise PrunebenchError("target latency-ms needs a hardware profile; give --profile "
+                              "(e.g. cpu-1t)")
+    return _Policy(model, s, ctx).run()
+
+
+class _Policy:
+    """State of one adaptive run: the last good network, its threshold, the step."""
+
+    def __init__(self, model: nn.Module, s: AapSettings, ctx: PruneContext) -> None:
+        from harness.pruning.static import coupled_groups
+
+        self.s, self.ctx, self.x = s, ctx, ctx.example_input
+        self.calib = calibration_set(ctx, s.calib_samples)
+        self.need_lat = s.target_kind == "latency-ms"
+        self.acc_mode = s.target_kind == "accuracy-loss"
+        self.start = time.perf_counter()
+        self.log = _RoundLog(ctx.run_dir)
+        self.good = copy.deepcopy(model).eval()
+        self.dense = _measure(self.good, ctx, self.need_lat)
+        limit = {"accuracy-loss": self.dense["val_top1"] - s.target_value / 100,
+                 "latency-ms": s.target_value}.get(s.target_kind)
+        self.limit = limit if limit is not None else resource_limit(
+            s.target_value, self.dense[s.target_kind])
+        self.ref = median_score(filter_attention(self.good, coupled_groups(self.good, self.x),
+                                                 self.calib, s.p))
+        self.met: list[tuple[nn.Module, float, int]] = []  # resource mode: (net, val, round)
+        self.dense_meets = not self.acc_mode and _meets(s.target_kind, self.dense, self.limit)
+        self.good_t, self.step = 0.0, s.step
+        self._scored: tuple[nn.Module, list, dict, dict] | None = None
+        self.tried: dict[frozenset[tuple[str, int]], tuple[bool, int]] = {}
+        self.log.add({"round": 0, "t": 0.0, "step": s.step, "action": "dense",
+                      "limit": self.limit, "ref_score": self.ref, **self.dense,
+                      "elapsed_s": 0.0})
+
+    def run(self) -> nn.Module:
+        """Iterate rounds; returns the chosen network with ``prunebench_arch`` and a summary."""
+        from harness.pruning.static import architecture
+
+        trained = 0
+        while trained < self.s.max_rounds and self.step >= self.s.min_step:
+            if self.dense_meets:
+                break  # the dense network already meets the resource limit
+            outcome = self._round(trained + 1)
+            if outcome == "stop":
+                break
+            trained += outcome == "trained"
+        result = self.good if self.acc_mode or self.dense_meets else self._best_met()
+        if result is None:
+            key = _metric_key(self.s.target_kind)
+            reached = min((r[key] for r in self.log.rows if r.get(key) is not None),
+                          default=None)
+            raise PrunebenchError(
+                f"AAP did not reach target {self.s.target_kind}={self.s.target_value} (limit "
+                f"{self.limit:.4g}; best reached {reached}) in {trained} rounds; raise "
+                "max_rounds or step, or loosen the target")
+        if not hasattr(result, "prunebench_arch"):
+            result.prunebench_arch = architecture(result)
+        result.prunebench_aap = {"rounds": self.log.rows, "limit": self.limit,
+                                 "dense": self.dense, "trained_rounds": trained,
+                                 "target": f"{self.s.target_kind}={self.s.target_value}"}
+        return result.eval()
+
+    def _round(self, rnd: int) -> str:
+        """One threshold raise: ``"trained"``, ``"skipped"`` (no training) or ``"stop"``."""
+        from harness.pruning.recovery import RecoveryOptions, finetune
+        from harness.pruning.static import coupled_groups, cut_filters
+
+        t = self.good_t + self.step
+        if self._scored is None or self._scored[0] is not self.good:  # scores of this network
+            groups = coupled_groups(self.good, self.x)
+            self._scored = (self.good, groups,
+                            filter_attention(self.good, groups, self.calib, self.s.p),
+                            group_shares(self.good, groups, self.x, self.s.share))
+        _, groups, scores, shares = self._scored
+        idxs, kept_one = select_below_threshold(scores, shares, t, self.ref)
+        row = {"round": rnd, "t": t, "step": self.step, "kept_one": kept_one,
+               "pruned_filters": sum(map(len, idxs.values())),
+               "thresholds": {g.name: t * self.ref * shares[g.name] * len(groups)
+                              for g in groups}}
+        key = frozenset((g, i) for g, ii in idxs.items() for i in ii)
+        if not idxs:  # raising T pruned nothing: accept it without training, and let the
+            # next round start at the first T that prunes a filter (no no-op rounds)
+            first = _first_pruning_t(scores, shares, self.ref)
+            stop = math.isinf(first)  # every group is down to one filter
+            self.good_t = t if stop else max(t, first - self.step)
+            self._add(row, "nothing left to prune" if stop else "empty")
+            return "stop" if stop else "skipped"
+        if key in self.tried:  # the same cut as an earlier round: its outcome is known
+            ok, earlier = self.tried[key]
+            self.step /= 2
+            self._add(row, f"same cut as round {earlier}")
+            return "skipped"
+        cand = cut_filters(self.good, self.x, idxs)
+        if self.s.round_epochs:
+            finetune(cand, None, self.ctx, RecoveryOptions(
+                finetune_epochs=self.s.round_epochs, finetune_lr=self.s.finetune_lr),
+                desc=f"aap round {rnd}")
+        m = _measure(cand.eval(), self.ctx, self.need_lat)
+        ok = _meets(self.s.target_kind, m, self.limit)
+        if ok == self.acc_mode:  # accuracy held, or resource limit not yet met: keep pruning
+            self.good, self.good_t, self.tried = cand, t, {}
+            action = "accepted" if ok else "continue"
+        else:  # accuracy failed (restore last good), or limit met (look for less pruning)
+            self.tried[key] = (ok, rnd)
+            if ok:
+                self.met.append((cand, m["val_top1"], rnd))
+            self.step /= 2
+            action = "met" if ok else "rejected"
+        self._add({**row, **m, "channels": sum(g.channels for g in coupled_groups(cand, self.x))},
+                  action)
+        return "trained"
+
+    def _best_met(self) -> nn.Module | None:
+        """The most accurate (val) network that met the limit; latency is re-measured first.
+
+        Timing is noisy, so a latency candidate counts only if a fresh measurement on the
+        profile meets the budget again; otherwise the next most accurate one is tried.
+        """
+        for net, val, rnd in sorted(self.met, key=lambda r: (-r[1], r[2])):
+            if not self.need_lat:
+                return net
+            again = _measure(net, self.ctx, True)["latency_p50_ms"]
+            ok = again <= self.limit
+            self.log.add({"round": rnd, "action": "remeasured " + ("met" if ok else "missed"),
+                          "latency_p50_ms": again, "val_top1": val,
+                          "elapsed_s": time.perf_counter() - self.start})
+            if ok:
+                return net
+        return None
+
+    def _add(self, row: dict[str, Any], action: str) -> None:
+        self.log.add({**row, "action": action, "elapsed_s": time.perf_counter() - self.start})
+
+
+def _first_pruning_t(scores: Mapping[str, torch.Tensor], shares: Mapping[str, float],
+                     ref: float) -> float:
+    """The smallest ``T`` at which some group with more than one filter loses one."""
+    n = len(scores)
+    ts = [float(torch.sort(s).values[0]) / (ref * shares[g] * n) * (1 + 1e-6)
+          for g, s in scores.items() if len(s) > 1 and shares[g] > 0]
+    return min(ts, default=math.inf)
+
+
+def _metric_key(kind: str) -> str:
+    return {"accuracy-loss": "val_top1", "latency-ms": "latency_p50_ms"}.get(kind, kind)
+
+
+# ----------------------------------------------------------------------------- method
+AAP_OPTIONS: dict[str, type] = {
+    "target": object, "p": float, "share": str, "step": float, "min_step": float,
+    "max_rounds": int, "round_epochs": int, "finetune_lr": float, "calib_samples": int,
+    "round_to": int, "finetune_epochs": int,
+}
+
+
+class AAP(PruningMethod):
+    """Automatic Attention Pruning: adaptive, target-driven activation-attention pruning."""
+
+    info = MethodInfo(
+        "aap", "static",
+        "activation-attention filter scores, one global threshold scaled by each layer's weight "
+        "share, adaptive prune/fine-tune rounds to an accuracy, memory or latency target",
+        "Zhao, Jain, Zhao 2023, Automatic Attention Pruning: Improving and Automating Model "
+        "Pruning using Attentions (AISTATS)")
+
+    def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
+        """The network the adaptive policy stopped at (a pruned copy; ``model`` is untouched).
+
+        With ``ratios`` / ``global_ratio`` instead of a target, AAP's attention scores choose
+        the filters and the ratios the amount (one cut, ``finetune_epochs`` after it).
+        """
+        if config.keep or config.global_keep is not None or config.exec_mode:
+            raise PrunebenchError("static method 'aap' takes a target (or ratios), not "
+                                  "keep-ratios or an execution mode")
+        opts = coerce_options("aap", config.options, AAP_OPTIONS)
+        has_ratio = bool(config.ratios) or config.global_ratio is not None
+        if has_ratio == ("target" in opts):
+            raise PrunebenchError("method 'aap' needs exactly one of a target (--target "
+                                  "accuracy-loss=0.5, params=0.5 or latency-ms=1.2) or ratios")
+        if has_ratio:
+            return self._ratio_cut(model, config, opts, ctx)
+        for key in ("round_to", "finetune_epochs"):
+            if key in opts:
+                raise PrunebenchError(f"AAP option {key} applies to ratios only; with a target "
+                                      "use round_epochs")
+        return run_policy(model, AapSettings.from_options(opts), ctx)
+
+    def _ratio_cut(self, model: nn.Module, config: PruningConfig, opts: Mapping[str, Any],
+                   ctx: PruneContext) -> nn.Module:
+        from harness.pruning.recovery import RecoveryOptions, finetune
+        from harness.pruning.static import architecture, coupled_groups, cut_filters
+
+        if opts.get("round_to", 1) < 1:
+            raise PrunebenchError(f"option round_to={opts['round_to']} must be >= 1 (e.g. 8)")
+        x = ctx.example_input
+        groups = coupled_groups(model, x)
+        scores = filter_attention(model, groups, calibration_set(ctx, opts.get(
+            "calib_samples", 512)), opts.get("p", 1.0))
+        idxs = ratio_prune_idxs(model, x, scores, config.ratios, config.global_ratio,
+                                opts.get("round_to", 1))
+        pruned = cut_filters(model, x, idxs)
+        if opts.get("finetune_epochs", 0):
+            finetune(pruned, None, ctx, RecoveryOptions(
+                finetune_epochs=opts["finetune_epochs"], finetune_lr=opts.get("finetune_lr")),
+                desc="aap finetune")
+        if not hasattr(pruned, "prunebench_arch"):
+            pruned.prunebench_arch = architecture(pruned)
+        return pruned.eval()
+
+
+register_method(AAP())

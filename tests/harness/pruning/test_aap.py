@@ -1,0 +1,202 @@
+"""AAP (Automatic Attention Pruning): attention scores, thresholds, the adaptive policy."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from harness.datasets import DatasetSplits
+from harness.errors import PrunebenchError
+from harness.models import create_model
+from harness.pruning import PruneContext, PruningConfig, get_method
+from harness.pruning.aap import (
+    AapSettings,
+    coerce_options,
+    filter_attention,
+    group_shares,
+    parse_spec,
+    resource_limit,
+    select_below_threshold,
+)
+from harness.pruning.static import coupled_groups
+
+
+class _Forbidden(Dataset):
+    """A test split that fails when anything reads it."""
+
+    def __len__(self) -> int:
+        raise AssertionError("the test split was read")
+
+    def __getitem__(self, index: int):
+        raise AssertionError("the test split was read")
+
+
+@pytest.fixture(scope="module")
+def tiny(digits) -> tuple[nn.Module, DatasetSplits]:
+    """A briefly trained tiny net on 256/128 digits items; the test split is unreadable."""
+    from harness.train import Recipe, train_model
+
+    splits = DatasetSplits("digits-tiny", digits.train.subset(range(256)),
+                           digits.val.subset(range(128)), _Forbidden(), 10, (1, 32, 32))
+    torch.manual_seed(0)
+    model = create_model("test_convnet", 10, 1)
+    train_model(model, splits, Recipe(epochs=2, batch_size=32, lr=0.05), progress=False)
+    return model.eval(), splits
+
+
+def _ctx(splits: DatasetSplits, **kw) -> PruneContext:
+    from harness.train import Recipe
+
+    return PruneContext(example_input=torch.zeros(1, 1, 32, 32), splits=splits,
+                        recipe=Recipe(epochs=1, batch_size=32, lr=0.05), progress=False, **kw)
+
+
+def test_attention_is_mean_power_of_what_consumers_read(tiny) -> None:
+    model, splits = tiny
+    x = torch.stack([splits.train[i][0] for i in range(16)])
+    groups = coupled_groups(model, x[:1])
+    got = filter_attention(model, groups, splits.train.subset(range(16)), p=2.0)
+    seen = {}
+    h = model.conv2.register_forward_pre_hook(lambda m, a: seen.setdefault("a", a[0].clone()))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    want = seen["a"].abs().pow(2).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(got["conv1"], want, rtol=1e-5, atol=1e-7)
+
+
+def test_threshold_scales_with_share_and_keeps_one_filter() -> None:
+    scores = {"a": torch.tensor([0.1, 0.2, 0.3, 0.4]), "b": torch.tensor([0.1, 0.2])}
+    idxs, kept = select_below_threshold(scores, {"a": 0.75, "b": 0.25}, t=1.0, ref=0.2)
+    # thresholds: a = 1 * 0.2 * 0.75 * 2 = 0.3, b = 0.1
+    assert idxs == {"a": [0, 1]} and kept == []
+    idxs, kept = select_below_threshold(scores, {"a": 0.5, "b": 0.5}, t=10.0, ref=1.0)
+    assert idxs == {"a": [0, 1, 2], "b": [0]} and kept == ["a", "b"]
+
+
+def test_shares_by_params_and_macs_sum_to_one(tiny) -> None:
+    model, _ = tiny
+    x = torch.zeros(1, 1, 32, 32)
+    groups = coupled_groups(model, x)
+    by_params = group_shares(model, groups, x, "params")
+    by_macs = group_shares(model, groups, x, "macs")
+    assert sum(by_params.values()) == pytest.approx(1.0)
+    assert sum(by_macs.values()) == pytest.approx(1.0)
+    # conv2 has stride 2: its MAC share is smaller than its weight share
+    assert by_macs["conv2"] < by_params["conv2"]
+
+
+def test_specs_and_options_are_validated() -> None:
+    assert parse_spec("params=0.5", ("params",), "target", "params=0.5") == ("params", 0.5)
+    assert parse_spec({"latency-ms": 2}, ("latency-ms",), "t", "x") == ("latency-ms", 2.0)
+    for bad in ("params", "flops=3", "params=abc", "params=-1"):
+        with pytest.raises(PrunebenchError):
+            parse_spec(bad, ("params",), "target", "params=0.5")
+    assert resource_limit(0.5, 1000) == 500 and resource_limit(300, 1000) == 300
+    assert coerce_options("aap", {"max_rounds": "3", "p": "2"},
+                          {"max_rounds": int, "p": float}) == {"max_rounds": 3, "p": 2.0}
+    with pytest.raises(PrunebenchError, match="takes no option"):
+        coerce_options("aap", {"ratio": 1}, {"p": float})
+    with pytest.raises(PrunebenchError, match="min_step"):
+        AapSettings.from_options({"target": "params=0.5", "step": 0.1, "min_step": 0.2})
+
+
+def test_accuracy_target_holds_on_val_and_rounds_are_logged(tiny, tmp_path) -> None:
+    model, splits = tiny
+    before = copy.deepcopy(model.state_dict())
+    cfg = PruningConfig("aap", options={"target": "accuracy-loss=3", "max_rounds": 3,
+                                        "step": 0.5, "calib_samples": 64})
+    pruned = get_method("aap").apply(model, cfg, _ctx(splits, run_dir=tmp_path))
+    info = pruned.prunebench_aap
+    dense_val = info["dense"]["val_top1"]
+    from harness.measure.accuracy import accuracy
+
+    assert dense_val - accuracy(pruned, splits.val).top1 <= 0.03 + 1e-9
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    rows = [json.loads(line) for line in (tmp_path / "aap_rounds.jsonl").read_text().splitlines()]
+    assert rows[0]["action"] == "dense" and len(rows) == len(info["rounds"])
+    trained = [r for r in rows if r["action"] in ("accepted", "rejected")]
+    assert trained and all({"t", "step", "params", "macs", "val_top1"} <= set(r) for r in trained)
+    with open(tmp_path / "aap_rounds.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in pruned.modules())
+
+
+def test_params_target_is_met(tiny) -> None:
+    model, splits = tiny
+    cfg = PruningConfig("aap", options={"target": "params=0.7", "max_rounds": 4, "step": 0.5,
+                                        "round_epochs": 0, "calib_samples": 64})
+    pruned = get_method("aap").apply(model, cfg, _ctx(splits))
+    dense = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in pruned.parameters()) <= 0.7 * dense
+
+
+@pytest.mark.slow
+def test_latency_target_is_met_on_profile(tiny) -> None:
+    """ResNet-20 (untrained: only time matters here) is compute-bound enough to show gains."""
+    from harness.measure.latency import measure_latency
+    from harness.profiles import TimingSettings, load_profile
+
+    _, splits = tiny
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10, 1).eval()
+    fast = TimingSettings(warmup_iters=3, min_samples=15, min_time_s=0.05, max_time_s=0.5,
+                          target_rel_ci=0.05)
+    profile = dataclasses.replace(load_profile("cpu-1t"), timing=fast)
+    batch = [torch.stack([splits.val[i][0] for i in range(8)])]
+    budget = 0.6 * measure_latency(model, batch, profile).p50_ms
+    cfg = PruningConfig("aap", options={"target": f"latency-ms={budget:.4f}", "max_rounds": 6,
+                                        "step": 1.0, "round_epochs": 0, "calib_samples": 32})
+    pruned = get_method("aap").apply(model, cfg, _ctx(splits, profile=profile))
+    rows = pruned.prunebench_aap["rounds"]
+    assert all(r["latency_p50_ms"] <= budget for r in rows if r["action"] == "met")
+    assert rows[-1]["action"] == "remeasured met" and rows[-1]["latency_p50_ms"] <= budget
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_ratio_mode_cuts_lowest_attention(tiny) -> None:
+    model, splits = tiny
+    cfg = PruningConfig("aap", global_ratio=0.5, options={"calib_samples": 64})
+    pruned = get_method("aap").apply(model, cfg, _ctx(splits))
+    got = {g.name: g.channels for g in coupled_groups(pruned, torch.zeros(1, 1, 32, 32))}
+    assert got == {"conv1": 4, "conv2": 8, "conv3": 8}
+    same = get_method("aap").apply(model, PruningConfig("aap", global_ratio=0.0), _ctx(splits))
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(same(x), model(x))
+
+
+@pytest.mark.parametrize("config,ctx_kw,match", [
+    (PruningConfig("aap"), {}, "exactly one"),
+    (PruningConfig("aap", global_ratio=0.5, options={"target": "params=0.5"}), {}, "exactly one"),
+    (PruningConfig("aap", options={"target": "latency-ms=1"}), {}, "profile"),
+    (PruningConfig("aap", options={"target": "params=0.5", "round_to": 2}), {}, "ratios only"),
+    (PruningConfig("aap", options={"target": "params=0.5"}), {"splits": None}, "data set"),
+])
+def test_user_errors_name_the_fix(tiny, config, ctx_kw, match) -> None:
+    model, splits = tiny
+    ctx = dataclasses.replace(_ctx(splits), **ctx_kw)
+    with pytest.raises(PrunebenchError, match=match):
+        get_method("aap").apply(model, config, ctx)
+
+
+def test_unreachable_target_raises_with_what_was_reached(tiny) -> None:
+    model, splits = tiny
+    cfg = PruningConfig("aap", options={"target": "params=10", "max_rounds": 1, "step": 0.1,
+                                        "round_epochs": 0, "calib_samples": 32})
+    with pytest.raises(PrunebenchError, match="did not reach target params=10"):
+        get_method("aap").apply(model, cfg, _ctx(splits))
+
+
+def test_listed_with_citation() -> None:
+    from harness.pruning import METHODS
+
+    meta = METHODS.metadata("aap")
+    assert meta["kind"] == "static" and "AISTATS" in meta["citation"]
