@@ -17,6 +17,15 @@ from harness.errors import PrunebenchError
 # One line per subcommand module (order is the order in --help).
 COMMAND_MODULES = (
     "search.commands.info",
+    "search.commands.baseline",
+    "search.commands.profiles",
+    "search.commands.measure",
+    "search.commands.train",
+    "search.commands.finetune",
+    "search.commands.compare",
+    "search.commands.search",
+    "search.commands.worker",
+    "search.commands.study",
 )
 
 

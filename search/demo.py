@@ -1,36 +1,32 @@
-"""``make demo`` (``python -m search.demo``): the end-to-end tour on the embedded digits data.
+"""``make demo`` (``python -m search.demo``): the whole main job on the embedded digits data.
 
-Stage 1 trains the dense ResNet-20 on digits with the default recipe (or loads it from the
-checkpoint cache) and reports its test accuracy, parameter count and time. Later stages build
-on the same base model.
+Stages, each through the real ``prunebench`` CLI so the demo exercises what users run:
+
+1. train the dense ResNet-20 on digits (or load it from the checkpoint cache);
+2. fine-tune it with AntiDote's targeted dropout for dynamic pruning (cached too);
+3. a uniform L1 filter-pruning sweep with fine-tuning, measured on ``cpu-1t``;
+4. an Optuna search of per-layer static ratios under a latency budget;
+5. an Optuna search of per-layer AntiDote keep-ratios under the same budget;
+6. ``prunebench compare`` of all of them: Pareto plots, tables and an HTML report.
+
+The latency budget is a fraction of the dense network's p50 measured in stage 3 on this machine,
+so the demo asks for the same relative saving on any CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
-import torch
+from search.cli import main as cli
 
-from harness.errors import PrunebenchError
-
-MODEL, DATASET = "resnet20", "digits"
-QUICK_EPOCHS = 3
-
-
-@dataclass(frozen=True)
-class BaseResult:
-    """What stage 1 produced: the dense model's test accuracy (fraction) and where it lives."""
-
-    model: torch.nn.Module
-    checkpoint: str
-    accuracy_top1: float
-    params: int
-    seconds: float
+MODEL, DATASET, PROFILE = "resnet20", "digits", "cpu-1t"
 
 
 def _cores() -> int:
@@ -42,43 +38,74 @@ def _cores() -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options of the demo."""
-    p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__)
-    p.add_argument("--quick", action="store_true",
-                   help=f"a short smoke run ({QUICK_EPOCHS} epochs; accuracy will be lower)")
+    p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=16,
+                   help="Optuna trials per search (default 16; fewer is faster)")
+    p.add_argument("--budget-fraction", type=float, default=0.6,
+                   help="latency budget as a fraction of the dense p50 (default 0.6)")
+    p.add_argument("--ratios", default="0.2,0.4,0.6,0.8", help="uniform L1 sweep ratios")
+    p.add_argument("--finetune-epochs", type=int, default=1,
+                   help="fine-tune epochs after each static cut (default 1)")
+    p.add_argument("--dropout-epochs", type=int, default=4,
+                   help="targeted-dropout fine-tune epochs for the dynamic network (default 4)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default results/demo-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
-def stage_base(args: argparse.Namespace) -> BaseResult:
-    """Train (or load from the cache) the dense base model and measure its test accuracy."""
-    from harness.datasets import load_dataset
-    from harness.measure.accuracy import accuracy
-    from harness.train import DEFAULT_RECIPE, get_base_model
-
-    recipe = DEFAULT_RECIPE.with_(epochs=QUICK_EPOCHS) if args.quick else DEFAULT_RECIPE
-    start = time.perf_counter()
-    splits = load_dataset(DATASET)
-    model, path = get_base_model(MODEL, DATASET, splits, recipe, progress=not args.quiet)
-    test = accuracy(model, splits.test)
-    seconds = time.perf_counter() - start
-    params = sum(p.numel() for p in model.parameters())
-    print(f"[1] dense {MODEL} on {DATASET} ({recipe.epochs} epochs, recipe {recipe.key}): "
-          f"test top-1 {100 * test.top1:.2f} % of {test.n}, {params:,} params, "
-          f"{seconds:.1f} s\n    checkpoint {path}")
-    return BaseResult(model, str(path), test.top1, params, seconds)
+def _run(stage: str, argv: list[str]) -> None:
+    print(f"\n=== {stage}\n$ prunebench {' '.join(argv)}", flush=True)
+    code = cli(argv)
+    if code != 0:
+        raise SystemExit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo stages; returns the exit code (2 on a user error)."""
+    """Run every stage; returns the exit code (2 on a user error, as the CLI)."""
     args = parse_args(argv)
-    torch.set_num_threads(_cores())  # training: use every core this process may run on
     start = time.perf_counter()
+    out = args.out or Path("results") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    quiet = ["--quiet"] if args.quiet else []
+    data = ["--model", MODEL, "--dataset", DATASET]
     try:
-        stage_base(args)
-    except PrunebenchError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"demo finished in {time.perf_counter() - start:.1f} s")
+        _run("1. dense base network (cached after the first run)", ["train", *data, *quiet])
+        ckpt = Path("results") / "demo-cache" / f"{MODEL}-{DATASET}-antidote-td.pt"
+        if not ckpt.exists():
+            _run("2. targeted-dropout fine-tuning for AntiDote",
+                 ["finetune", *data, "--method", "antidote", "--targeted-dropout",
+                  "gamma=0.5,alpha=0.5", "--epochs", str(args.dropout_epochs),
+                  "--out", str(ckpt), *quiet])
+        else:
+            print(f"\n=== 2. targeted-dropout checkpoint reused: {ckpt}")
+        sweep = out / "l1-uniform"
+        _run("3. uniform L1 sweep", ["baseline", *data, "--method", "l1", "--ratios",
+                                     args.ratios, "--profile", PROFILE, "--finetune-epochs",
+                                     str(args.finetune_epochs), "--out", str(sweep), *quiet])
+        dense = json.loads((sweep / "dense.json").read_text())
+        budget = round(args.budget_fraction * float(dense["latency_p50_ms"]), 3)
+        print(f"\nlatency budget: {budget} ms = {args.budget_fraction:g} x dense p50 "
+              f"{dense['latency_p50_ms']:.3f} ms on {PROFILE}")
+        common = ["--profile", PROFILE, "--latency-budget-ms", str(budget), "--trials",
+                  str(args.trials), *quiet]
+        _run("4. static search (per-layer L1 ratios)",
+             ["search", *data, "--space", "static", "--method", "l1", "--finetune-epochs",
+              str(args.finetune_epochs), "--out", str(out / "search-static"), *common])
+        _run("5. dynamic search (per-layer AntiDote keep-ratios, fast execution)",
+             ["search", *data, "--space", "dynamic", "--method", "antidote_fast", "--exec",
+              "fast", "--checkpoint", str(ckpt), "--out", str(out / "search-dynamic"),
+              *common])
+        _run("6. compare", ["compare", str(sweep), str(out / "search-static"),
+                            str(out / "search-dynamic"), "--budget-ms", str(budget),
+                            "--out", str(out / "report")])
+    except SystemExit as exc:
+        print(f"demo: stopped at a failing stage (exit {exc.code}); folders so far are in {out}",
+              file=sys.stderr)
+        return int(exc.code or 2)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s on {_cores()} cores")
+    print(f"report: {out / 'report' / 'report.html'} (and report.md, PNG/SVG/PDF plots)")
     return 0
 
 

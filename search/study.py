@@ -99,9 +99,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             raise PrunebenchError(f"journal file directory {str(path.parent)!r} does not exist; "
                                   "create it or give another --storage")
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    from search.distributed import DEFAULT_HEARTBEAT_S
     from search.distributed import open_storage as open_rdb
 
-    return open_rdb(url)
+    # A heartbeat, so a trial of a crashed `search` process is failed and re-queued by others.
+    return open_rdb(url, heartbeat_interval_s=DEFAULT_HEARTBEAT_S)
 
 
 def create_or_load_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec,

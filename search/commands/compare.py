@@ -65,7 +65,10 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``prunebench report``."""
-    p.add_argument("run", type=Path, metavar="RUN_DIR", help="one run folder")
+    p.add_argument("run", metavar="RUN_DIR|STORAGE_URL",
+                   help="one run folder, or an Optuna storage URL (postgresql://..., "
+                        "sqlite:///...) read directly with --study")
+    p.add_argument("--study", help="study name, when RUN_DIR is a storage URL")
     _add_common(p)
 
 
@@ -96,9 +99,17 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the report of one run (into ``<run>/report`` unless ``--out`` is given)."""
+    if "://" in args.run:
+        from search.distributed import storage_run
+
+        if not args.study:
+            raise PrunebenchError(f"report from storage {args.run.split('://')[0]}://... needs "
+                                  "--study NAME (see `prunebench study status`)")
+        out = args.out or Path("results") / f"study-{args.study}" / "report"
+        return _write([storage_run(args.run, args.study)], out, args)
     from search.runs import load_run
 
-    run = load_run(args.run)
+    run = load_run(Path(args.run))
     return _write([run], args.out or Path(args.run) / "report", args)
 
 

@@ -246,6 +246,11 @@ class SearchRun:
             if exists else 0
         sampler = make_sampler(self.sampler, self.spec.seed + done)
         study, _ = create_or_load_study(storage, self.study_name, self.spec, sampler, pruner)
+        if n_trials is not None:
+            from search.workers import BUDGET_ATTR
+
+            # Workers joining this study (`prunebench worker`) stop at the same total.
+            study.set_user_attr(BUDGET_ATTR, done + int(n_trials))
         if self.warm_start and not study.trials:
             from search.space import warm_start_params
 

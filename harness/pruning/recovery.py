@@ -1,0 +1,122 @@
+"""Recovery after the cut: fine-tuning, distillation from the dense network, iterative pruning.
+
+Static methods prune in ``iterative_steps`` steps (1 = one-shot). Step ``k`` of ``K`` brings every
+group to the channel count that ratio ``r * k / K`` of its *original* channels implies, and is
+followed by ``finetune_epochs`` epochs of fine-tuning on the **train** split (with knowledge
+distillation from the dense network when ``kd`` is set), as in Li et al. 2017's
+prune-and-retrain.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.pruning.base import PruneContext
+from harness.pruning.static import Group, coupled_groups, keep_count
+
+# (model, per-group ratios relative to its current channels, global ratio) -> pruned model
+PruneStep = Callable[[nn.Module, Mapping[str, float], float | None], nn.Module]
+
+
+@dataclass(frozen=True)
+class RecoveryOptions:
+    """How a static method recovers accuracy (``PruningConfig.options`` keys of the same name)."""
+
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None  # None: the training recipe's lr / 10
+    kd: bool = False
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
+    iterative_steps: int = 1
+
+
+def prune_and_recover(model: nn.Module, ratios: Mapping[str, float], global_ratio: float | None,
+                      ctx: PruneContext, prune_step: PruneStep, opts: RecoveryOptions,
+                      round_to: int = 1) -> nn.Module:
+    """Prune ``model`` to ``ratios`` / ``global_ratio`` in steps, fine-tuning after each.
+
+    ``ratios`` are per group name (already resolved); ``model`` is not modified.
+    """
+    if opts.iterative_steps < 1:
+        raise PrunebenchError(f"iterative_steps {opts.iterative_steps!r} must be >= 1")
+    if opts.finetune_epochs and ctx.splits is None:
+        raise PrunebenchError(f"finetune_epochs={opts.finetune_epochs} needs a data set; give "
+                              "--dataset or set finetune_epochs to 0")
+    original = {g.name: g.channels for g in coupled_groups(model, ctx.example_input)}
+    current = model
+    steps = opts.iterative_steps
+    for k in range(1, steps + 1):
+        frac = k / steps
+        groups = coupled_groups(current, ctx.example_input)
+        step_ratios = {name: _step_ratio(original[name], r * frac, _channels(groups, name),
+                                         round_to, name) for name, r in ratios.items()}
+        step_global = None
+        if global_ratio is not None:
+            step_global = _step_global(groups, original, set(ratios), global_ratio * frac)
+        current = prune_step(current, step_ratios, step_global)
+        if opts.finetune_epochs:
+            current = finetune(current, model if opts.kd else None, ctx, opts,
+                               desc=f"finetune {k}/{steps}")
+    return current
+
+
+def _channels(groups: list[Group], name: str) -> int:
+    return next(g.channels for g in groups if g.name == name)
+
+
+def _step_ratio(c0: int, cum_ratio: float, current: int, round_to: int, name: str) -> float:
+    """Ratio of the *current* channels that reaches ``cum_ratio`` of the original ``c0``."""
+    target = keep_count(c0, cum_ratio, round_to, layer=name)
+    return max(0.0, 1.0 - target / current)
+
+
+def _step_global(groups: list[Group], original: Mapping[str, int], excluded: set[str],
+                 cum_ratio: float) -> float:
+    """The global ratio of the current channels that reaches ``cum_ratio`` of the original."""
+    rest = [g for g in groups if g.name not in excluded]
+    total0 = sum(original[g.name] for g in rest)
+    total = sum(g.channels for g in rest)
+    return max(0.0, 1.0 - total0 * (1.0 - cum_ratio) / total) if total else 0.0
+
+
+def _recipe(ctx: PruneContext, epochs: int, lr: float | None) -> Any:
+    from harness.train import DEFAULT_RECIPE
+
+    base = ctx.recipe or DEFAULT_RECIPE
+    return dataclasses.replace(base, epochs=epochs, lr=lr if lr is not None else base.lr / 10)
+
+
+def finetune(model: nn.Module, teacher: nn.Module | None, ctx: PruneContext,
+             opts: RecoveryOptions, *, desc: str = "finetune") -> nn.Module:
+    """Fine-tune ``model`` in place for ``opts.finetune_epochs`` on the train split."""
+    from harness.train import train_model
+
+    recipe = _recipe(ctx, opts.finetune_epochs, opts.finetune_lr)
+    kd: dict[str, Any] = {}
+    if teacher is not None:
+        kd = {"teacher": copy.deepcopy(teacher).eval(), "kd_alpha": opts.kd_alpha,
+              "kd_temperature": opts.kd_temperature}
+    train_model(model, ctx.splits, recipe, progress=ctx.progress, desc=desc, **kd)
+    return model.eval()
+
+
+def sparsity_train(model: nn.Module, ctx: PruneContext, epochs: int, lam: float,
+                   lr: float | None = None) -> nn.Module:
+    """Network slimming's sparsity phase: train a copy with an L1 penalty on BN scales."""
+    from harness.pruning.importance import slimming_loss_hook
+    from harness.train import train_model
+
+    if ctx.splits is None:
+        raise PrunebenchError(f"slimming_epochs={epochs} needs a data set; give --dataset or set "
+                              "slimming_epochs to 0")
+    trained = copy.deepcopy(model)
+    train_model(trained, ctx.splits, _recipe(ctx, epochs, lr), loss_hook=slimming_loss_hook(lam),
+                progress=ctx.progress, desc="slimming")
+    return trained.eval()

@@ -1,0 +1,131 @@
+"""Registered static filter-pruning methods: one criterion each, the shared cut and recovery.
+
+``l1`` (Li et al. 2017), ``bn_scale`` (network slimming, Liu et al. 2017), ``fpgm`` (He et al.
+2019) and ``random`` (seeded sanity baseline). All take the amount from ``PruningConfig.ratios``
+(per layer or coupled group) and ``global_ratio``, and these ``options``:
+
+``round_to`` (keep channel counts multiples of N, default 1), ``allocation`` (``local`` or
+``global``), ``finetune_epochs``, ``finetune_lr``, ``kd``, ``kd_alpha``, ``kd_temperature``,
+``iterative_steps``; ``bn_scale`` also ``slimming_epochs`` and ``slimming_lambda`` (sparsity
+training before the cut). Any other option is an error naming the allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import PrunebenchError
+from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from harness.pruning.config import PruningConfig
+from harness.pruning.importance import ALLOCATIONS, score_groups, select_prune_idxs
+from harness.pruning.recovery import RecoveryOptions, prune_and_recover, sparsity_train
+from harness.pruning.static import coupled_groups, cut_filters, resolve_ratios
+
+_COMMON = {"round_to": int, "allocation": str, "finetune_epochs": int, "finetune_lr": float,
+           "kd": bool, "kd_alpha": float, "kd_temperature": float, "iterative_steps": int}
+_SLIMMING = {"slimming_epochs": int, "slimming_lambda": float}
+
+
+def prune_by_criterion(model: nn.Module, example_input: torch.Tensor, criterion: str,
+                       ratios: Mapping[str, float], global_ratio: float | None = None, *,
+                       allocation: str = "local", round_to: int = 1, seed: int = 0) -> nn.Module:
+    """One-shot cut of a copy of ``model``: score with ``criterion``, remove the lowest.
+
+    ``ratios`` may name any member of a coupled group; the result carries ``prunebench_arch``.
+    """
+    groups = coupled_groups(model, example_input)
+    per_group = resolve_ratios(groups, ratios, None if allocation == "global" else global_ratio)
+    scores = score_groups(model, groups, criterion, seed)
+    idxs = select_prune_idxs(groups, scores, per_group, allocation=allocation,
+                             global_ratio=global_ratio, round_to=round_to)
+    return cut_filters(model, example_input, idxs)
+
+
+def parse_options(method: str, options: Mapping[str, Any],
+                  allowed: Mapping[str, type]) -> dict[str, Any]:
+    """Type-checked options; unknown keys and wrong types raise naming the allowed ones."""
+    out = {}
+    for key, value in options.items():
+        kind = allowed.get(key)
+        if kind is None:
+            raise PrunebenchError(f"method {method!r} takes no option {key!r}; its options: "
+                                  f"{', '.join(sorted(allowed))}")
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise PrunebenchError(f"option {key}={value!r} of method {method!r} must be a "
+                                  f"{kind.__name__}")
+        out[key] = value
+    for key in ("finetune_epochs", "slimming_epochs"):
+        if out.get(key, 0) < 0:
+            raise PrunebenchError(f"option {key}={out[key]} must be >= 0")
+    if out.get("allocation", "local") not in ALLOCATIONS:
+        raise PrunebenchError(f"option allocation={out['allocation']!r} must be one of "
+                              f"{list(ALLOCATIONS)}")
+    return out
+
+
+class StaticFilterPruning(PruningMethod):
+    """Score filters with one criterion, cut them physically, then recover."""
+
+    def __init__(self, info: MethodInfo, criterion: str, extra: Mapping[str, type] = ()) -> None:
+        self.info = info
+        self.criterion = criterion
+        self.allowed = {**_COMMON, **dict(extra)}
+
+    def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
+        """A pruned, recovered copy of ``model``; ``model`` is not modified."""
+        name = self.info.name
+        if config.keep or config.global_keep is not None or config.exec_mode:
+            raise PrunebenchError(f"static method {name!r} takes ratios, not keep-ratios or an "
+                                  "execution mode; use a dynamic method for those")
+        if not config.ratios and config.global_ratio is None:
+            raise PrunebenchError(f"method {name!r} needs a ratio: give --ratio R (global) or "
+                                  "per-layer ratios")
+        opts = parse_options(name, config.options, self.allowed)
+        allocation, round_to = opts.get("allocation", "local"), opts.get("round_to", 1)
+        if round_to < 1:
+            raise PrunebenchError(f"option round_to={round_to} must be >= 1 (e.g. 8)")
+        recovery = RecoveryOptions(**{f.name: opts[f.name]
+                                      for f in dataclasses.fields(RecoveryOptions)
+                                      if f.name in opts})
+        if opts.get("slimming_epochs", 0):
+            model = sparsity_train(model, ctx, opts["slimming_epochs"],
+                                   opts.get("slimming_lambda", 1e-4))
+        groups = coupled_groups(model, ctx.example_input)
+        ratios = resolve_ratios(groups, config.ratios,
+                                None if allocation == "global" else config.global_ratio)
+        global_ratio = config.global_ratio if allocation == "global" else None
+
+        def step(current: nn.Module, step_ratios: Mapping[str, float],
+                 step_global: float | None) -> nn.Module:
+            return prune_by_criterion(current, ctx.example_input, self.criterion, step_ratios,
+                                      step_global, allocation=allocation, round_to=round_to,
+                                      seed=ctx.seed)
+
+        pruned = prune_and_recover(model, ratios, global_ratio, ctx, step, recovery, round_to)
+        return pruned.eval()
+
+
+def _register(name: str, description: str, citation: str, extra: Mapping[str, type] = ()
+              ) -> None:
+    register_method(StaticFilterPruning(MethodInfo(name, "static", description, citation),
+                                        criterion=name, extra=extra))
+
+
+_register("l1", "remove filters with the smallest L1 norm",
+          "Li et al. 2017, Pruning Filters for Efficient ConvNets (ICLR)")
+_register("bn_scale", "network slimming: remove channels with the smallest BatchNorm scale "
+          "(optional L1-sparsity training first)",
+          "Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming "
+          "(ICCV)", _SLIMMING)
+_register("fpgm", "remove filters nearest the layer's geometric median (most redundant)",
+          "He et al. 2019, Filter Pruning via Geometric Median (CVPR)")
+_register("random", "remove randomly chosen filters (seeded; sanity baseline)",
+          "uniform random filter choice, seeded by PruneContext.seed")
