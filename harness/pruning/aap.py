@@ -24,7 +24,7 @@ Targets (``options["target"]``): ``accuracy-loss=X`` (val top-1 loss at most X p
 Options: ``target``; ``p`` (1), ``share`` (``params`` | ``macs``), ``step`` (0.25) and
 ``min_step`` (step / 8) in units of the dense median score, ``max_rounds`` (8 trained rounds;
 rounds that prune nothing or repeat a tried cut train nothing and are not counted),
-``round_epochs`` (1), ``finetune_lr`` (recipe lr / 10), ``calib_samples`` (512). A latency
+``round_epochs`` (1), ``finetune_lr`` (recipe lr, rewound), ``calib_samples`` (512). A latency
 target's candidates are re-measured before one is returned (timing is noisy). With ``ratios`` /
 ``global_ratio`` instead of a target, the attention scores choose the filters and the ratios
 the amount (``round_to``, ``finetune_epochs`` apply), as for the other static methods.
@@ -277,7 +277,7 @@ class AapSettings:
 
     ``step`` and ``min_step`` are in units of the dense network's median filter score;
     ``round_epochs`` is the fine-tuning per round (train split, lr ``finetune_lr`` or the
-    recipe's lr / 10).
+    recipe's lr, rewound).
     """
 
     target_kind: str

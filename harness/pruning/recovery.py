@@ -30,7 +30,9 @@ class RecoveryOptions:
     """How a static method recovers accuracy (``PruningConfig.options`` keys of the same name)."""
 
     finetune_epochs: int = 0
-    finetune_lr: float | None = None  # None: the training recipe's lr / 10
+    # None: the training recipe's own lr in a fresh cosine schedule (learning-rate rewinding,
+    # Renda et al. 2020), which recovers far more in a few epochs than lr / 10 on small data.
+    finetune_lr: float | None = None
     kd: bool = False
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
@@ -90,7 +92,7 @@ def _recipe(ctx: PruneContext, epochs: int, lr: float | None) -> Any:
     from harness.train import DEFAULT_RECIPE
 
     base = ctx.recipe or DEFAULT_RECIPE
-    return dataclasses.replace(base, epochs=epochs, lr=lr if lr is not None else base.lr / 10)
+    return dataclasses.replace(base, epochs=epochs, lr=lr if lr is not None else base.lr)
 
 
 def finetune(model: nn.Module, teacher: nn.Module | None, ctx: PruneContext,
