@@ -51,7 +51,8 @@ def redact(url: str) -> str:
 
 
 def normalise_url(url: str) -> str:
-    """Validate a storage URL's form (no connection yet); ``postgres://`` becomes ``postgresql://``.
+    """Validate a storage URL's form (no connection yet); ``postgres://`` becomes ``postgresql://``
+    and a bare ``postgresql://`` uses the psycopg2 driver.
 
     Raises :class:`PrunebenchError` naming the URL (password hidden) and an example of a good one.
     """
@@ -69,6 +70,9 @@ def normalise_url(url: str) -> str:
     if backend not in DIALECTS:
         raise PrunebenchError(f"storage URL {redact(url)!r} uses {backend!r}; many workers need "
                               f"one of {', '.join(DIALECTS)}, e.g. {EXAMPLE_URL}")
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        # SQLAlchemy >= 2.1 picks psycopg 3 for a bare postgresql://; prunebench ships psycopg2.
+        url = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     if backend != "sqlite" and not parsed.database:
         raise PrunebenchError(f"storage URL {redact(url)!r} names no database; append one, e.g. "
                               f"{EXAMPLE_URL}")

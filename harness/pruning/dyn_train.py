@@ -25,42 +25,91 @@ from harness.pruning.dyn_exec import channel_attention
 from harness.pruning.dyn_sites import get_module, require_sites
 
 
-def _bottom_mask(att: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Boolean mask of the ``floor(fraction * n)`` lowest entries per row of ``att`` (B, n)."""
-    k = int(math.floor(fraction * att.shape[1]))
-    mask = torch.zeros_like(att, dtype=torch.bool)
-    if k > 0:
-        mask.scatter_(1, att.topk(k, dim=1, largest=False).indices, True)
-    return mask
+def _bottom_mask(att: torch.Tensor, fraction: float | torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the ``floor(fraction * n)`` lowest entries per row of ``att`` (B, n);
+    ``fraction`` is one number or one per row (B,)."""
+    n = att.shape[1]
+    if not torch.is_tensor(fraction):
+        k = int(math.floor(fraction * n))
+        mask = torch.zeros_like(att, dtype=torch.bool)
+        if k > 0:
+            mask.scatter_(1, att.topk(k, dim=1, largest=False).indices, True)
+        return mask
+    k = torch.floor(fraction.to(att.device, torch.float64) * n + 1e-9).long()  # (B,)
+    rank = att.argsort(dim=1).argsort(dim=1)  # 0 = lowest
+    return rank < k[:, None]
+
+
+def _prefix_tail_mask(order_score: torch.Tensor, fraction: torch.Tensor, batch: int
+                      ) -> torch.Tensor:
+    """(B, n) mask of the last ``floor(fraction_i * n)`` channels of the static order given by
+    descending ``order_score`` (n,): the channels a prefix width leaves out."""
+    n = order_score.numel()
+    pos = torch.empty(n, dtype=torch.long)
+    pos[order_score.argsort(descending=True).cpu()] = torch.arange(n)
+    k = torch.floor(fraction.double() * n + 1e-9).long()
+    return (pos[None].expand(batch, n) >= (n - k)[:, None]).to(order_score.device)
 
 
 class TargetedDropout:
-    """Targeted dropout on every gated feature map of ``model`` while it is training."""
+    """Targeted dropout on every gated feature map of ``model`` while it is training.
+
+    ``sample``: each input draws its own targeted fraction uniformly from ``[0, gamma]`` (the
+    network learns every keep-ratio up to ``1 - gamma``, as the search will ask for). ``order``:
+    ``"attention"`` targets each input's lowest-attention channels (AntiDote's exact rule);
+    ``"calibrated"`` targets the tail of one static order per layer, the running mean attention
+    over training inputs (what ``antidote_fast`` keeps: a prefix of its calibrated order).
+    """
 
     def __init__(self, model: nn.Module, gamma: float, alpha: float, *, columns: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, sample: bool = False, order: str = "attention",
+                 momentum: float = 0.1) -> None:
         for key, v in (("gamma", gamma), ("alpha", alpha)):
             if not 0.0 <= v <= 1.0:
                 raise PrunebenchError(f"targeted dropout {key}={v!r} is outside [0, 1]; use e.g. "
                                       "gamma=0.5,alpha=0.5")
+        if order not in ("attention", "calibrated"):
+            raise PrunebenchError(f"targeted dropout order={order!r} is unknown; use "
+                                  "'attention' (antidote) or 'calibrated' (antidote_fast)")
         self.gamma, self.alpha, self.columns = float(gamma), float(alpha), columns
+        self.sample, self.order, self.momentum = sample, order, float(momentum)
         self.generator = torch.Generator().manual_seed(seed)
+        self.running: dict[int, torch.Tensor] = {}
         self._hooks = [get_module(model, s.gate).register_forward_hook(self._hook)
                        for s in require_sites(model, "antidote")]
 
     def _drop(self, shape: tuple[int, ...], targeted: torch.Tensor) -> torch.Tensor:
+        if self.alpha >= 1.0:
+            return ~targeted
         coin = torch.rand(shape, generator=self.generator) < self.alpha
         return ~(targeted & coin.to(targeted.device))
+
+    def _fractions(self, batch: int) -> float | torch.Tensor:
+        if not self.sample:
+            return self.gamma
+        return torch.rand(batch, generator=self.generator, dtype=torch.float64) * self.gamma
 
     def _hook(self, module: nn.Module, inputs: tuple, z: torch.Tensor) -> torch.Tensor | None:
         if not module.training or self.gamma == 0.0 or self.alpha == 0.0:
             return None
         with torch.no_grad():
             att = channel_attention(z)
-            keep = self._drop(tuple(att.shape), _bottom_mask(att, self.gamma))[:, :, None, None]
+            frac = self._fractions(z.shape[0])
+            if self.order == "calibrated":
+                mean = att.mean(0)
+                run = self.running.get(id(module))
+                run = mean if run is None else run.mul_(1 - self.momentum).add_(
+                    mean, alpha=self.momentum)
+                self.running[id(module)] = run
+                fr = frac if torch.is_tensor(frac) else torch.full((z.shape[0],), frac,
+                                                                    dtype=torch.float64)
+                targeted = _prefix_tail_mask(run, fr, z.shape[0])
+            else:
+                targeted = _bottom_mask(att, frac)
+            keep = self._drop(tuple(att.shape), targeted)[:, :, None, None]
             if self.columns:
                 col = z.abs().mean(1).flatten(1)
-                keep_col = self._drop(tuple(col.shape), _bottom_mask(col, self.gamma))
+                keep_col = self._drop(tuple(col.shape), _bottom_mask(col, frac))
                 keep = keep & keep_col.view(z.shape[0], 1, *z.shape[2:])
         return z * keep.to(z.dtype)
 

@@ -30,7 +30,14 @@ def test_bad_urls_are_rejected_without_leaking_passwords(url: str, fragment: str
 
 
 def test_postgres_scheme_alias_is_accepted() -> None:
-    assert dist.normalise_url("postgres://u:p@h/db").startswith("postgresql://")
+    assert dist.normalise_url("postgres://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
+
+
+def test_bare_postgresql_url_uses_the_shipped_psycopg2_driver() -> None:
+    url = dist.normalise_url("postgresql://u:secret@db.example:5432/studies")
+    assert url == "postgresql+psycopg2://u:secret@db.example:5432/studies"
+    keep = "postgresql+psycopg2://u:p@h/db"
+    assert dist.normalise_url(keep) == keep
 
 
 def test_wrong_password_unreachable_and_missing_database(postgres_server) -> None:  # noqa: ANN001
