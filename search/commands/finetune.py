@@ -9,6 +9,7 @@ method (``antidote``, ``antidote_fast``, ``instance_sparsity``).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -32,11 +33,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the dynamic method the network is trained for")
     p.add_argument("--targeted-dropout", default=None, metavar="gamma=G,alpha=A",
                    help="AntiDote targeted dropout: the fraction gamma of lowest-attention "
-                        "channels is dropped with probability alpha (add columns=1 for columns)")
+                        "channels is dropped with probability alpha (add columns=1 for columns; "
+                        "sample=1 draws each input's fraction from [0, gamma]); with --method "
+                        "antidote_fast the tail of the calibrated channel order is dropped "
+                        "(recommended: gamma=0.75,alpha=1,sample=1)")
     p.add_argument("--feature-decay", type=float, default=None, metavar="LAMBDA",
                    help="instance-wise sparsity: l2,1 penalty strength on gated feature maps")
-    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
-    p.add_argument("--lr", type=float, default=0.01, help="peak learning rate (default 0.01)")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
+    p.add_argument("--lr", type=float, default=0.05,
+                   help="peak learning rate, cosine to 0 (default 0.05, the base recipe's)")
+    p.add_argument("--kd", type=float, default=0.0, metavar="ALPHA",
+                   help="distil from the starting network with weight ALPHA in [0, 1) "
+                        "(recommended 0.7; default 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of data order and dropout")
     p.add_argument("--out", type=Path, default=None,
                    help="checkpoint path (default results/finetune/<model>-<dataset>-<method>.pt)")
@@ -55,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise PrunebenchError("give --targeted-dropout gamma=0.5,alpha=0.5 (antidote) or "
                               "--feature-decay 1e-4 (instance_sparsity)")
     if args.epochs < 1:
-        raise PrunebenchError(f"--epochs {args.epochs} must be >= 1; use e.g. --epochs 5")
+        raise PrunebenchError(f"--epochs {args.epochs} must be >= 1; use e.g. --epochs 10")
+    if not 0.0 <= args.kd < 1.0:
+        raise PrunebenchError(f"--kd {args.kd} must be in [0, 1); use e.g. --kd 0.7")
     td = parse_targeted_dropout(args.targeted_dropout) if args.targeted_dropout else None
     splits = load_dataset(args.dataset, args.data_dir, seed=args.seed)
     if args.checkpoint is not None:
@@ -67,15 +77,21 @@ def run(args: argparse.Namespace) -> int:
         base_meta, source = {}, str(path)
     recipe = DEFAULT_RECIPE.with_(epochs=args.epochs, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
-    finetune_dynamic(model, splits, recipe, targeted_dropout=td,
-                     feature_decay=args.feature_decay, progress=not args.quiet)
+    teacher = copy.deepcopy(model).eval() if args.kd > 0 else None
+    finetune_dynamic(model, splits, recipe, targeted_dropout=td, teacher=teacher,
+                     kd_alpha=args.kd,
+                     feature_decay=args.feature_decay,
+                     order="calibrated" if args.method == "antidote_fast" else "attention",
+                     progress=not args.quiet)
     val = accuracy(model, splits.val).top1
     out = args.out or Path("results/finetune") / f"{args.model}-{args.dataset}-{args.method}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {**{k: v for k, v in base_meta.items() if k not in ("val_top1", "train_seconds")},
             "model": args.model, "dataset": args.dataset, "num_classes": splits.num_classes,
             "in_channels": splits.input_size[0], "finetuned_for": args.method,
-            "targeted_dropout": td, "feature_decay": args.feature_decay,
+            "targeted_dropout": td,
+            "targeted_dropout_order": "calibrated" if args.method == "antidote_fast" else None,
+            "feature_decay": args.feature_decay, "kd_alpha": args.kd,
             "finetune_recipe": recipe.to_dict(), "base": source, "val_top1": val,
             "train_seconds": time.perf_counter() - start}
     save_checkpoint(model, out, meta)

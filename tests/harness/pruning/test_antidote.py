@@ -140,3 +140,27 @@ def test_finetune_cli(tmp_path: object) -> None:
     assert main(["finetune", "--model", "test_resnet", "--dataset", "digits", "--method",
                  "antidote", "--epochs", "1"]) == 2
     del json
+
+
+def test_targeted_dropout_sampled_and_calibrated_order() -> None:
+    torch.manual_seed(0)
+    model = create_model("test_resnet")
+    model.train()
+    seen: list[torch.Tensor] = []
+    hook = model.layer1[0].conv2.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    td = TargetedDropout(model, gamma=1.0, alpha=1.0, sample=True, seed=1)
+    model(torch.randn(64, *X.shape[1:]))
+    dropped = (seen[-1].abs().sum((2, 3)) == 0).sum(1)
+    assert dropped.min() < dropped.max()  # each input draws its own fraction
+    td.remove()
+    td = TargetedDropout(model, gamma=0.5, alpha=1.0, order="calibrated")
+    model(X)
+    kept = seen[-1].abs().sum((2, 3)) != 0
+    order = td.running[id(model.layer1[0].relu1)].argsort(descending=True)
+    c = kept.shape[1]
+    assert kept[:, order[:c // 2]].all() and not kept[:, order[c // 2:]].any()  # a prefix
+    td.remove()
+    hook.remove()
+    with pytest.raises(PrunebenchError, match="calibrated"):
+        TargetedDropout(model, gamma=0.5, alpha=0.5, order="random")
+    assert parse_targeted_dropout("gamma=0.75,alpha=1,sample=1")["sample"] == 1.0
