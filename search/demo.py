@@ -45,10 +45,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-fraction", type=float, default=0.6,
                    help="latency budget as a fraction of the dense p50 (default 0.6)")
     p.add_argument("--ratios", default="0.2,0.4,0.6,0.8", help="uniform L1 sweep ratios")
-    p.add_argument("--finetune-epochs", type=int, default=1,
-                   help="fine-tune epochs after each static cut (default 1)")
-    p.add_argument("--dropout-epochs", type=int, default=4,
-                   help="targeted-dropout fine-tune epochs for the dynamic network (default 4)")
+    p.add_argument("--finetune-epochs", type=int, default=2,
+                   help="fine-tune epochs after each static cut (default 2)")
+    p.add_argument("--dropout-epochs", type=int, default=10,
+                   help="targeted-dropout fine-tune epochs for the dynamic network (default 10)")
     p.add_argument("--out", type=Path, default=None,
                    help="run folder (default results/demo-<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -72,12 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = ["--model", MODEL, "--dataset", DATASET]
     try:
         _run("1. dense base network (cached after the first run)", ["train", *data, *quiet])
-        ckpt = Path("results") / "demo-cache" / f"{MODEL}-{DATASET}-antidote-td.pt"
+        ckpt = Path("results") / "demo-cache" / f"{MODEL}-{DATASET}-antidote_fast-td-kd.pt"
         if not ckpt.exists():
-            _run("2. targeted-dropout fine-tuning for AntiDote",
-                 ["finetune", *data, "--method", "antidote", "--targeted-dropout",
-                  "gamma=0.5,alpha=0.5", "--epochs", str(args.dropout_epochs),
-                  "--out", str(ckpt), *quiet])
+            _run("2. targeted-dropout fine-tuning (calibrated order, distilled from dense)",
+                 ["finetune", *data, "--method", "antidote_fast", "--targeted-dropout",
+                  "gamma=0.75,alpha=1,sample=1", "--kd", "0.7", "--epochs",
+                  str(args.dropout_epochs), "--out", str(ckpt), *quiet])
         else:
             print(f"\n=== 2. targeted-dropout checkpoint reused: {ckpt}")
         sweep = out / "l1-uniform"

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="fine-tuning epochs after each cut (default: 0)")
     p.add_argument("--finetune-lr", type=float, default=None,
-                   help="peak fine-tuning learning rate (default: the training recipe's lr, rewound)")
+                   help="peak fine-tuning learning rate (default: the training recipe's lr, "
+                        "rewound)")
     p.add_argument("--kd", action="store_true",
                    help="distil from the dense network while fine-tuning")
     p.add_argument("--round-to", type=int, default=1,
