@@ -124,8 +124,9 @@ def main() -> None:
                 net = _dynamic(model, "antidote_fast", keep, mode, images,
                                calibration_samples=256)
                 realized = _speed(net, dense_folded, setting)
-                points.append(_point("antidote_fast", mode, batch, red, realized, static_speed,
-                                     keep=keep, reference="dense BN-folded"))
+                points.append(_report(_point("antidote_fast", mode, batch, red, realized,
+                                             static_speed, keep=keep,
+                                             reference="dense BN-folded")))
         exact = [({}, 0.25)] + ([({"columns": 0.5}, 0.375)] if batch == 1 else [])
         for options, target in exact:
             keep, red = _closest(lambda k, o=options: _reduction(
@@ -135,14 +136,19 @@ def main() -> None:
             static_speed = _speed(_static(model, s_keep, images), model, setting)
             for mode in ("gathered", "masked"):
                 net = _dynamic(model, "antidote", keep, mode, images, **options)
-                points.append(_point("antidote" + ("+columns" if options else ""), mode, batch,
-                                     red, _speed(net, model, setting), static_speed, keep=keep,
-                                     reference="dense (BN not folded)"))
-    for p in points:
-        print(" ".join(f"{k}={v}" for k, v in p.items()), file=sys.stderr)
+                points.append(_report(_point("antidote" + ("+columns" if options else ""), mode,
+                                             batch, red, _speed(net, model, setting),
+                                             static_speed, keep=keep,
+                                             reference="dense (BN not folded)")))
     print(json.dumps({"points": points, "inputs": "random standard-normal 3x32x32 (seeded)",
                       "model": "resnet56 (untrained)", "profile": "cpu-1t",
                       "threads": torch.get_num_threads()}))
+
+
+def _report(point: dict) -> dict:
+    """Print a point as soon as it is measured (stderr), so a long run shows progress."""
+    print(" ".join(f"{k}={v}" for k, v in point.items()), file=sys.stderr, flush=True)
+    return point
 
 
 def _point(method: str, mode: str, batch: int, red: float, realized: float, static: float,
