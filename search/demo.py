@@ -40,13 +40,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options of the demo."""
     p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=16,
-                   help="Optuna trials per search (default 16; fewer is faster)")
+    p.add_argument("--trials", type=int, default=12,
+                   help="Optuna trials per search (default 12; fewer is faster)")
     p.add_argument("--budget-fraction", type=float, default=0.6,
                    help="latency budget as a fraction of the dense p50 (default 0.6)")
-    p.add_argument("--ratios", default="0.2,0.4,0.6,0.8", help="uniform L1 sweep ratios")
-    p.add_argument("--finetune-epochs", type=int, default=2,
-                   help="fine-tune epochs after each static cut (default 2)")
+    p.add_argument("--ratios", default="0.3,0.5,0.7", help="uniform L1 sweep ratios")
+    p.add_argument("--finetune-epochs", type=int, default=1,
+                   help="fine-tune epochs after each static cut (default 1, lr rewound)")
     p.add_argument("--dropout-epochs", type=int, default=10,
                    help="targeted-dropout fine-tune epochs for the dynamic network (default 10)")
     p.add_argument("--out", type=Path, default=None,

@@ -144,3 +144,13 @@ def test_same_model_ratio_near_one() -> None:
                    timing=TimingSettings(5, 20, 0.1, 1.0, 0.02))
     res = measure_speedup(model, model, [torch.randn(1, 3, 32, 32)], prof, rounds=5)
     assert 0.8 < res.ratio_median < 1.25  # loose: the test machine is shared
+
+
+def test_cpu_profiles_flush_denormals_while_timing_and_restore() -> None:
+    """Denormal floats are flushed inside ``applied`` on CPU and kept outside it."""
+    from harness.profiles import applied, load_profile
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # a denormal in float32
+    with applied(load_profile("cpu-1t")):
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() != 0.0
