@@ -152,7 +152,8 @@ def test_latency_target_is_met_on_profile(tiny) -> None:
     profile = dataclasses.replace(load_profile("cpu-1t"), timing=fast)
     batch = [torch.stack([splits.val[i][0] for i in range(8)])]
     # Real timing on a shared machine is noisy: a wide margin (0.75x dense), many rounds, and
-    # up to three attempts, of which one must stop at a re-measured configuration in budget.
+    # up to three attempts, of which one must stop at a re-measured configuration in budget
+    # (an attempt can also find the dense network itself under a budget set from a slow reading).
     for attempt in range(3):
         budget = 0.75 * measure_latency(model, batch, profile).p50_ms
         cfg = PruningConfig("aap", options={"target": f"latency-ms={budget:.4f}",
@@ -160,11 +161,13 @@ def test_latency_target_is_met_on_profile(tiny) -> None:
                                             "calib_samples": 32})
         try:
             pruned = get_method("aap").apply(model, cfg, _ctx(splits, profile=profile))
-            break
         except PrunebenchError as exc:
             if attempt == 2 or "did not reach target" not in str(exc):
                 raise
-    rows = pruned.prunebench_aap["rounds"]
+            continue
+        rows = pruned.prunebench_aap["rounds"]
+        if rows[-1]["action"] != "dense" or attempt == 2:
+            break
     assert all(r["latency_p50_ms"] <= budget for r in rows if r["action"] == "met")
     assert rows[-1]["action"] == "remeasured met" and rows[-1]["latency_p50_ms"] <= budget
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
