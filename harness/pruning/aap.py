@@ -57,6 +57,24 @@ SHARES = ("params", "macs")
 
 
 # ----------------------------------------------------------------------------- options
+def amount_options(method: str, config: PruningConfig, allowed: Mapping[str, type],
+                   amount_key: str, example: str) -> tuple[dict[str, Any], bool]:
+    """Typed options of an attention-driven static method and whether ratios set the amount.
+
+    Such a method takes exactly one of its own amount (``amount_key`` in the options, e.g. AAP's
+    target or PAAM's budget) or ratios; keep-ratios and execution modes are dynamic-only.
+    """
+    if config.keep or config.global_keep is not None or config.exec_mode:
+        raise PrunebenchError(f"static method {method!r} takes a {amount_key} (or ratios), not "
+                              "keep-ratios or an execution mode")
+    opts = coerce_options(method, config.options, allowed)
+    has_ratio = bool(config.ratios) or config.global_ratio is not None
+    if has_ratio == (amount_key in opts):
+        raise PrunebenchError(f"method {method!r} needs exactly one of a {amount_key} "
+                              f"({example}) or ratios")
+    return opts, has_ratio
+
+
 def coerce_options(method: str, options: Mapping[str, Any],
                    allowed: Mapping[str, type]) -> dict[str, Any]:
     """Typed options; strings from the command line are converted, unknown keys raise."""
@@ -538,14 +556,9 @@ class AAP(PruningMethod):
         With ``ratios`` / ``global_ratio`` instead of a target, AAP's attention scores choose
         the filters and the ratios the amount (one cut, ``finetune_epochs`` after it).
         """
-        if config.keep or config.global_keep is not None or config.exec_mode:
-            raise PrunebenchError("static method 'aap' takes a target (or ratios), not "
-                                  "keep-ratios or an execution mode")
-        opts = coerce_options("aap", config.options, AAP_OPTIONS)
-        has_ratio = bool(config.ratios) or config.global_ratio is not None
-        if has_ratio == ("target" in opts):
-            raise PrunebenchError("method 'aap' needs exactly one of a target (--target "
-                                  "accuracy-loss=0.5, params=0.5 or latency-ms=1.2) or ratios")
+        opts, has_ratio = amount_options("aap", config, AAP_OPTIONS, "target",
+                                         "--target accuracy-loss=0.5, params=0.5 or "
+                                         "latency-ms=1.2")
         if has_ratio:
             return self._ratio_cut(model, config, opts, ctx)
         for key in ("round_to", "finetune_epochs"):

@@ -38,15 +38,7 @@ def site_attention(model: nn.Module, sites: list[GatedSite], inputs: torch.Tenso
     hooks = [get_module(model, s.gate).register_forward_hook(
         lambda m, i, o, n=s.name: out[n].append(channel_attention(o, power)))
         for s in sites]
-    was_training = model.training
-    try:
-        model.eval()
-        for start in range(0, len(inputs), batch):
-            model(inputs[start:start + batch])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    _run_hooked(model, inputs, batch, hooks)
     return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -64,6 +56,12 @@ def block_statistics(model: nn.Module, blocks: list[str], inputs: torch.Tensor,
             lambda m, args, b=b: ins[b].append(args[0].mean((2, 3)))))
         hooks.append(block.relu1.register_forward_hook(
             lambda m, i, o, b=b: atts[b].append(channel_attention(o))))
+    _run_hooked(model, inputs, batch, hooks)
+    return {b: (torch.cat(ins[b]), torch.cat(atts[b])) for b in blocks}
+
+
+def _run_hooked(model: nn.Module, inputs: torch.Tensor, batch: int, hooks: list) -> None:
+    """Run ``inputs`` through ``model`` in eval mode, in batches; then remove ``hooks``."""
     was_training = model.training
     try:
         model.eval()
@@ -73,4 +71,3 @@ def block_statistics(model: nn.Module, blocks: list[str], inputs: torch.Tensor,
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return {b: (torch.cat(ins[b]), torch.cat(atts[b])) for b in blocks}

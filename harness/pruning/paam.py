@@ -46,7 +46,7 @@ from torch import nn
 
 from harness.errors import PrunebenchError
 from harness.pruning.aap import (
-    coerce_options,
+    amount_options,
     model_cost,
     parse_spec,
     ratio_prune_idxs,
@@ -258,14 +258,8 @@ class PAAM(PruningMethod):
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """Train scores on a copy of ``model``, cut it to the budget; ``model`` is untouched."""
-        if config.keep or config.global_keep is not None or config.exec_mode:
-            raise PrunebenchError("static method 'paam' takes a budget (or ratios), not "
-                                  "keep-ratios or an execution mode")
-        opts = coerce_options("paam", config.options, PAAM_OPTIONS)
-        has_ratio = bool(config.ratios) or config.global_ratio is not None
-        if has_ratio == ("budget" in opts):
-            raise PrunebenchError("method 'paam' needs exactly one of a budget (--budget "
-                                  "params=0.5 or macs=0.5) or ratios")
+        opts, has_ratio = amount_options("paam", config, PAAM_OPTIONS, "budget",
+                                         "--budget params=0.5 or macs=0.5")
         for key in ("epochs", "hidden", "finetune_epochs", "round_to"):
             if opts.get(key, 1) < (1 if key in ("hidden", "round_to") else 0):
                 raise PrunebenchError(f"PAAM option {key}={opts[key]} is invalid; use a "
