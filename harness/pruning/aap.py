@@ -24,7 +24,11 @@ Targets (``options["target"]``): ``accuracy-loss=X`` (val top-1 loss at most X p
 Options: ``target``; ``p`` (1), ``share`` (``params`` | ``macs``), ``step`` (0.25) and
 ``min_step`` (step / 8) in units of the dense median score, ``max_rounds`` (8 trained rounds;
 rounds that prune nothing or repeat a tried cut train nothing and are not counted),
-``round_epochs`` (1), ``finetune_lr`` (recipe lr, rewound), ``calib_samples`` (512). A latency
+``round_epochs`` (1), ``finetune_lr`` (recipe lr, rewound), ``calib_samples`` (512), ``guard``
+(5): with a resource target, a round whose val top-1 falls more than ``guard`` points below dense
+is rejected like a failed accuracy round (restore, halve the step), so a noisy or unreachable
+limit never drives the network to chance accuracy; if no round met the limit within the guard,
+the run fails naming the best value reached. A latency
 target's candidates are re-measured before one is returned (timing is noisy). With ``ratios`` /
 ``global_ratio`` instead of a target, the attention scores choose the filters and the ratios
 the amount (``round_to``, ``finetune_epochs`` apply), as for the other static methods.
@@ -32,16 +36,8 @@ the amount (``round_to``, ``finetune_epochs`` apply), as for the other static me
 
 from __future__ import annotations
 
-import copy
-import csv
-import json
-import math
-import os
 import statistics
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -285,257 +281,11 @@ def median_score(scores: Mapping[str, torch.Tensor]) -> float:
 
 
 # ----------------------------------------------------------------------------- policy
-TARGETS = ("accuracy-loss", "params", "macs", "latency-ms")
-_EXAMPLE = "accuracy-loss=0.5"
-
-
-@dataclass(frozen=True)
-class AapSettings:
-    """The adaptive policy's settings (``PruningConfig.options`` keys of the same name).
-
-    ``step`` and ``min_step`` are in units of the dense network's median filter score;
-    ``round_epochs`` is the fine-tuning per round (train split, lr ``finetune_lr`` or the
-    recipe's lr, rewound).
-    """
-
-    target_kind: str
-    target_value: float
-    p: float = 1.0
-    share: str = "params"
-    step: float = 0.25
-    min_step: float = 0.25 / 8
-    max_rounds: int = 8
-    round_epochs: int = 1
-    finetune_lr: float | None = None
-    calib_samples: int = 512
-
-    @classmethod
-    def from_options(cls, opts: Mapping[str, Any]) -> AapSettings:
-        """Validated settings; each bad value raises naming the option and the fix."""
-        kind, value = parse_spec(opts["target"], TARGETS, "target", _EXAMPLE)
-        step = opts.get("step", cls.step)
-        kw = {k: opts[k] for k in ("p", "share", "max_rounds", "round_epochs", "finetune_lr",
-                                   "calib_samples") if k in opts}
-        s = cls(kind, value, step=step, min_step=opts.get("min_step", step / 8), **kw)
-        for name, ok, fix in (("p", s.p > 0, "e.g. 1 or 2"), ("step", s.step > 0, "e.g. 0.25"),
-                              ("min_step", 0 < s.min_step <= s.step, "in (0, step]"),
-                              ("max_rounds", s.max_rounds >= 0, "e.g. 8"),
-                              ("round_epochs", s.round_epochs >= 0, "e.g. 1"),
-                              ("calib_samples", s.calib_samples >= 1, "e.g. 512"),
-                              ("share", s.share in SHARES, " or ".join(SHARES))):
-            if not ok:
-                raise PrunebenchError(f"AAP option {name}={getattr(s, name)!r} is invalid; use "
-                                      f"{fix}")
-        return s
-
-
-class _RoundLog:
-    """Rounds appended to ``aap_rounds.jsonl`` and rewritten to ``aap_rounds.csv`` (atomic)."""
-
-    _CSV = ("round", "t", "step", "action", "pruned_filters", "channels", "params", "macs",
-            "val_top1", "latency_p50_ms", "kept_one", "elapsed_s")
-
-    def __init__(self, run_dir: Path | None) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.dir = Path(run_dir) if run_dir is not None else None
-        if self.dir is not None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            (self.dir / "aap_rounds.jsonl").write_text("")
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if self.dir is None:
-            return
-        with open(self.dir / "aap_rounds.jsonl", "a") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
-        tmp = self.dir / ".aap_rounds.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, self._CSV, extrasaction="ignore")
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({**r, "kept_one": ";".join(r.get("kept_one", []))})
-        os.replace(tmp, self.dir / "aap_rounds.csv")
-
-
-def _measure(model: nn.Module, ctx: PruneContext, latency: bool) -> dict[str, Any]:
-    from harness.measure.accuracy import accuracy
-
-    params, macs = model_cost(model, ctx.example_input)
-    out: dict[str, Any] = {"params": params, "macs": macs,
-                           "val_top1": accuracy(model, ctx.splits.val).top1,  # type: ignore
-                           "latency_p50_ms": None}
-    if latency:
-        from harness.datasets import make_loader
-        from harness.measure.latency import measure_latency
-
-        batch = next(iter(make_loader(ctx.splits.val, batch_size=32)))[0]  # type: ignore
-        out["latency_p50_ms"] = measure_latency(model.eval(), [batch], ctx.profile).p50_ms
-    return out
-
-
-def _meets(kind: str, m: Mapping[str, Any], limit: float) -> bool:
-    key = _metric_key(kind)
-    return m[key] >= limit if kind == "accuracy-loss" else m[key] <= limit
-
-
-def run_policy(model: nn.Module, s: AapSettings, ctx: PruneContext) -> nn.Module:
-    """Prune/fine-tune rounds from a copy of ``model`` until the policy stops (see module doc).
-
-    Accuracy targets return the most pruned network that held; resource targets the most
-    accurate (val) network that met the limit (none met raises, naming what was reached).
-    """
-    if s.target_kind == "latency-ms" and ctx.profile is None:
-        raise PrunebenchError("target latency-ms needs a hardware profile; give --profile "
-                              "(e.g. cpu-1t)")
-    return _Policy(model, s, ctx).run()
-
-
-class _Policy:
-    """State of one adaptive run: the last good network, its threshold, the step."""
-
-    def __init__(self, model: nn.Module, s: AapSettings, ctx: PruneContext) -> None:
-        from harness.pruning.static import coupled_groups
-
-        self.s, self.ctx, self.x = s, ctx, ctx.example_input
-        self.calib = calibration_set(ctx, s.calib_samples)
-        self.need_lat = s.target_kind == "latency-ms"
-        self.acc_mode = s.target_kind == "accuracy-loss"
-        self.start = time.perf_counter()
-        self.log = _RoundLog(ctx.run_dir)
-        self.good = copy.deepcopy(model).eval()
-        self.dense = _measure(self.good, ctx, self.need_lat)
-        limit = {"accuracy-loss": self.dense["val_top1"] - s.target_value / 100,
-                 "latency-ms": s.target_value}.get(s.target_kind)
-        self.limit = limit if limit is not None else resource_limit(
-            s.target_value, self.dense[s.target_kind])
-        self.ref = median_score(filter_attention(self.good, coupled_groups(self.good, self.x),
-                                                 self.calib, s.p))
-        self.met: list[tuple[nn.Module, float, int]] = []  # resource mode: (net, val, round)
-        self.dense_meets = not self.acc_mode and _meets(s.target_kind, self.dense, self.limit)
-        self.good_t, self.step = 0.0, s.step
-        self._scored: tuple[nn.Module, list, dict, dict] | None = None
-        self.tried: dict[frozenset[tuple[str, int]], tuple[bool, int]] = {}
-        self.log.add({"round": 0, "t": 0.0, "step": s.step, "action": "dense",
-                      "limit": self.limit, "ref_score": self.ref, **self.dense,
-                      "elapsed_s": 0.0})
-
-    def run(self) -> nn.Module:
-        """Iterate rounds; returns the chosen network with ``prunebench_arch`` and a summary."""
-        from harness.pruning.static import architecture
-
-        trained = 0
-        while trained < self.s.max_rounds and self.step >= self.s.min_step:
-            if self.dense_meets:
-                break  # the dense network already meets the resource limit
-            outcome = self._round(trained + 1)
-            if outcome == "stop":
-                break
-            trained += outcome == "trained"
-        result = self.good if self.acc_mode or self.dense_meets else self._best_met()
-        if result is None:
-            key = _metric_key(self.s.target_kind)
-            reached = min((r[key] for r in self.log.rows if r.get(key) is not None),
-                          default=None)
-            raise PrunebenchError(
-                f"AAP did not reach target {self.s.target_kind}={self.s.target_value} (limit "
-                f"{self.limit:.4g}; best reached {reached}) in {trained} rounds; raise "
-                "max_rounds or step, or loosen the target")
-        if not hasattr(result, "prunebench_arch"):
-            result.prunebench_arch = architecture(result)
-        result.prunebench_aap = {"rounds": self.log.rows, "limit": self.limit,
-                                 "dense": self.dense, "trained_rounds": trained,
-                                 "target": f"{self.s.target_kind}={self.s.target_value}"}
-        return result.eval()
-
-    def _round(self, rnd: int) -> str:
-        """One threshold raise: ``"trained"``, ``"skipped"`` (no training) or ``"stop"``."""
-        from harness.pruning.recovery import RecoveryOptions, finetune
-        from harness.pruning.static import coupled_groups, cut_filters
-
-        t = self.good_t + self.step
-        if self._scored is None or self._scored[0] is not self.good:  # scores of this network
-            groups = coupled_groups(self.good, self.x)
-            self._scored = (self.good, groups,
-                            filter_attention(self.good, groups, self.calib, self.s.p),
-                            group_shares(self.good, groups, self.x, self.s.share))
-        _, groups, scores, shares = self._scored
-        idxs, kept_one = select_below_threshold(scores, shares, t, self.ref)
-        row = {"round": rnd, "t": t, "step": self.step, "kept_one": kept_one,
-               "pruned_filters": sum(map(len, idxs.values())),
-               "thresholds": {g.name: t * self.ref * shares[g.name] * len(groups)
-                              for g in groups}}
-        key = frozenset((g, i) for g, ii in idxs.items() for i in ii)
-        if not idxs:  # raising T pruned nothing: accept it without training, and let the
-            # next round start at the first T that prunes a filter (no no-op rounds)
-            first = _first_pruning_t(scores, shares, self.ref)
-            stop = math.isinf(first)  # every group is down to one filter
-            self.good_t = t if stop else max(t, first - self.step)
-            self._add(row, "nothing left to prune" if stop else "empty")
-            return "stop" if stop else "skipped"
-        if key in self.tried:  # the same cut as an earlier round: its outcome is known
-            ok, earlier = self.tried[key]
-            self.step /= 2
-            self._add(row, f"same cut as round {earlier}")
-            return "skipped"
-        cand = cut_filters(self.good, self.x, idxs)
-        if self.s.round_epochs:
-            finetune(cand, None, self.ctx, RecoveryOptions(
-                finetune_epochs=self.s.round_epochs, finetune_lr=self.s.finetune_lr),
-                desc=f"aap round {rnd}")
-        m = _measure(cand.eval(), self.ctx, self.need_lat)
-        ok = _meets(self.s.target_kind, m, self.limit)
-        if ok == self.acc_mode:  # accuracy held, or resource limit not yet met: keep pruning
-            self.good, self.good_t, self.tried = cand, t, {}
-            action = "accepted" if ok else "continue"
-        else:  # accuracy failed (restore last good), or limit met (look for less pruning)
-            self.tried[key] = (ok, rnd)
-            if ok:
-                self.met.append((cand, m["val_top1"], rnd))
-            self.step /= 2
-            action = "met" if ok else "rejected"
-        self._add({**row, **m, "channels": sum(g.channels for g in coupled_groups(cand, self.x))},
-                  action)
-        return "trained"
-
-    def _best_met(self) -> nn.Module | None:
-        """The most accurate (val) network that met the limit; latency is re-measured first.
-
-        Timing is noisy, so a latency candidate counts only if a fresh measurement on the
-        profile meets the budget again; otherwise the next most accurate one is tried.
-        """
-        for net, val, rnd in sorted(self.met, key=lambda r: (-r[1], r[2])):
-            if not self.need_lat:
-                return net
-            again = _measure(net, self.ctx, True)["latency_p50_ms"]
-            ok = again <= self.limit
-            self.log.add({"round": rnd, "action": "remeasured " + ("met" if ok else "missed"),
-                          "latency_p50_ms": again, "val_top1": val,
-                          "elapsed_s": time.perf_counter() - self.start})
-            if ok:
-                return net
-        return None
-
-    def _add(self, row: dict[str, Any], action: str) -> None:
-        self.log.add({**row, "action": action, "elapsed_s": time.perf_counter() - self.start})
-
-
-def _first_pruning_t(scores: Mapping[str, torch.Tensor], shares: Mapping[str, float],
-                     ref: float) -> float:
-    """The smallest ``T`` at which some group with more than one filter loses one."""
-    n = len(scores)
-    ts = [float(torch.sort(s).values[0]) / (ref * shares[g] * n) * (1 + 1e-6)
-          for g, s in scores.items() if len(s) > 1 and shares[g] > 0]
-    return min(ts, default=math.inf)
-
-
-def _metric_key(kind: str) -> str:
-    return {"accuracy-loss": "val_top1", "latency-ms": "latency_p50_ms"}.get(kind, kind)
-
-
 # ----------------------------------------------------------------------------- method
 AAP_OPTIONS: dict[str, type] = {
     "target": object, "p": float, "share": str, "step": float, "min_step": float,
     "max_rounds": int, "round_epochs": int, "finetune_lr": float, "calib_samples": int,
+    "guard": float,
     "round_to": int, "finetune_epochs": int,
 }
 
@@ -565,6 +315,8 @@ class AAP(PruningMethod):
             if key in opts:
                 raise PrunebenchError(f"AAP option {key} applies to ratios only; with a target "
                                       "use round_epochs")
+        from harness.pruning.aap_policy import AapSettings, run_policy
+
         return run_policy(model, AapSettings.from_options(opts), ctx)
 
     def _ratio_cut(self, model: nn.Module, config: PruningConfig, opts: Mapping[str, Any],

@@ -17,7 +17,6 @@ from harness.errors import PrunebenchError
 from harness.models import create_model
 from harness.pruning import PruneContext, PruningConfig, get_method
 from harness.pruning.aap import (
-    AapSettings,
     coerce_options,
     filter_attention,
     group_shares,
@@ -25,6 +24,7 @@ from harness.pruning.aap import (
     resource_limit,
     select_below_threshold,
 )
+from harness.pruning.aap_policy import AapSettings
 from harness.pruning.static import coupled_groups
 
 
@@ -132,10 +132,44 @@ def test_accuracy_target_holds_on_val_and_rounds_are_logged(tiny, tmp_path) -> N
 def test_params_target_is_met(tiny) -> None:
     model, splits = tiny
     cfg = PruningConfig("aap", options={"target": "params=0.7", "max_rounds": 4, "step": 0.5,
-                                        "round_epochs": 0, "calib_samples": 64})
+                                        "round_epochs": 0, "calib_samples": 64, "guard": 100})
     pruned = get_method("aap").apply(model, cfg, _ctx(splits))
     dense = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() for p in pruned.parameters()) <= 0.7 * dense
+
+
+@pytest.fixture(scope="module")
+def learned(digits) -> tuple[nn.Module, DatasetSplits]:
+    """The tiny net trained on the whole digits train split: well above chance on val."""
+    from harness.train import Recipe, train_model
+
+    splits = DatasetSplits("digits-learned", digits.train, digits.val.subset(range(128)),
+                           _Forbidden(), 10, (1, 32, 32))
+    torch.manual_seed(0)
+    model = create_model("test_convnet", 10, 1)
+    train_model(model, splits, Recipe(epochs=4, batch_size=32, lr=0.05), progress=False)
+    return model.eval(), splits
+
+
+def test_resource_target_never_trades_accuracy_beyond_the_guard(learned, tmp_path) -> None:
+    """Without fine-tuning, deep cuts lose accuracy: the guard rejects them (or the run fails)."""
+    model, splits = learned
+    cfg = PruningConfig("aap", options={"target": "params=0.3", "max_rounds": 6, "step": 1.0,
+                                        "round_epochs": 0, "calib_samples": 64, "guard": 1})
+    try:
+        pruned = get_method("aap").apply(model, cfg, _ctx(splits, run_dir=tmp_path))
+    except PrunebenchError as exc:
+        assert "did not reach target params=0.3" in str(exc) and "guard" in str(exc)
+        pruned = None
+    rows = [json.loads(line) for line in (tmp_path / "aap_rounds.jsonl").read_text().splitlines()]
+    floor = rows[0]["val_top1"] - 0.01
+    assert rows[0]["val_top1"] > 0.3  # far above chance, so the guard has something to guard
+    assert any(r["action"].startswith("rejected: val top-1 below the guard") for r in rows)
+    assert all(r["val_top1"] >= floor for r in rows if r["action"] in ("met", "accepted"))
+    if pruned is not None:
+        from harness.measure.accuracy import accuracy
+
+        assert accuracy(pruned, splits.val).top1 >= floor
 
 
 @pytest.mark.slow
@@ -158,7 +192,7 @@ def test_latency_target_is_met_on_profile(tiny) -> None:
         budget = 0.75 * measure_latency(model, batch, profile).p50_ms
         cfg = PruningConfig("aap", options={"target": f"latency-ms={budget:.4f}",
                                             "max_rounds": 12, "step": 1.0, "round_epochs": 0,
-                                            "calib_samples": 32})
+                                            "calib_samples": 32, "guard": 100})
         try:
             pruned = get_method("aap").apply(model, cfg, _ctx(splits, profile=profile))
         except PrunebenchError as exc:
