@@ -29,6 +29,7 @@ from harness.measure.latency import (
     place_input,
     place_model,
     rebatch,
+    timed_form,
 )
 from harness.measure.memory import measure_memory
 from harness.measurement import Measurement
@@ -199,8 +200,9 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
                        device=profile.device)
     mem = measure_memory(placed, batches[0])
     dense = place_model(prepared.base_model, profile) if speedup_vs_dense else None
+    timed = timed_form(placed, batches[0], profile)  # what the profile runs (eager or frozen)
     with timing_lock if timing_lock is not None else contextlib.nullcontext():
-        t = _timing(placed, dense, inputs, batches, profile)
+        t = _timing(timed, dense, inputs, batches, profile)
     lat, energy = t["lat"], t["energy"]
     macs = round(eff.mean) if eff.dynamic else compute.macs
     env = collect_environment(profile, model, forced=forced)

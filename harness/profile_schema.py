@@ -19,6 +19,7 @@ else:  # pragma: no cover  (Python 3.10)
 DTYPES = ("float32", "float16", "bfloat16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 ENERGY_METERS = ("auto", "rapl", "nvml", "modelled", "none")
+GRAPHS = ("eager", "torchscript")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
 
@@ -83,6 +84,10 @@ TOP: dict[str, Check] = {
     "dtype": _str(choices=DTYPES),
     "memory_format": _str(choices=MEMORY_FORMATS),
 }
+# Optional top-level fields and their defaults (older profiles stay valid).
+OPTIONAL: dict[str, tuple[Check, Any]] = {
+    "graph": (_str(choices=GRAPHS), "eager"),
+}
 SECTIONS: dict[str, dict[str, Check]] = {
     "timing": {
         "warmup_iters": _int(0),
@@ -128,8 +133,14 @@ def _check_table(table: dict[str, Any], schema: dict[str, Check], path: Path,
 def parse_profile(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """Validate a parsed TOML document; returns the fields (sections as dicts)."""
     tables = {k: v for k, v in data.items() if k in SECTIONS}
-    top = {k: v for k, v in data.items() if k not in SECTIONS}
+    top = {k: v for k, v in data.items() if k not in SECTIONS and k not in OPTIONAL}
     fields = _check_table(top, TOP, path, "")
+    for key, (check, default) in OPTIONAL.items():
+        value = data.get(key, default)
+        problem = check(value)
+        if problem:
+            raise _fail(path, key, value, problem)
+        fields[key] = value
     for section, schema in SECTIONS.items():
         if section not in tables:
             raise ProfileError(f"{path}: missing section [{section}]; add it with fields "

@@ -75,6 +75,7 @@ class HardwareProfile:
     energy: EnergySettings
     fingerprint: Fingerprint
     path: Path | None = None
+    graph: str = "eager"  # eager | torchscript (traced and frozen for timing)
 
     @property
     def is_cuda(self) -> bool:

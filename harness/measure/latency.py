@@ -101,6 +101,31 @@ def place_model(model: nn.Module, profile: HardwareProfile) -> nn.Module:
     return model.eval()
 
 
+def timed_form(model: nn.Module, example: torch.Tensor, profile: HardwareProfile) -> nn.Module:
+    """The form of ``model`` that ``profile`` times: itself (``graph = "eager"``), or traced and
+    frozen TorchScript (``graph = "torchscript"``: BN folded into convs, no Python dispatch; the
+    graph a deployment ships). ``model`` and ``example`` must already be placed.
+
+    Input-dependent (dynamic) networks cannot be traced -- tracing would freeze one input's
+    choices -- so they are refused with a message naming an eager profile.
+    """
+    if profile.graph == "eager" or isinstance(model, torch.jit.ScriptModule):
+        return model
+    info = getattr(model, "prunebench_dynamic", None)
+    if info is not None:
+        from harness.errors import PrunebenchError
+
+        method = info.get("method", "dynamic") if isinstance(info, dict) else "dynamic"
+        raise PrunebenchError(
+            f"profile {profile.name!r} times frozen TorchScript graphs, which cannot express "
+            f"input-dependent pruning ({method}); use an eager profile such as cpu-1t")
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch 2.x
+        return torch.jit.freeze(torch.jit.trace(model.eval(), example))
+
+
 def place_input(x: torch.Tensor, profile: HardwareProfile) -> torch.Tensor:
     """One batch on the profile's device, dtype and memory format."""
     x = x.to(device=profile.device, dtype=profile.torch_dtype if x.is_floating_point() else None)
@@ -192,7 +217,7 @@ def measure_latency(model: nn.Module, inputs: Sequence[torch.Tensor], profile: H
     """
     bs = batch_size or profile.default_batch_size
     batches = [place_input(x, profile) for x in rebatch(inputs, bs)]
-    model = place_model(model, profile)
+    model = timed_form(place_model(model, profile), batches[0], profile)
     with applied(profile), torch.inference_mode(), gc_disabled():
         return _sample(model, batches, timing or profile.timing, torch.device(profile.device))
 
@@ -212,7 +237,7 @@ def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[tor
     per_round = replace(t, max_time_s=max(t.min_time_s, t.max_time_s / rounds))
     bs = batch_size or profile.default_batch_size
     batches = [place_input(x, profile) for x in rebatch(inputs, bs)]
-    a, b = place_model(model_a, profile), place_model(model_b, profile)
+    a, b = (timed_form(place_model(m, profile), batches[0], profile) for m in (model_a, model_b))
     device = torch.device(profile.device)
     ratios: list[float] = []
     pooled: dict[str, list[LatencyResult]] = {"a": [], "b": []}

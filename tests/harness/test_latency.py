@@ -154,3 +154,30 @@ def test_cpu_profiles_flush_denormals_while_timing_and_restore() -> None:
     with applied(load_profile("cpu-1t")):
         assert (tiny * 1.0).item() == 0.0
     assert (tiny * 1.0).item() != 0.0
+
+
+def test_torchscript_profile_times_the_frozen_graph_of_static_networks() -> None:
+    """``graph = "torchscript"``: same outputs, BN folded away; dynamic networks are refused."""
+    from harness.errors import PrunebenchError
+    from harness.measure.latency import timed_form
+    from harness.models import create_model
+    from harness.pruning import PruneContext, PruningConfig, get_method
+
+    frozen = replace(load_profile("cpu-1t-frozen"), timing=FAST)
+    torch.manual_seed(0)
+    model = create_model("test_resnet", 10, 3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    static = get_method("l1").apply(model, PruningConfig("l1", global_ratio=0.5),
+                                    PruneContext(example_input=x[:1]))
+    graph = timed_form(static, x, frozen)
+    assert isinstance(graph, torch.jit.ScriptModule)
+    assert "batch_norm" not in str(graph.graph)  # folded into the convolutions by freezing
+    with torch.no_grad():
+        assert torch.allclose(graph(x), static(x), atol=1e-5)
+    assert timed_form(static, x, fast_profile()) is static  # eager profiles time the module
+    result = measure_latency(static, [x], frozen)
+    assert result.n >= FAST.min_samples and result.p50_ms > 0
+    dynamic = get_method("antidote").apply(model, PruningConfig("antidote", global_keep=0.5),
+                                           PruneContext(example_input=x[:1]))
+    with pytest.raises(PrunebenchError, match="input-dependent pruning.*eager profile"):
+        measure_latency(dynamic, [x], frozen)

@@ -17,7 +17,7 @@ from harness.profiles import (
     load_profile,
 )
 
-SHIPPED = ("cpu-1t", "cpu-all", "cuda-b1", "cuda-b32", "cuda-b1-fp16")
+SHIPPED = ("cpu-1t", "cpu-1t-frozen", "cpu-all", "cuda-b1", "cuda-b32", "cuda-b1-fp16")
 
 
 def _text(name: str = "mine", **over: str) -> str:
@@ -60,6 +60,8 @@ def test_shipped_values() -> None:
     assert load_profile("cpu-all").batch_sizes == (1, 32)
     fp16 = load_profile("cuda-b1-fp16")
     assert fp16.torch_dtype is torch.float16 and fp16.torch_memory_format is torch.channels_last
+    assert load_profile("cpu-1t").graph == "eager"  # the optional field's default
+    assert load_profile("cpu-1t-frozen").graph == "torchscript"
 
 
 def test_valid_file_by_path_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,6 +82,7 @@ def test_valid_file_by_path_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ({"target_rel_ci": "0.0"}, "timing.target_rel_ci", "0.0"),
     ({"max_time_s": "-1"}, "timing.max_time_s", "-1"),
     ({"meter": '"wattmeter"'}, "energy.meter", "wattmeter"),
+    ({"graph": '"onnx"'}, "graph", "onnx"),
 ])
 def test_bad_values_name_file_field_value(tmp_path: Path, over: dict, field: str,
                                           value: str) -> None:
