@@ -8,8 +8,10 @@ starting from the cached dense ResNet-20 base model (``harness.train.get_base_mo
    fine-tuning per round, at most ``AAP_ROUNDS`` trained rounds): whether the target holds on val
    and what the test loss is (the stated tolerance on test is ``TEST_TOLERANCE`` points), and the
    params / MACs reduction reached.
-2. AAP latency-sensitive on ``cpu-1t``: target 75% of the dense p50; the network it stops at is
-   re-measured on the profile and checked against the budget.
+2. AAP latency-sensitive on ``cpu-1t``: target 75% of the dense p50 (at most
+   ``AAP_LATENCY_ROUNDS`` trained rounds, default accuracy guard of 5 points); the network it
+   stops at is re-measured on the profile and checked against the budget. A run that ends
+   without meeting the budget is reported with the policy's message.
 3. PAAM at ``budget params=0.5`` (``PAAM_EPOCHS`` epochs of score training from the base, then
    ``FT_EPOCHS`` of fine-tuning) against uniform L1 with the largest global ratio whose params
    fit the same budget, fine-tuned for ``PAAM_EPOCHS + FT_EPOCHS`` epochs (equal training).
@@ -17,7 +19,8 @@ starting from the cached dense ResNet-20 base model (``harness.train.get_base_mo
 Only the train split trains and calibrates, only val decides; the test split is read once per
 final network. Running time per method is reported. Usage: ``python
 benchmarks/accuracy_attention_static.py`` (tens of minutes on 2 shared cores; set
-``PRUNEBENCH_BENCH_DATASETS=digits`` for one data set); the last line is one JSON object.
+``PRUNEBENCH_BENCH_DATASETS=digits`` for one data set, ``PRUNEBENCH_BENCH_PARTS=aap_latency``
+for some of the three experiments); the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 import torch
 
 from harness.datasets import load_dataset
+from harness.errors import PrunebenchError
 from harness.measure.accuracy import accuracy
 from harness.measure.latency import measure_latency
 from harness.profiles import load_profile
@@ -40,7 +44,7 @@ from harness.pruning.recovery import RecoveryOptions, finetune
 from harness.pruning.static_methods import prune_by_criterion
 from harness.train import DEFAULT_RECIPE, get_base_model
 
-AAP_ROUNDS, TEST_TOLERANCE = 6, 1.0
+AAP_ROUNDS, AAP_LATENCY_ROUNDS, TEST_TOLERANCE = 6, 10, 1.0
 PAAM_EPOCHS, FT_EPOCHS, PAAM_LAMBDA = 6, 2, 2e-3
 LATENCY_FRACTION = 0.75
 MNIST = os.environ.get("PRUNEBENCH_MNIST", str(Path(__file__).parents[1] / "../shared/data/mnist"))
@@ -79,15 +83,22 @@ def _aap_latency(base, splits, ctx, dense, profile) -> dict:
     budget = LATENCY_FRACTION * dense_ms
     t0 = time.perf_counter()
     cfg = PruningConfig("aap", options={"target": f"latency-ms={budget:.4f}",
-                                        "max_rounds": AAP_ROUNDS})
-    net = get_method("aap").apply(base, cfg, ctx)
+                                        "max_rounds": AAP_LATENCY_ROUNDS})
+    try:
+        net = get_method("aap").apply(base, cfg, ctx)
+    except PrunebenchError as exc:  # the policy's own verdict is a result, not a crash
+        return {"dense_p50_ms": round(dense_ms, 4), "budget_ms": round(budget, 4),
+                "seconds": round(time.perf_counter() - t0, 1), "meets_budget": False,
+                "error": str(exc)}
     seconds = time.perf_counter() - t0
     again = measure_latency(net, batch, profile)
+    rounds = [{k: r.get(k) for k in ("round", "action", "t", "latency_p50_ms", "val_top1")}
+              for r in net.prunebench_aap["rounds"]]
     return {"dense_p50_ms": round(dense_ms, 4), "budget_ms": round(budget, 4),
             "seconds": round(seconds, 1), "trained_rounds": net.prunebench_aap["trained_rounds"],
             "remeasured_p50_ms": round(again.p50_ms, 4), "remeasured_ci_rel": again.ci_rel,
             "meets_budget": again.p50_ms <= budget, "test_top1": accuracy(net, splits.test).top1,
-            **_costs(net, ctx.example_input, dense)}
+            "rounds": rounds, **_costs(net, ctx.example_input, dense)}
 
 
 def _uniform_l1(base, x, limit: float):
@@ -135,9 +146,12 @@ def run_dataset(name: str, data_dir: str | None) -> dict:
     ctx = PruneContext(example_input=x, splits=splits, recipe=DEFAULT_RECIPE, profile=profile,
                        progress=False)
     out = {"dense": {"test_top1": dense_test, "params": dense[0], "macs": dense[1]}}
+    parts = os.environ.get("PRUNEBENCH_BENCH_PARTS", "aap_accuracy,aap_latency,paam_vs_l1")
     for key, fn in (("aap_accuracy", lambda: _aap_accuracy(base, splits, ctx, dense, dense_test)),
                     ("aap_latency", lambda: _aap_latency(base, splits, ctx, dense, profile)),
                     ("paam_vs_l1", lambda: _paam_vs_l1(base, splits, ctx, dense))):
+        if key not in parts.split(","):
+            continue
         out[key] = fn()
         _log(f"{name} {key}: {json.dumps(out[key])}")
     return out

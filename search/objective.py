@@ -228,9 +228,10 @@ class SearchObjective:
         if splits is None:
             raise PrunebenchError("fine-tuning needs a data set; give --dataset or "
                                   "--finetune-epochs 0")
-        base = self.prepared.workload.recipe
-        # a pruned network starts near a good solution: a tenth of the training learning rate
-        recipe = dataclasses.replace(base, epochs=epochs, lr=base.lr * 0.1)
+        # the recipe's own lr in a fresh cosine schedule (learning-rate rewinding), exactly as
+        # harness.pruning.recovery fine-tunes the baseline sweeps, so searched and swept points
+        # on one plot had the same recovery
+        recipe = dataclasses.replace(self.prepared.workload.recipe, epochs=epochs)
         single = trial is not None and len(trial.study.directions) == 1
 
         def on_epoch(epoch: int, net: nn.Module) -> None:

@@ -185,6 +185,15 @@ class _Policy:
                 break
             trained += outcome == "trained"
         result = self.good if self.acc_mode or self.dense_meets else self._best_met()
+        if result is None and self.met:  # met in their rounds, missed when re-measured
+            again = [r["latency_p50_ms"] for r in self.log.rows
+                     if r["action"] == "remeasured missed"]
+            raise PrunebenchError(
+                f"AAP: {len(self.met)} round(s) met target {self.s.target_kind}="
+                f"{self.s.target_value} when measured, but none held when re-measured (p50 "
+                f"{', '.join(f'{v:.4g}' for v in again)} ms): timing on this machine is too "
+                "noisy for a budget this tight; loosen the target or measure on a quieter "
+                "machine")
         if result is None:
             key = _metric_key(self.s.target_kind)
             reached = min((r[key] for r in self.log.rows if r.get(key) is not None

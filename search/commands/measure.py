@@ -108,7 +108,8 @@ def _table(m: Any) -> None:
         ("model", f"{m.model} ({m.dataset or 'cost only'})"),
         ("method", f"{m.method} {json.dumps({k: v for k, v in m.config.items() if v})}"),
         ("profile", f"{m.profile} on {m.device}, {m.dtype}, batch {m.batch_size}, "
-                    f"{m.threads} thread(s){' [FORCED]' if m.forced else ''}"),
+                    f"{m.threads} thread(s), {m.environment.get('graph', 'eager')} graph"
+                    f"{' [FORCED]' if m.forced else ''}"),
         ("machine", m.fingerprint),
         ("accuracy top-1", _fmt(m.accuracy_top1, ".4f", f" ({m.accuracy_split}, "
                                                        f"n={m.accuracy_n})")),
