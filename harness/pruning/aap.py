@@ -18,8 +18,9 @@ highest-scored filter (a stated bound, logged per round as ``kept_one``).
 network is restored and the step halved; stop after ``max_rounds`` or when ``step < min_step``.
 Targets (``options["target"]``): ``accuracy-loss=X`` (val top-1 loss at most X points),
 ``params=Y`` / ``macs=Y`` (a count, or a fraction of dense when at most 1) and ``latency-ms=Z``
-(p50 on ``ctx.profile`` measured by the latency meter). Every round is logged to
-``ctx.run_dir/aap_rounds.{jsonl,csv}`` when a run folder is given.
+(p50 on ``ctx.profile``: the dense p50, measured first, divided by the candidate's speedup
+over dense from interleaved rounds, so machine drift between rounds cancels). Every round is logged
+to ``ctx.run_dir/aap_rounds.{jsonl,csv}`` when a run folder is given.
 
 Options: ``target``; ``p`` (1), ``share`` (``params`` | ``macs``), ``step`` (0.25) and
 ``min_step`` (step / 8) in units of the dense median score, ``max_rounds`` (8 trained rounds;

@@ -258,7 +258,7 @@ def test_latency_met_in_rounds_but_not_on_remeasure_says_so(tiny, monkeypatch) -
 
     model, splits = tiny
 
-    def fake_measure(net, ctx, latency):  # noqa: ANN001, ANN202
+    def fake_measure(net, ctx, latency, dense=None):  # noqa: ANN001, ANN202
         params, macs = model_cost(net, ctx.example_input)
         caller = inspect.stack()[1].function
         ms = 10.0 if caller == "__init__" else 20.0 if caller == "_best_met" else 5.0
