@@ -79,7 +79,7 @@ def load_run(path: str | Path) -> RunData:
         raise PrunebenchError(f"run folder {str(path)!r} has no points.csv, trials.csv or "
                               "remeasured.csv; is it a complete run folder?")
     try:
-        points = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+        points = pd.concat([_read_points(f) for f in files], ignore_index=True)
         config = _read_json(path / "config.json")
         dense = _read_json(path / "dense.json") or None
     except (ValueError, pd.errors.ParserError) as exc:
@@ -88,6 +88,14 @@ def load_run(path: str | Path) -> RunData:
     run = run_from_frame(path.name, points, config=config, dense=dense)
     run.path = path
     return run
+
+
+def _read_points(path: Path) -> pd.DataFrame:
+    """A points file; an empty one (a search that re-measured nothing) is no rows."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
