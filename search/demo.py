@@ -42,8 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=12,
                    help="Optuna trials per search (default 12; fewer is faster)")
-    p.add_argument("--budget-fraction", type=float, default=0.7,
-                   help="latency budget as a fraction of the dense p50 (default 0.7)")
+    p.add_argument("--budget-fraction", type=float, default=0.8,
+                   help="latency budget as a fraction of the dense p50 (default 0.8)")
     p.add_argument("--ratios", default="0.3,0.5,0.7", help="uniform L1 sweep ratios")
     p.add_argument("--finetune-epochs", type=int, default=1,
                    help="fine-tune epochs after each static cut (default 1, lr rewound)")
