@@ -157,10 +157,8 @@ def _exact_red(model: torch.nn.Module, keep: float, options: dict, images: torch
                dense_macs: float, calib_inputs: list, cache: dict) -> float:
     key = ("exact", keep, tuple(sorted(options.items())))
     if key not in cache:
-        net = get_method("antidote").apply(model, PruningConfig(
-            "antidote", global_keep=keep, exec_mode="masked", options=dict(options)),
-            PruneContext(images[:1]))
-        cache[key] = _reduction(net, dense_macs, calib_inputs)
+        cache[key] = _reduction(_dynamic(model, "antidote", keep, "masked", images, **options),
+                                dense_macs, calib_inputs)
     return cache[key]
 
 

@@ -13,7 +13,8 @@ time(pruned) from interleaved rounds (``measure_speedup``), for two forms of bot
 Python dispatch -- the form a deployment engineer ships; same thread and batch settings).
 Target: realized >= 0.7 x ideal at the 50% point.
 Why eager falls short at batch 1: PyTorch runs these small 3x3 convolutions through its native
-im2col+GEMM kernel (PyTorch picks it over oneDNN for batch-1 inputs this small), whose time
+im2col+GEMM kernel (PyTorch picks it over oneDNN for batch-1 inputs this small; the JSON's
+``eager_dense_top_op`` names the operator that dominates, from ``torch.profiler``), whose time
 shrinks more slowly than the MACs as channels are removed, and each of ResNet-56's ~200 eager
 ops has a fixed dispatch cost that pruning does not remove.
 Usage: ``.venv/bin/python benchmarks/bench_static.py``; the last line is one
@@ -60,6 +61,27 @@ def _macs(model: nn.Module, x: torch.Tensor) -> int:
     from harness.measure.flops import count_macs
 
     return count_macs(model, x).macs
+
+
+def top_op(model: nn.Module, x: torch.Tensor, iters: int = 50) -> dict:
+    """The operator with the most self CPU time in eager forwards (torch.profiler), one thread."""
+    from torch.profiler import ProfilerActivity, profile
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(10):
+                model(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(iters):
+                    model(x)
+    finally:
+        torch.set_num_threads(threads)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    top = max(events, key=lambda e: e.self_cpu_time_total)
+    return {"op": top.key, "self_cpu_share": round(top.self_cpu_time_total / total, 3)}
 
 
 def ratio_for(model: nn.Module, x: torch.Tensor, target: float, dense_macs: int,
@@ -118,7 +140,11 @@ def main() -> int:
             key = "" if form == "eager" else "frozen_"
             met[f"{scheme}/{form}"] = (half[f"{key}realized_speedup"]
                                        >= 0.7 * half["ideal_speedup"])
+    kernel = top_op(model, x)
+    print(f"eager dense network: {kernel['op']} takes {100 * kernel['self_cpu_share']:.0f}% of "
+          "self CPU time", file=sys.stderr)
     summary = {"points": points, "model": MODEL, "profile": PROFILE, "profiles": FORMS,
+               "eager_dense_top_op": kernel,
                "rounds": ROUNDS,
                "torch": torch.__version__, "target_met_at_50": met}
     print(json.dumps(summary))

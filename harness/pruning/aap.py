@@ -322,8 +322,8 @@ class AAP(PruningMethod):
 
     def _ratio_cut(self, model: nn.Module, config: PruningConfig, opts: Mapping[str, Any],
                    ctx: PruneContext) -> nn.Module:
-        from harness.pruning.recovery import RecoveryOptions, finetune
-        from harness.pruning.static import architecture, coupled_groups, cut_filters
+        from harness.pruning.recovery import finish_cut
+        from harness.pruning.static import coupled_groups, cut_filters
 
         if opts.get("round_to", 1) < 1:
             raise PrunebenchError(f"option round_to={opts['round_to']} must be >= 1 (e.g. 8)")
@@ -333,14 +333,7 @@ class AAP(PruningMethod):
             "calib_samples", 512)), opts.get("p", 1.0))
         idxs = ratio_prune_idxs(model, x, scores, config.ratios, config.global_ratio,
                                 opts.get("round_to", 1))
-        pruned = cut_filters(model, x, idxs)
-        if opts.get("finetune_epochs", 0):
-            finetune(pruned, None, ctx, RecoveryOptions(
-                finetune_epochs=opts["finetune_epochs"], finetune_lr=opts.get("finetune_lr")),
-                desc="aap finetune")
-        if not hasattr(pruned, "prunebench_arch"):
-            pruned.prunebench_arch = architecture(pruned)
-        return pruned.eval()
+        return finish_cut(cut_filters(model, x, idxs), ctx, opts, desc="aap finetune")
 
 
 register_method(AAP())

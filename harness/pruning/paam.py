@@ -284,16 +284,11 @@ class PAAM(PruningMethod):
     def _cut(self, net: nn.Module, idxs: Mapping[str, list[int]], summary: dict[str, Any],
              scores: Mapping[str, torch.Tensor], ctx: PruneContext, opts: Mapping[str, Any]
              ) -> nn.Module:
-        from harness.pruning.recovery import RecoveryOptions, finetune
-        from harness.pruning.static import architecture, cut_filters
+        from harness.pruning.recovery import finish_cut
+        from harness.pruning.static import cut_filters
 
-        pruned = cut_filters(net, ctx.example_input, idxs) if idxs else copy.deepcopy(net)
-        if opts.get("finetune_epochs", 0):
-            finetune(pruned, None, ctx, RecoveryOptions(
-                finetune_epochs=opts["finetune_epochs"], finetune_lr=opts.get("finetune_lr")),
-                desc="paam finetune")
-        if not hasattr(pruned, "prunebench_arch"):
-            pruned.prunebench_arch = architecture(pruned)
+        pruned = finish_cut(cut_filters(net, ctx.example_input, idxs) if idxs
+                            else copy.deepcopy(net), ctx, opts, desc="paam finetune")
         allscores = torch.cat(list(scores.values()))
         pruned.prunebench_paam = {**summary, "score_min": float(allscores.min()),
                                   "score_median": float(allscores.median()),

@@ -109,6 +109,20 @@ def finetune(model: nn.Module, teacher: nn.Module | None, ctx: PruneContext,
     return model.eval()
 
 
+def finish_cut(pruned: nn.Module, ctx: PruneContext, opts: Any, *, desc: str) -> nn.Module:
+    """After a one-shot cut: ``opts["finetune_epochs"]`` of fine-tuning (lr ``finetune_lr``, or
+    the recipe's, rewound) and the ``prunebench_arch`` record; returns ``pruned`` in eval mode."""
+    from harness.pruning.static import architecture
+
+    if opts.get("finetune_epochs", 0):
+        finetune(pruned, None, ctx, RecoveryOptions(
+            finetune_epochs=opts["finetune_epochs"], finetune_lr=opts.get("finetune_lr")),
+            desc=desc)
+    if not hasattr(pruned, "prunebench_arch"):
+        pruned.prunebench_arch = architecture(pruned)
+    return pruned.eval()
+
+
 def sparsity_train(model: nn.Module, ctx: PruneContext, epochs: int, lam: float,
                    lr: float | None = None) -> nn.Module:
     """Network slimming's sparsity phase: train a copy with an L1 penalty on BN scales."""
