@@ -36,7 +36,7 @@ memory_format = "contiguous"
 [timing]
 warmup_iters = 1
 min_samples = 3
-min_time_s = 0.0
+min_time_s = {min_time_s}
 max_time_s = {max_time_s}
 target_rel_ci = 0.5
 [energy]
@@ -60,10 +60,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("workers")
     (root / "profiles").mkdir()
     (root / "lock").mkdir()
-    for name, max_time, cpu in (("pb-test", 0.05, "*"), ("pb-slow", 0.6, "*"),
-                                ("pb-elsewhere", 0.05, "No Such CPU 9000*")):
+    # pb-slow times for at least 2 s, so a trial seen RUNNING is still running when the test
+    # signals it (with no floor, a 3-sample timing could finish first and the test raced)
+    for name, min_time, max_time, cpu in (("pb-test", 0.0, 0.05, "*"),
+                                          ("pb-slow", 2.0, 3.0, "*"),
+                                          ("pb-elsewhere", 0.0, 0.05, "No Such CPU 9000*")):
         (root / "profiles" / f"{name}.toml").write_text(
-            PROFILE_TOML.format(name=name, max_time_s=max_time, cpu=cpu))
+            PROFILE_TOML.format(name=name, min_time_s=min_time, max_time_s=max_time, cpu=cpu))
     splits = load_dataset("digits")
     model = create_model("test_convnet", splits.num_classes, splits.input_size[0])
     import dataclasses
