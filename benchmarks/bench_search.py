@@ -2,7 +2,10 @@
 
 On digits with ResNet-20 (the DEFAULT_RECIPE base model from the checkpoint cache) and the
 ``cpu-1t`` profile, each arm evaluates the same number of static L1 configurations through the
-same objective (``search.objective.SearchObjective``, validation accuracy, measured p50):
+same objective (``search.objective.SearchObjective``, validation accuracy, measured p50). All
+arms share one latency frame (``--latency-frame anchored``): the dense p50 is timed once with the
+strict re-measurement settings, and every point's p50 is that anchor divided by its speedup over
+dense from interleaved rounds, so the shared machine's drift between arms and trials cancels:
 
 - ``search``: ``prunebench search``'s own run with its defaults (TPE, per-group ratios, the first
   3 trials uniform warm-start points, latency budget as an Optuna constraint), followed by its
@@ -53,7 +56,7 @@ def _arm(name: str, spec, objective, sampler: str, remeasure_max: int,
     return run.summary
 
 
-def _uniform(spec, prepared, profile) -> dict:
+def _uniform(spec, prepared, profile, anchor: float) -> dict:
     """The uniform sweep as enqueued trials of a study with a fine ratio grid (0.01)."""
     from search.objective import SearchObjective
     from search.space import uniform_params
@@ -61,6 +64,7 @@ def _uniform(spec, prepared, profile) -> dict:
 
     uspec = dataclasses.replace(spec, space=dataclasses.replace(spec.space, ratio_step=0.01))
     objective = SearchObjective(uspec, prepared=prepared, profile=profile)
+    objective.latency_anchor_ms = anchor
     (OUT / "uniform_l1").mkdir(parents=True, exist_ok=True)
     storage = open_storage(f"journal:{OUT / 'uniform_l1' / 'study.journal'}")
     study, _ = create_or_load_study(storage, "uniform_l1", uspec,
@@ -99,18 +103,23 @@ def main() -> int:
                                       finetune_epochs=FINETUNE_EPOCHS))
     probe = SearchObjective(base, prepared=prepared, profile=profile)
     from harness.pruning import DENSE
+    from search.study import strict_profile
 
-    dense = probe.measure(DENSE, prepared.base_model)
-    budget = round(BUDGET_FRACTION * dense.latency_p50_ms, 4)
+    # one latency frame for all three arms: the dense p50 timed once, strictly; every point is
+    # this anchor / its speedup over dense from interleaved rounds (see --latency-frame)
+    dense = probe.measure(DENSE, prepared.base_model, profile=strict_profile(profile))
+    anchor = dense.latency_p50_ms
+    budget = round(BUDGET_FRACTION * anchor, 4)
     spec = dataclasses.replace(base, budgets={"latency_ms": budget})
     objective = SearchObjective(spec, prepared=prepared, profile=profile)
+    objective.latency_anchor_ms = anchor
 
     from search.commands.search import DEFAULT_WARM_START
 
     search = _arm("search", spec, objective, "tpe", remeasure_max=12,
                   warm_start=DEFAULT_WARM_START)  # as `prunebench search` runs by default
     rand = _arm("random", spec, objective, "random", remeasure_max=0)
-    uniform = _uniform(spec, prepared, profile)
+    uniform = _uniform(spec, prepared, profile, anchor)
 
     objs = [OBJECTIVES["accuracy"], OBJECTIVES["latency_p50"]]
     frames = {n: _points(n) for n in ("search", "uniform_l1", "random")}
@@ -131,7 +140,8 @@ def main() -> int:
         "n_reported_feasible": search["n_reported_feasible"],
         "model": MODEL, "profile": PROFILE, "trials_per_arm": N_TRIALS,
         "finetune_epochs_per_trial": FINETUNE_EPOCHS, "budget_ms": budget,
-        "dense_latency_p50_ms": dense.latency_p50_ms, "dense_val_accuracy": dense.accuracy_top1,
+        "dense_latency_p50_ms": dense.latency_p50_ms, "latency_frame": "anchored",
+        "dense_val_accuracy": dense.accuracy_top1,
         "feasible": {n: int(len(f)) for n, f in under.items()},
         "best_feasible_val_accuracy": {n: float(f["accuracy_top1"].max()) if len(f) else None
                                        for n, f in under.items()},

@@ -24,6 +24,7 @@ from harness.measure.energy import measure_energy, open_meter
 from harness.measure.environment import collect_environment
 from harness.measure.flops import count_macs, effective_macs
 from harness.measure.latency import (
+    in_reference_frame,
     measure_latency,
     measure_speedup,
     place_input,
@@ -175,12 +176,18 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
              profile: HardwareProfile | str | Path, *, split: str = "val", force: bool = False,
              speedup_vs_dense: bool = False, pruned_model: nn.Module | None = None,
              timing_lock: contextlib.AbstractContextManager[Any] | None = None,
-             progress: bool = True) -> Measurement:
+             progress: bool = True, latency_anchor_ms: float | None = None) -> Measurement:
     """Measure one configuration under ``profile``; see :class:`Measurement` for the units.
 
     ``timing_lock`` is held around latency and energy timing only (multi-worker searches).
     ``speedup_vs_dense`` adds ``time(dense) / time(pruned)`` from interleaved rounds.
+    ``latency_anchor_ms`` (the dense p50 measured once, e.g. when a study was created) reports
+    latencies in that reference frame: p50 = anchor / speedup, the other statistics scaled alike
+    (:func:`harness.measure.latency.in_reference_frame`); implies ``speedup_vs_dense``. The
+    direct p50 and the factor are kept in ``environment`` (``latency_raw_p50_ms``,
+    ``latency_frame_factor``).
     """
+    speedup_vs_dense = speedup_vs_dense or latency_anchor_ms is not None
     profile = load_profile(profile)
     forced = check_usable(profile, force)
     model = pruned_model if pruned_model is not None else build_pruned(
@@ -204,12 +211,18 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     with timing_lock if timing_lock is not None else contextlib.nullcontext():
         t = _timing(timed, dense, inputs, batches, profile)
     lat, energy = t["lat"], t["energy"]
+    frame: dict[str, Any] = {}
+    if latency_anchor_ms is not None:
+        raw = lat.p50_ms
+        lat, factor = in_reference_frame(lat, latency_anchor_ms, t["speedup"])
+        frame = {"latency_frame": "dense-anchored", "latency_anchor_ms": latency_anchor_ms,
+                 "latency_raw_p50_ms": raw, "latency_frame_factor": factor}
     macs = round(eff.mean) if eff.dynamic else compute.macs
     env = collect_environment(profile, model, forced=forced)
     env.update(latency_converged=lat.converged, latency_ci_low_ms=lat.ci_low_ms,
                latency_ci_high_ms=lat.ci_high_ms, energy_notes=list(energy.notes),
                energy_window_s=energy.window_s, energy_inferences=energy.inferences,
-               dynamic=eff.dynamic, macs_static_count=compute.macs)
+               dynamic=eff.dynamic, macs_static_count=compute.macs, **frame)
     if energy.method == "modelled":
         env["energy_model_source"] = profile.energy.source
     return Measurement(

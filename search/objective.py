@@ -25,6 +25,9 @@ from harness.pruning import PruningConfig
 from search.space import SearchSpace, SpaceSpec, TrialConfig
 
 SPEC_ATTR = "prunebench_spec"
+# The dense p50 (ms) that anchors an "anchored" study's latency frame; set once per study.
+ANCHOR_ATTR = "prunebench_latency_anchor_ms"
+LATENCY_FRAMES = ("anchored", "direct")
 # Objectives a search can optimise: short name -> (row column, direction).
 SEARCH_OBJECTIVES: dict[str, tuple[str, str]] = {
     "accuracy": ("accuracy_top1", "maximize"),
@@ -57,9 +60,15 @@ class SearchSpec:
     budgets: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     force: bool = False
+    # "anchored": every latency is the study's dense anchor / the speedup over dense timed in
+    # interleaved rounds (drift on a shared machine cancels); "direct": the network's own p50
+    latency_frame: str = "anchored"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
+        if self.latency_frame not in LATENCY_FRAMES:
+            raise PrunebenchError(f"unknown latency frame {self.latency_frame!r}; choose among "
+                                  f"{', '.join(LATENCY_FRAMES)}")
         for name in self.objectives:
             if name not in SEARCH_OBJECTIVES:
                 raise PrunebenchError(f"unknown objective {name!r}; choose among "
@@ -88,7 +97,9 @@ class SearchSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpec:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{**data, "space": SpaceSpec.from_dict(data["space"]),
+        # studies stored before latency frames existed were timed directly
+        return cls(**{"latency_frame": "direct", **data,
+                      "space": SpaceSpec.from_dict(data["space"]),
                       "objectives": tuple(data["objectives"]),
                       "budgets": dict(data.get("budgets") or {})})
 
@@ -97,6 +108,7 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
     """``m.to_row()`` plus ``macs_effective`` (per-input MACs: effective mean when dynamic)."""
     row = m.to_row()
     row["macs_effective"] = m.effective_macs_mean if m.effective_macs_mean is not None else m.macs
+    row["latency_p50_ms_raw"] = m.environment.get("latency_raw_p50_ms", m.latency_p50_ms)
     return row
 
 
@@ -147,6 +159,7 @@ class SearchObjective:
                                        self.prepared.example_input)
         self.timing_lock = timing_lock
         self.progress = progress
+        self.latency_anchor_ms: float | None = None  # set by dense_reference (anchored frame)
 
     @classmethod
     def from_study(cls, study: optuna.Study, **kwargs: Any) -> SearchObjective:
@@ -190,12 +203,39 @@ class SearchObjective:
 
     def measure(self, record: PruningConfig, model: nn.Module, *, split: str = "val",
                 profile: Any = None, speedup_vs_dense: bool = False) -> Measurement:
-        """``harness.evaluate`` of an already built network (``record`` names it)."""
+        """``harness.evaluate`` of an already built network (``record`` names it), in the
+        study's latency frame once :meth:`dense_reference` has set the anchor."""
         from harness.evaluate import evaluate
 
         return evaluate(self.prepared, record, profile or self.profile, split=split,
                         force=self.spec.force, speedup_vs_dense=speedup_vs_dense,
-                        pruned_model=model, timing_lock=self.timing_lock, progress=False)
+                        pruned_model=model, timing_lock=self.timing_lock, progress=False,
+                        latency_anchor_ms=self.latency_anchor_ms)
+
+    def dense_reference(self, stored_anchor: float | None) -> tuple[Measurement, float | None]:
+        """Measure the dense network; returns it and the anchor a new study must store.
+
+        In the anchored frame, ``stored_anchor`` is the study's ``ANCHOR_ATTR`` (``None`` for a
+        new study). Without one, dense is timed with the strict re-measurement settings and its
+        p50 becomes the anchor (returned, for the caller to store in the study); every later
+        measurement of any process is expressed in it. An objective given an anchor already (a
+        benchmark sharing one frame across studies) hands that one to a new study.
+        """
+        from harness.pruning import DENSE
+
+        base = self.prepared.base_model
+        if self.spec.latency_frame != "anchored":
+            return self.measure(DENSE, base, split="val"), None
+        if stored_anchor is not None:
+            self.latency_anchor_ms = float(stored_anchor)
+            return self.measure(DENSE, base, split="val"), None
+        if self.latency_anchor_ms is not None:
+            return self.measure(DENSE, base, split="val"), self.latency_anchor_ms
+        from search.study import strict_profile
+
+        m = self.measure(DENSE, base, split="val", profile=strict_profile(self.profile))
+        self.latency_anchor_ms = m.latency_p50_ms
+        return m, m.latency_p50_ms
 
     def build(self, chosen: TrialConfig, *, trial: optuna.Trial | None = None) -> nn.Module:
         """The network a trial evaluates: static cut, fine-tune, then dynamic gating.

@@ -39,7 +39,7 @@ from search.distributed import (
     timing_lock,
     worker_identity,
 )
-from search.objective import SPEC_ATTR, SearchObjective, SearchSpec
+from search.objective import ANCHOR_ATTR, SPEC_ATTR, SearchObjective, SearchSpec
 from search.space import TrialConfig
 
 BUDGET_ATTR = "prunebench_n_trials"  # study user attr: total trials the study should get
@@ -207,6 +207,12 @@ def join(storage_url: str, study_name: str, options: WorkerOptions, *,
                                     timing_lock=timing_lock(options.lock_dir), progress=progress)
     except ProfileError as exc:
         raise ProfileError(f"this machine cannot join study {study_name!r}: {exc}") from None
+    if spec.latency_frame == "anchored":  # time in the study's frame (the first worker sets it)
+        _, anchor = objective.dense_reference(study.user_attrs.get(ANCHOR_ATTR))
+        if anchor is not None:
+            study.set_user_attr(ANCHOR_ATTR, anchor)
+            # two workers starting at once both measure; the one stored last is the frame
+            objective.latency_anchor_ms = float(study.user_attrs[ANCHOR_ATTR])
     return study, objective
 
 

@@ -61,6 +61,29 @@ class LatencyResult:
                    converged=converged, wall_s=wall_s)
 
 
+def in_reference_frame(lat: LatencyResult, dense_anchor_ms: float,
+                       speedup: float) -> tuple[LatencyResult, float]:
+    """``lat`` moved into a reference frame: its p50 becomes ``dense_anchor_ms / speedup``.
+
+    ``speedup`` is ``time(dense) / time(this network)`` from interleaved rounds, and
+    ``dense_anchor_ms`` the dense network's p50 measured once (when a study was created). A
+    shared machine's fast and slow minutes move both networks of a round alike, so latencies in
+    one frame compare across hours; every statistic is scaled by the same factor, which is
+    returned (1.0 on a machine that did not drift).
+    """
+    if not (dense_anchor_ms > 0 and speedup > 0 and lat.p50_ms > 0):
+        raise ValueError(f"reference frame needs positive times (anchor {dense_anchor_ms!r} ms, "
+                         f"speedup {speedup!r}, p50 {lat.p50_ms!r} ms)")
+    f = dense_anchor_ms / speedup / lat.p50_ms
+
+    def scaled(v: float | None) -> float | None:
+        return None if v is None else v * f
+
+    return replace(lat, samples_ms=tuple(v * f for v in lat.samples_ms), p50_ms=lat.p50_ms * f,
+                   p90_ms=lat.p90_ms * f, p99_ms=lat.p99_ms * f, mean_ms=lat.mean_ms * f,
+                   ci_low_ms=scaled(lat.ci_low_ms), ci_high_ms=scaled(lat.ci_high_ms)), f
+
+
 @dataclass(frozen=True)
 class SpeedupResult:
     """``time(A) / time(B)`` from interleaved rounds (> 1: B is faster)."""

@@ -45,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-budget-mj", type=float, help="energy budget (mJ per inference)")
     p.add_argument("--macs-budget", type=float, help="(effective) MACs budget per input")
     p.add_argument("--params-budget", type=float, help="parameter-count budget")
+    p.add_argument("--latency-frame", default="anchored", metavar="anchored|direct",
+                   help="anchored (default): each latency is the dense p50 timed once when the "
+                   "study starts, divided by the speedup over dense timed in interleaved rounds, "
+                   "so a shared machine's drift between trials cancels; direct: each network's "
+                   "own p50")
     p.add_argument("--trials", type=int, help="trials to run now (default 40 without --timeout)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
@@ -120,7 +125,8 @@ def build_spec(args: argparse.Namespace) -> Any:
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     return SearchSpec(model=args.model, dataset=args.dataset, space=space, profile=args.profile,
                       data_dir=args.data_dir, checkpoint=args.checkpoint, objectives=objectives,
-                      budgets=budgets, seed=args.seed, force=args.force)
+                      budgets=budgets, seed=args.seed, force=args.force,
+                      latency_frame=args.latency_frame)
 
 
 def default_run_dir(spec: Any) -> Path:
@@ -219,8 +225,7 @@ class SearchRun:
         """Do the whole run; the run folder is written even when trials fail or are stopped."""
         import optuna
 
-        from harness.pruning import DENSE
-        from search.objective import SearchObjective, measurement_row
+        from search.objective import ANCHOR_ATTR, SearchObjective, measurement_row
         from search.study import (
             create_or_load_study,
             make_pruner,
@@ -238,14 +243,18 @@ class SearchRun:
             raise PrunebenchError(f"--resume: no study {self.study_name!r} in {_redact(url)}; "
                                   "drop --resume to start one or give the right --study/--out")
         objective = self.objective or SearchObjective(self.spec, progress=self.progress)
-        dense = objective.measure(DENSE, objective.prepared.base_model, split="val")
+        stored = optuna.load_study(study_name=self.study_name, storage=storage) if exists \
+            else None
+        dense, anchor = objective.dense_reference(
+            stored.user_attrs.get(ANCHOR_ATTR) if stored is not None else None)
         objective.values(measurement_row(dense))  # every objective measurable, before trials
         pruner = make_pruner(len(self.spec.objectives), self.spec.space.finetune_epochs)
         # a resumed run must not replay the first run's random draws: offset the seed
-        done = len(optuna.load_study(study_name=self.study_name, storage=storage).trials) \
-            if exists else 0
+        done = len(stored.trials) if stored is not None else 0
         sampler = make_sampler(self.sampler, self.spec.seed + done)
         study, _ = create_or_load_study(storage, self.study_name, self.spec, sampler, pruner)
+        if anchor is not None:  # a new study: later runs and workers time in this frame
+            study.set_user_attr(ANCHOR_ATTR, anchor)
         if n_trials is not None:
             from search.workers import BUDGET_ATTR
 

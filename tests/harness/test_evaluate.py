@@ -42,6 +42,19 @@ def test_cost_only(fast: object) -> None:
     assert Measurement.from_dict(m.to_dict()) == m
 
 
+def test_latency_anchor_reports_anchor_over_speedup(fast: object) -> None:
+    prepared = prepare(Workload("test_convnet", input_size=(3, 16, 16), num_classes=5))
+    m = evaluate(prepared, DENSE, fast, latency_anchor_ms=5.0)
+    env = m.environment
+    assert m.speedup_vs_dense is not None  # implied by the anchor
+    assert m.latency_p50_ms == pytest.approx(5.0 / m.speedup_vs_dense)
+    assert env["latency_frame"] == "dense-anchored" and env["latency_anchor_ms"] == 5.0
+    assert env["latency_raw_p50_ms"] > 0
+    assert env["latency_frame_factor"] == pytest.approx(m.latency_p50_ms
+                                                        / env["latency_raw_p50_ms"])
+    assert m.latency_p90_ms >= m.latency_p50_ms
+
+
 def test_with_data_and_timing_lock(tmp_path: Path, fast: object) -> None:
     model = create_model("test_convnet", num_classes=10, in_channels=1)
     from harness.train import save_checkpoint

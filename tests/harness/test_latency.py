@@ -12,6 +12,7 @@ from torch import nn
 
 from harness.measure.latency import (
     LatencyResult,
+    in_reference_frame,
     measure_latency,
     measure_speedup,
     rebatch,
@@ -181,3 +182,17 @@ def test_torchscript_profile_times_the_frozen_graph_of_static_networks() -> None
                                            PruneContext(example_input=x[:1]))
     with pytest.raises(PrunebenchError, match="input-dependent pruning.*eager profile"):
         measure_latency(dynamic, [x], frozen)
+
+
+def test_reference_frame_scales_every_statistic_to_anchor_over_speedup() -> None:
+    lat = LatencyResult.from_samples([2.0 + 0.05 * i for i in range(30)], 1, converged=True,
+                                     wall_s=0.1)
+    assert lat.ci_low_ms is not None
+    moved, factor = in_reference_frame(lat, dense_anchor_ms=6.0, speedup=2.0)
+    assert moved.p50_ms == pytest.approx(3.0) and factor == pytest.approx(3.0 / lat.p50_ms)
+    for key in ("p90_ms", "p99_ms", "mean_ms", "ci_low_ms", "ci_high_ms"):
+        assert getattr(moved, key) == pytest.approx(getattr(lat, key) * factor)
+    assert moved.samples_ms == pytest.approx([v * factor for v in lat.samples_ms])
+    assert moved.ci_rel == lat.ci_rel and moved.n == lat.n
+    with pytest.raises(ValueError, match="positive times"):
+        in_reference_frame(lat, dense_anchor_ms=0.0, speedup=2.0)

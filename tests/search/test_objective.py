@@ -44,6 +44,9 @@ def test_spec_round_trip_and_validation(assets: dict[str, str]) -> None:
         _spec(assets, budgets={"watts": 3.0})
     with pytest.raises(PrunebenchError, match="must be a positive number"):
         _spec(assets, budgets={"latency_ms": -1.0})
+    assert spec.latency_frame == "anchored"
+    old = {k: v for k, v in spec.to_dict().items() if k != "latency_frame"}
+    assert SearchSpec.from_dict(old).latency_frame == "direct"  # stored before frames existed
 
 
 def test_constraints_are_relative_violations() -> None:

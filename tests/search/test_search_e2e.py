@@ -66,6 +66,30 @@ def test_run_folder_is_complete(first_run: tuple[Path, dict]) -> None:
 
 
 @pytest.mark.slow
+def test_latencies_are_in_the_study_anchored_frame(first_run: tuple[Path, dict]) -> None:
+    """Every latency of the run (trials, dense, re-measured) is anchor / interleaved speedup."""
+    import optuna
+
+    from search.objective import ANCHOR_ATTR
+
+    out, _ = first_run
+    study = optuna.load_study(study_name="run", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    anchor = study.user_attrs[ANCHOR_ATTR]
+    for t in study.trials:
+        if t.state.name != "COMPLETE":
+            continue
+        env = json.loads(t.user_attrs["environment"])
+        assert env["latency_frame"] == "dense-anchored" and env["latency_anchor_ms"] == anchor
+        assert t.user_attrs["latency_p50_ms"] == pytest.approx(
+            anchor / t.user_attrs["speedup_vs_dense"])
+        assert t.user_attrs["latency_p50_ms_raw"] == env["latency_raw_p50_ms"] > 0
+    front = pd.read_csv(out / "front.csv")
+    assert front["latency_p50_ms"].to_numpy() == pytest.approx(
+        anchor / front["speedup_vs_dense"].to_numpy())
+
+
+@pytest.mark.slow
 def test_failing_trial_is_recorded_with_its_reason(first_run: tuple[Path, dict]) -> None:
     out, summary = first_run
     trials = pd.read_csv(out / "trials.csv")
@@ -85,6 +109,11 @@ def test_resume_adds_trials_to_the_same_study(assets: dict[str, str],
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"]["total"] == 4 and summary["trials_this_run"] == 1
+    # the resumed run times in the first run's frame: the dense anchor is not measured again
+    trials = pd.read_csv(out / "trials.csv")
+    anchors = {json.loads(e)["latency_anchor_ms"] for e in
+               trials.loc[trials["state"] == "COMPLETE", "environment"]}
+    assert len(anchors) == 1
     assert list(pd.read_csv(out / "trials.csv")["trial_number"]) == [0, 1, 2, 3]
     # a changed budget is another study: resuming it is refused, naming the difference
     rc = main(_args(assets, str(out), "--trials", "1", "--latency-budget-ms", "2",
@@ -118,6 +147,7 @@ def test_resume_without_a_study_is_an_error(assets: dict[str, str], tmp_path: Pa
     (["--method", "nope"], "unknown pruning method 'nope'; choose among"),
     (["--objectives", "accuracy,speed"], "unknown objective 'speed'; choose among accuracy"),
     (["--space", "static", "--method", "l1", "--trials", "-1"], "--trials -1 is negative"),
+    (["--latency-frame", "wall"], "unknown latency frame 'wall'; choose among anchored, direct"),
 ])
 def test_unknown_names_exit_2_with_the_choices(assets: dict[str, str], tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str],
