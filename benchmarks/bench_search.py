@@ -7,9 +7,10 @@ arms share one latency frame (``--latency-frame anchored``): the dense p50 is ti
 strict re-measurement settings, and every point's p50 is that anchor divided by its speedup over
 dense from interleaved rounds, so the shared machine's drift between arms and trials cancels:
 
-- ``search``: ``prunebench search``'s own run with its defaults (TPE, per-group ratios, the first
-  3 trials uniform warm-start points, latency budget as an Optuna constraint), followed by its
-  strict re-measurement of the feasible front and near-budget trials;
+- ``search``: ``prunebench search``'s own run with its defaults (multivariate TPE, per-group
+  ratios, the first 5 trials uniform warm-start points up to the most pruned one, latency budget
+  as an Optuna constraint), followed by its strict re-measurement of the feasible front and
+  near-budget trials;
 - ``uniform_l1``: one ratio for every group, evenly spaced over ``[0, max_ratio]``;
 - ``random``: per-group ratios drawn by Optuna's RandomSampler.
 

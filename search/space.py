@@ -247,15 +247,17 @@ def uniform_params(space: SearchSpace, ratio: float, keep: float = 1.0,
 
 
 def warm_start_params(space: SearchSpace, n: int) -> list[dict[str, Any]]:
-    """``n`` uniform configurations spread evenly inside the space (on its step grids).
+    """``n`` uniform configurations spread evenly along the space's uniform line (on its step
+    grids), from ``1/n`` of the way up to its most pruned end (``max_ratio`` / ``keep_min``).
 
     Enqueued as a new study's first trials, they give the sampler structured points (every layer
-    pruned alike, as a uniform sweep would) before it explores per-layer differences.
+    pruned alike, as a uniform sweep would), the fastest among them, before it explores
+    per-layer differences: the front then spans the whole latency range from the start.
     """
     s = space.spec
     out = []
     for i in range(1, n + 1):
-        frac = i / (n + 1)
+        frac = i / n
         ratio = round(round(frac * s.max_ratio / s.ratio_step) * s.ratio_step, 6)
         keep = round(1.0 - round(frac * (1.0 - s.keep_min) / s.keep_step) * s.keep_step, 6)
         out.append(uniform_params(space, min(ratio, _top(s.max_ratio, s.ratio_step)),

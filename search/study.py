@@ -17,6 +17,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from harness.profiles import HardwareProfile
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+TPE_STARTUP_TRIALS = 5  # random trials (warm-start ones included) before TPE models
 DEFAULT_STORAGE_FILE = "study.journal"
 _RDB_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql")
 
@@ -50,7 +52,12 @@ _RDB_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql")
 def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler called ``name`` (constraints come from ``trial.set_constraint``)."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # multivariate: a layer's ratio matters with the others' (latency is their sum); models
+        # from the 5th trial, so the warm-start points are used at once
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                              n_startup_trials=TPE_STARTUP_TRIALS)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "gp":

@@ -24,7 +24,7 @@ from harness.errors import PrunebenchError
 
 NAME = "search"
 HELP = "search pruning configurations with Optuna under latency/energy/MACs/params budgets"
-DEFAULT_WARM_START = 3  # uniform configs a new study starts with (structured points for TPE)
+DEFAULT_WARM_START = 5  # uniform configs a new study starts with (structured points for TPE)
 _BUDGET_FLAGS = {"latency_ms": "latency_budget_ms", "energy_mj": "energy_budget_mj",
                  "macs": "macs_budget", "params": "params_budget"}
 

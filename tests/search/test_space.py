@@ -122,8 +122,8 @@ def test_warm_start_spreads_uniform_configs_on_the_grid() -> None:
 
     model = create_model("test_convnet", 10, 1)
     space = SearchSpace.build(SpaceSpec(kind="static", max_ratio=0.8), model, X)
-    params = warm_start_params(space, 3)
-    assert [p["conv1"] for p in params] == [0.2, 0.4, 0.6]
+    params = warm_start_params(space, 4)
+    assert [p["conv1"] for p in params] == [0.2, 0.4, 0.6, 0.8]  # up to the most pruned end
     assert all(len(set(p.values())) == 1 for p in params)
     study = _study()
     for p in params:
