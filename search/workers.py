@@ -124,6 +124,10 @@ class WorkerObjective(SearchObjective):
         for key, value in self.identity.items():
             trial.set_user_attr(key, value)
         self._trial, self._hit = trial, None
+        if self.spec.latency_frame == "anchored":  # the stored frame, should another worker
+            stored = trial.study.user_attrs.get(ANCHOR_ATTR)  # have set it after we joined
+            if stored is not None:
+                self.latency_anchor_ms = float(stored)
         self.interrupts.in_trial = True
         try:
             if self.interrupts.requested:
@@ -207,12 +211,14 @@ def join(storage_url: str, study_name: str, options: WorkerOptions, *,
                                     timing_lock=timing_lock(options.lock_dir), progress=progress)
     except ProfileError as exc:
         raise ProfileError(f"this machine cannot join study {study_name!r}: {exc}") from None
-    if spec.latency_frame == "anchored":  # time in the study's frame (the first worker sets it)
-        _, anchor = objective.dense_reference(study.user_attrs.get(ANCHOR_ATTR))
-        if anchor is not None:
-            study.set_user_attr(ANCHOR_ATTR, anchor)
-            # two workers starting at once both measure; the one stored last is the frame
-            objective.latency_anchor_ms = float(study.user_attrs[ANCHOR_ATTR])
+    if spec.latency_frame == "anchored":
+        # The study's latency frame: the first worker times dense and stores the anchor. Under
+        # this machine's timing lock (re-entrant), so that workers starting together on one
+        # machine read the first one's anchor instead of each storing their own.
+        with objective.timing_lock:
+            _, anchor = objective.dense_reference(study.user_attrs.get(ANCHOR_ATTR))
+            if anchor is not None:
+                study.set_user_attr(ANCHOR_ATTR, anchor)
     return study, objective
 
 

@@ -1,7 +1,9 @@
 """``prunebench search``: Optuna search for pruning configurations under hardware budgets.
 
 Writes ``results/<run>/``: ``config.json`` (resolved arguments, profile, environment),
-``dense.json`` (the dense reference, measured once per run), the study storage (a journal file
+``dense.json`` (the dense reference, measured once per run; in a new study of the default
+``anchored`` latency frame it is timed strictly and its p50 becomes the study's anchor, stored in
+the study), the study storage (a journal file
 unless ``--storage`` names another), ``trials.csv`` (one row per trial), ``remeasured.csv`` (the
 front and near-budget trials re-timed with more samples and evaluated on the test split),
 ``front.csv`` (the re-measured feasible front) and ``summary.json``.

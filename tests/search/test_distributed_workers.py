@@ -131,6 +131,11 @@ def test_two_workers_share_a_study(pg_url: str, env: dict[str, str]) -> None:
     assert len(complete) == 6 and len(trials) == 6
     assert len({t.number for t in trials}) == len(trials)
     assert {t.user_attrs["worker_id"] for t in complete} == {ra["worker_id"], rb["worker_id"]}
+    from search.objective import ANCHOR_ATTR
+
+    anchor = study.user_attrs[ANCHOR_ATTR]  # set by the first worker; both time in its frame
+    assert {json.loads(t.user_attrs["environment"])["latency_anchor_ms"] for t in complete} \
+        == {anchor}
     from search.cache import MeasurementCache
 
     cache = MeasurementCache(open_storage(pg_url), study)
