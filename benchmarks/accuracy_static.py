@@ -9,7 +9,7 @@ fine-tuning order for both, and the filters for random (L1's choice does not dep
 and ranges are reported. Val and test top-1 of every network are printed; ``l1_minus_random`` is
 the difference of the test means, in points.
 
-No arguments (about 12 minutes on 2 cores); the last line printed is one JSON object.
+No arguments (about 15 minutes on 2 cores); the last line printed is one JSON object.
 """
 
 from __future__ import annotations
