@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -52,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "study starts, divided by the speedup over dense timed in interleaved rounds, "
                    "so a shared machine's drift between trials cancels; direct: each network's "
                    "own p50")
+    p.add_argument("--latency-anchor-ms", type=float, metavar="MS",
+                   help="anchored frame of a new study: use this dense p50 (e.g. from a sweep's "
+                   "dense.json, so several searches share one frame) instead of timing one")
     p.add_argument("--trials", type=int, help="trials to run now (default 40 without --timeout)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | gp | random")
@@ -167,13 +171,17 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 0:
             raise PrunebenchError(f"--{flag.replace('_', '-')} {value!r} is negative")
     spec = build_spec(args)
+    anchor = args.latency_anchor_ms
+    if anchor is not None and (spec.latency_frame != "anchored" or not anchor > 0):
+        raise PrunebenchError(f"--latency-anchor-ms {anchor!r} needs a positive dense p50 and "
+                              "the anchored latency frame; drop it or --latency-frame direct")
     if args.trials is None and args.timeout is None:
         args.trials = 40
     run_dir = Path(args.out) if args.out else default_run_dir(spec)
     result = SearchRun(spec, run_dir, args=_resolved(args), sampler=args.sampler,
                        storage=args.storage, study_name=args.study or run_dir.name,
                        resume=args.resume, progress=not args.quiet,
-                       warm_start=args.warm_start).execute(
+                       warm_start=args.warm_start, latency_anchor_ms=anchor).execute(
         n_trials=args.trials, timeout=args.timeout, remeasure_max=args.remeasure_max)
     _print(result, args.json)
     result.raise_if_unmet()
@@ -212,12 +220,13 @@ class SearchRun:
     def __init__(self, spec: Any, run_dir: Path, *, args: dict[str, Any], sampler: str = "tpe",
                  storage: str | None = None, study_name: str | None = None,
                  resume: bool = False, progress: bool = True, objective: Any = None,
-                 warm_start: int = 0) -> None:
+                 warm_start: int = 0, latency_anchor_ms: float | None = None) -> None:
         self.spec, self.run_dir, self.args = spec, Path(run_dir), args
         self.objective = objective  # a SearchObjective to reuse (benchmarks), else built
         self.sampler, self.storage = sampler, storage
         self.study_name = study_name or self.run_dir.name
         self.resume, self.progress, self.warm_start = resume, progress, warm_start
+        self.latency_anchor_ms = latency_anchor_ms  # a given frame for a new study
         self.summary: dict[str, Any] = {}
         self.interrupted = False
         self._unmet: str | None = None
@@ -247,6 +256,14 @@ class SearchRun:
         objective = self.objective or SearchObjective(self.spec, progress=self.progress)
         stored = optuna.load_study(study_name=self.study_name, storage=storage) if exists \
             else None
+        if self.latency_anchor_ms is not None:
+            had = stored.user_attrs.get(ANCHOR_ATTR) if stored is not None else None
+            if had is not None and not math.isclose(had, self.latency_anchor_ms):
+                raise PrunebenchError(
+                    f"study {self.study_name!r} times in the frame of a {had:.4g} ms dense "
+                    f"anchor, not {self.latency_anchor_ms:.4g} ms; drop --latency-anchor-ms "
+                    "to resume it")
+            objective.latency_anchor_ms = self.latency_anchor_ms
         dense, anchor = objective.dense_reference(
             stored.user_attrs.get(ANCHOR_ATTR) if stored is not None else None)
         objective.values(measurement_row(dense))  # every objective measurable, before trials

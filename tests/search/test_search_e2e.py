@@ -122,6 +122,21 @@ def test_resume_adds_trials_to_the_same_study(assets: dict[str, str],
 
 
 @pytest.mark.slow
+def test_a_given_anchor_is_the_frame_and_a_resume_must_not_change_it(
+        assets: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "given"
+    rc = main(_args(assets, str(out), "--trials", "1", "--latency-anchor-ms", "7.5",
+                    "--remeasure-max", "0"))
+    assert rc == 0
+    trial = pd.read_csv(out / "trials.csv").iloc[0]
+    assert json.loads(trial["environment"])["latency_anchor_ms"] == 7.5
+    assert trial["latency_p50_ms"] == pytest.approx(7.5 / trial["speedup_vs_dense"])
+    capsys.readouterr()
+    rc = main(_args(assets, str(out), "--trials", "1", "--latency-anchor-ms", "9", "--resume"))
+    assert rc == 2 and "times in the frame of a 7.5 ms dense anchor" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_impossible_budget_names_the_fastest_latency(assets: dict[str, str], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(_args(assets, str(tmp_path / "run"), "--trials", "2", "--latency-budget-ms",
@@ -148,6 +163,7 @@ def test_resume_without_a_study_is_an_error(assets: dict[str, str], tmp_path: Pa
     (["--objectives", "accuracy,speed"], "unknown objective 'speed'; choose among accuracy"),
     (["--space", "static", "--method", "l1", "--trials", "-1"], "--trials -1 is negative"),
     (["--latency-frame", "wall"], "unknown latency frame 'wall'; choose among anchored, direct"),
+    (["--latency-anchor-ms", "-2"], "--latency-anchor-ms -2.0 needs a positive dense p50"),
 ])
 def test_unknown_names_exit_2_with_the_choices(assets: dict[str, str], tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str],
