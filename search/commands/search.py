@@ -171,10 +171,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 0:
             raise PrunebenchError(f"--{flag.replace('_', '-')} {value!r} is negative")
     spec = build_spec(args)
-    anchor = args.latency_anchor_ms
-    if anchor is not None and (spec.latency_frame != "anchored" or not anchor > 0):
-        raise PrunebenchError(f"--latency-anchor-ms {anchor!r} needs a positive dense p50 and "
-                              "the anchored latency frame; drop it or --latency-frame direct")
+    anchor = given_anchor(args, spec)
     if args.trials is None and args.timeout is None:
         args.trials = 40
     run_dir = Path(args.out) if args.out else default_run_dir(spec)
@@ -186,6 +183,15 @@ def run(args: argparse.Namespace) -> int:
     _print(result, args.json)
     result.raise_if_unmet()
     return 130 if result.interrupted else 0
+
+
+def given_anchor(args: argparse.Namespace, spec: Any) -> float | None:
+    """``--latency-anchor-ms``, checked: a positive dense p50, in the anchored frame."""
+    anchor = args.latency_anchor_ms
+    if anchor is not None and (spec.latency_frame != "anchored" or not anchor > 0):
+        raise PrunebenchError(f"--latency-anchor-ms {anchor!r} needs a positive dense p50 and "
+                              "the anchored latency frame; drop it or --latency-frame direct")
+    return anchor
 
 
 def _resolved(args: argparse.Namespace) -> dict[str, Any]:

@@ -62,9 +62,9 @@ def run_create(args: argparse.Namespace) -> int:
     from harness.models import MODELS
     from harness.profiles import load_profile
     from search.cache import ensure_table
-    from search.commands.search import build_spec
+    from search.commands.search import build_spec, given_anchor
     from search.distributed import open_storage, redact
-    from search.objective import SPEC_ATTR
+    from search.objective import ANCHOR_ATTR, SPEC_ATTR
     from search.study import SAMPLERS, make_pruner, make_sampler
     from search.workers import BUDGET_ATTR, SAMPLER_ATTR
 
@@ -77,6 +77,7 @@ def run_create(args: argparse.Namespace) -> int:
     if args.trials is not None and args.trials < 1:
         raise PrunebenchError(f"--trials {args.trials} must be at least 1 (the study's budget)")
     spec = build_spec(args)
+    anchor = given_anchor(args, spec)  # else the first worker times dense and sets it
     MODELS.get(spec.model)
     DATASETS.get(spec.dataset)
     load_profile(spec.profile)
@@ -95,6 +96,8 @@ def run_create(args: argparse.Namespace) -> int:
         study.set_user_attr(SAMPLER_ATTR, args.sampler)
         if args.trials is not None:
             study.set_user_attr(BUDGET_ATTR, int(args.trials))
+        if anchor is not None:
+            study.set_user_attr(ANCHOR_ATTR, anchor)
         ensure_table(storage)
     except BaseException:
         if study is not None:

@@ -262,3 +262,16 @@ def test_user_errors_exit_2(pg_url: str, postgres_server, env: dict[str, str],  
     assert optuna.get_all_study_names(open_storage(pg_url)) == []  # nothing half-created
     create(pg_url, "elsewhere", env, profile="pb-elsewhere")
     fails([*w[:2], "elsewhere", *w[3:], pg_url], "cannot join study 'elsewhere'")
+
+
+@pytest.mark.slow
+def test_study_created_with_an_anchor_keeps_it(pg_url: str, env: dict[str, str]) -> None:
+    from search.objective import ANCHOR_ATTR
+
+    create(pg_url, "given", env, "--latency-anchor-ms", "12.5")
+    study = load_study(open_storage(pg_url), "given")
+    assert study.user_attrs[ANCHOR_ATTR] == 12.5
+    assert finish(worker(pg_url, "given", "--trials", "1"))["trials"] == 1
+    (t,) = study.get_trials()
+    assert json.loads(t.user_attrs["environment"])["latency_anchor_ms"] == 12.5
+    assert t.user_attrs["latency_p50_ms"] == pytest.approx(12.5 / t.user_attrs["speedup_vs_dense"])
