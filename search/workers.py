@@ -216,8 +216,11 @@ def join(storage_url: str, study_name: str, options: WorkerOptions, *,
         # this machine's timing lock (re-entrant), so that workers starting together on one
         # machine read the first one's anchor instead of each storing their own.
         with objective.timing_lock:
-            _, anchor = objective.dense_reference(study.user_attrs.get(ANCHOR_ATTR))
-            if anchor is not None:
+            stored = study.user_attrs.get(ANCHOR_ATTR)
+            if stored is not None:  # nothing to time: the dense measurement is not kept here
+                objective.latency_anchor_ms = float(stored)
+            else:
+                _, anchor = objective.dense_reference(None)
                 study.set_user_attr(ANCHOR_ATTR, anchor)
     return study, objective
 
