@@ -167,6 +167,38 @@ def train_model(model: nn.Module, splits: DatasetSplits, recipe: Recipe, *,
 
 
 # ------------------------------------------------------------------------------- checkpoints
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, splits: DatasetSplits, batches: int, *,
+                          batch_size: int = 64, seed: int = 0) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` train batches, in place.
+
+    "Adaptive BN" (Li et al. 2020, EagleEye): after filters are cut, the next layers' inputs
+    change and the stored statistics no longer match them. The statistics are reset and replaced
+    by the plain average over the batches (``momentum=None``); no weight changes. Returns the
+    model in eval mode.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms or batches < 1:
+        return model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        loader = make_loader(splits.train, batch_size, shuffle=True, seed=seed,
+                             drop_last=len(splits.train) > batch_size)
+        for i, (x, _) in enumerate(loader):
+            if i >= batches:
+                break
+            model(x)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+    return model.eval()
+
+
 def default_cache_dir() -> Path:
     """``$PRUNEBENCH_CACHE`` or ``~/.cache/prunebench``."""
     env = os.environ.get("PRUNEBENCH_CACHE")

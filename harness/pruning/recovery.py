@@ -2,7 +2,8 @@
 
 Static methods prune in ``iterative_steps`` steps (1 = one-shot). Step ``k`` of ``K`` brings every
 group to the channel count that ratio ``r * k / K`` of its *original* channels implies, and is
-followed by ``finetune_epochs`` epochs of fine-tuning on the **train** split (with knowledge
+followed by ``bn_recalibrate`` batches of BatchNorm re-estimation (adaptive BN) and
+``finetune_epochs`` epochs of fine-tuning on the **train** split (with knowledge
 distillation from the dense network when ``kd`` is set), as in Li et al. 2017's
 prune-and-retrain.
 """
@@ -37,6 +38,9 @@ class RecoveryOptions:
     kd_alpha: float = 0.5
     kd_temperature: float = 4.0
     iterative_steps: int = 1
+    # adaptive BN (Li et al. 2020, EagleEye): re-estimate BatchNorm statistics on this many
+    # train batches right after each cut, before any fine-tuning (0: off)
+    bn_recalibrate: int = 0
 
 
 def prune_and_recover(model: nn.Module, ratios: Mapping[str, float], global_ratio: float | None,
@@ -51,6 +55,9 @@ def prune_and_recover(model: nn.Module, ratios: Mapping[str, float], global_rati
     if opts.finetune_epochs and ctx.splits is None:
         raise PrunebenchError(f"finetune_epochs={opts.finetune_epochs} needs a data set; give "
                               "--dataset or set finetune_epochs to 0")
+    if opts.bn_recalibrate and ctx.splits is None:
+        raise PrunebenchError(f"bn_recalibrate={opts.bn_recalibrate} needs a data set; give "
+                              "--dataset or set bn_recalibrate to 0")
     original = {g.name: g.channels for g in coupled_groups(model, ctx.example_input)}
     current = model
     steps = opts.iterative_steps
@@ -63,6 +70,10 @@ def prune_and_recover(model: nn.Module, ratios: Mapping[str, float], global_rati
         if global_ratio is not None:
             step_global = _step_global(groups, original, set(ratios), global_ratio * frac)
         current = prune_step(current, step_ratios, step_global)
+        if opts.bn_recalibrate:
+            from harness.train import recalibrate_batchnorm
+
+            recalibrate_batchnorm(current, ctx.splits, opts.bn_recalibrate, seed=ctx.seed)
         if opts.finetune_epochs:
             current = finetune(current, model if opts.kd else None, ctx, opts,
                                desc=f"finetune {k}/{steps}")

@@ -6,8 +6,9 @@
 
 ``round_to`` (keep channel counts multiples of N, default 1), ``allocation`` (``local`` or
 ``global``), ``finetune_epochs``, ``finetune_lr``, ``kd``, ``kd_alpha``, ``kd_temperature``,
-``iterative_steps``; ``bn_scale`` also ``slimming_epochs`` and ``slimming_lambda`` (sparsity
-training before the cut). Any other option is an error naming the allowed ones.
+``iterative_steps``, ``bn_recalibrate`` (adaptive BN: re-estimate BatchNorm statistics on N
+train batches after each cut); ``bn_scale`` also ``slimming_epochs`` and ``slimming_lambda``
+(sparsity training before the cut). Any other option is an error naming the allowed ones.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from harness.pruning.recovery import RecoveryOptions, prune_and_recover, sparsit
 from harness.pruning.static import coupled_groups, cut_filters, resolve_ratios
 
 _COMMON = {"round_to": int, "allocation": str, "finetune_epochs": int, "finetune_lr": float,
-           "kd": bool, "kd_alpha": float, "kd_temperature": float, "iterative_steps": int}
+           "kd": bool, "kd_alpha": float, "kd_temperature": float, "iterative_steps": int,
+           "bn_recalibrate": int}
 _SLIMMING = {"slimming_epochs": int, "slimming_lambda": float}
 
 
@@ -62,7 +64,7 @@ def parse_options(method: str, options: Mapping[str, Any],
             raise PrunebenchError(f"option {key}={value!r} of method {method!r} must be a "
                                   f"{kind.__name__}")
         out[key] = value
-    for key in ("finetune_epochs", "slimming_epochs"):
+    for key in ("finetune_epochs", "slimming_epochs", "bn_recalibrate"):
         if out.get(key, 0) < 0:
             raise PrunebenchError(f"option {key}={out[key]} must be >= 0")
     if out.get("allocation", "local") not in ALLOCATIONS:

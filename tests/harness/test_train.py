@@ -18,6 +18,7 @@ from harness.train import (
     Recipe,
     get_base_model,
     load_checkpoint,
+    recalibrate_batchnorm,
     save_checkpoint,
     train_model,
 )
@@ -156,3 +157,22 @@ def test_corrupt_cache_entry_is_moved_aside_and_retrained(
     assert "moved it aside" in err and "Traceback" not in err
     assert _same(model, first)  # retrained deterministically
     assert _same(load_checkpoint(path, _net())[0], first)
+
+
+def test_recalibrate_batchnorm_replaces_statistics_with_the_batch_average(
+        small: DatasetSplits) -> None:
+    net = _net().eval()
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    conv = net.conv1  # followed by bn1, the first BatchNorm
+    bn.running_mean.fill_(5.0)
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k
+               and "num_batches" not in k}
+    momentum = bn.momentum
+    recalibrate_batchnorm(net, small, batches=2, batch_size=32, seed=0)
+    assert not net.training and bn.momentum == momentum
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in weights.items())
+    loader = train_mod.make_loader(small.train, 32, shuffle=True, seed=0, drop_last=True)
+    with torch.no_grad():
+        means = [conv(x).mean((0, 2, 3)) for x, _ in list(loader)[:2]]
+    torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0), atol=1e-5,
+                               rtol=1e-4)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from harness.errors import PrunebenchError
 from harness.measure.flops import effective_macs
 from harness.models import create_model
 from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.dyn_fast import calibrate_widths, fit_predictor
+from harness.pruning.dyn_fast import FastBasicBlock, calibrate_widths, fit_predictor
 from harness.pruning.dyn_fold import fold_batchnorm
 from harness.pruning.dyn_train import TargetedDropout, parse_targeted_dropout
 
@@ -54,6 +55,34 @@ def test_fast_widths_are_rounded_and_macs_counted() -> None:
     assert all(len(ws) <= 3 for ws in widths.values())
     assert net.prunebench_dynamic["bn_folded"] is True
     assert effective_macs(net, [X]).mean < effective_macs(_fast(1.0), [X]).mean
+
+
+def test_fast_decision_numpy_path_matches_the_torch_path_and_the_predictor() -> None:
+    net = _fast(0.5, round_to=1, widths=4)
+    blocks = [m for m in net.modules() if isinstance(m, FastBasicBlock) and m.predict]
+    assert blocks
+    gen = torch.Generator().manual_seed(3)
+    for b in blocks:
+        x = torch.rand(6, b.w1.shape[1], 8, 8, generator=gen)
+        with torch.no_grad():
+            cpu = b._counts(x)  # NumPy on the CPU
+            scores = F.linear(x.mean((2, 3)), b.pw, b.pb)  # the predictor as fitted
+        assert cpu == b._counts(x.clone().requires_grad_(True))  # the PyTorch form
+        assert cpu == (scores >= b.tau).sum(1).tolist()
+
+
+def test_fast_single_width_block_skips_the_decision_and_its_macs() -> None:
+    block = create_model("test_resnet").eval().layer1[0]
+    c = block.conv1.out_channels
+    pred = (torch.randn(c, block.conv1.in_channels), torch.randn(c))
+    one = FastBasicBlock(block, torch.arange(c), pred, 0.0, [c // 2], "fast")
+    two = FastBasicBlock(block, torch.arange(c), pred, 0.0, [c // 2, c], "fast")
+    assert not one.predict and two.predict
+    x = torch.randn(3, block.conv1.in_channels, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(one(x), one._run_width(x, 0))
+    extra = block.conv1.in_channels * 64 + block.conv1.in_channels * c  # mean + linear
+    assert effective_macs(two, [x]).mean >= effective_macs(one, [x]).mean + extra
 
 
 def test_fit_predictor_recovers_linear_map() -> None:

@@ -122,6 +122,8 @@ def test_random_is_seeded() -> None:
     (PruningConfig("l1"), "needs a ratio"),
     (PruningConfig("l1", global_keep=0.5), "not keep-ratios"),
     (PruningConfig("l1", global_ratio=0.5, options={"finetune_epochs": 1}), "needs a data set"),
+    (PruningConfig("l1", global_ratio=0.5, options={"bn_recalibrate": 4}), "needs a data set"),
+    (PruningConfig("l1", global_ratio=0.5, options={"bn_recalibrate": -1}), "must be >= 0"),
 ])
 def test_user_errors(cfg: PruningConfig, match: str) -> None:
     with pytest.raises(PrunebenchError, match=match):
@@ -170,6 +172,10 @@ def test_finetune_with_kd_and_slimming_on_digits() -> None:
     ft = get_method("l1").apply(model, _l1(0.5, finetune_epochs=1, kd=True), ctx)
     assert no_ft.prunebench_arch == ft.prunebench_arch
     assert accuracy(ft, splits.val).top1 > accuracy(no_ft, splits.val).top1
+    abn = get_method("l1").apply(model, _l1(0.5, bn_recalibrate=8), ctx)  # adaptive BN
+    assert abn.prunebench_arch == no_ft.prunebench_arch
+    changed = [k for k, v in abn.state_dict().items() if not torch.equal(v, no_ft.state_dict()[k])]
+    assert changed and all("running" in k or "num_batches" in k for k in changed)
     slim = PruningConfig("bn_scale", global_ratio=0.5,
                          options={"slimming_epochs": 1, "slimming_lambda": 1e-3})
     assert get_method("bn_scale").apply(model, slim, ctx).prunebench_arch == ft.prunebench_arch
