@@ -9,6 +9,13 @@ fine-tuning order for both, and the filters for random (L1's choice does not dep
 and ranges are reported. Val and test top-1 of every network are printed; ``l1_minus_random`` is
 the difference of the test means, in points.
 
+Two more recoveries test the regime where the starting point matters most:
+``abn`` (adaptive BN, Li et al. 2020: BatchNorm statistics re-estimated on 16 train batches,
+no fine-tuning) and ``abn+1ep lr/10`` (adaptive BN, then one epoch at lr/10). They run with
+``PRUNEBENCH_BENCH_RECOVERIES=abn,abn+1ep`` (default: ``lr/10,rewound``). With
+``PRUNEBENCH_BENCH_SCHEME=block-internal`` only each basic block's first conv is pruned (Li et
+al.'s scheme for ResNets) instead of every coupled group.
+
 No arguments (about 15 minutes on 2 cores); the last line printed is one JSON object.
 """
 
@@ -26,6 +33,21 @@ import torch
 RATIOS = (0.3, 0.5, 0.7)
 SEEDS = (0, 1, 2)
 FT_EPOCHS = int(os.environ.get("PRUNEBENCH_BENCH_FT_EPOCHS", "5"))
+RECOVERIES = os.environ.get("PRUNEBENCH_BENCH_RECOVERIES", "lr/10,rewound").split(",")
+SCHEME = os.environ.get("PRUNEBENCH_BENCH_SCHEME", "uniform")
+ABN_BATCHES = 16
+
+
+def _recovery_options(name: str, lr: float) -> dict:
+    """``PruningConfig.options`` of a named recovery (``lr`` is the recipe's)."""
+    table = {"lr/10": {"finetune_epochs": FT_EPOCHS, "finetune_lr": lr / 10},
+             "rewound": {"finetune_epochs": FT_EPOCHS},
+             "abn": {"bn_recalibrate": ABN_BATCHES},
+             "abn+1ep": {"bn_recalibrate": ABN_BATCHES, "finetune_epochs": 1,
+                         "finetune_lr": lr / 10}}
+    if name not in table:
+        raise SystemExit(f"unknown recovery {name!r}; choose from {', '.join(table)}")
+    return table[name]
 
 
 def _log(msg: str) -> None:
@@ -49,24 +71,28 @@ def main() -> int:
     base = prepare(Workload("resnet20", "digits"), progress=False)
     val, test = base.splits.split("val"), base.splits.split("test")
     recipe = base.workload.recipe
-    recoveries = {"lr/10": recipe.lr / 10, "rewound": None}
+    recoveries = {name: _recovery_options(name, recipe.lr) for name in RECOVERIES}
+    if SCHEME not in ("uniform", "block-internal"):
+        raise SystemExit(f"unknown scheme {SCHEME!r}; choose uniform or block-internal")
+    inner = [n for n, m in base.base_model.named_modules()
+             if n.endswith(".conv1") and n.startswith("layer")]
     out: dict = {"dense": {"val_top1": accuracy(base.base_model, val).top1,
                            "test_top1": accuracy(base.base_model, test).top1},
-                 "finetune_epochs": FT_EPOCHS, "seeds": list(SEEDS), "points": []}
+                 "finetune_epochs": FT_EPOCHS, "seeds": list(SEEDS), "scheme": SCHEME,
+                 "recoveries": recoveries, "points": []}
     for ratio in RATIOS:
-        for rec_name, lr in recoveries.items():
+        for rec_name, opts in recoveries.items():
             runs: dict[str, list[tuple[float, float]]] = {"l1": [], "random": []}
             for method in runs:
                 for seed in SEEDS:
                     prep = dataclasses.replace(base, workload=dataclasses.replace(
                         base.workload, seed=seed,
                         recipe=dataclasses.replace(recipe, seed=recipe.seed + seed)))
-                    opts = {"finetune_epochs": FT_EPOCHS}
-                    if lr is not None:
-                        opts["finetune_lr"] = lr
                     torch.manual_seed(seed)
-                    net = build_pruned(prep, PruningConfig(method, global_ratio=ratio,
-                                                           options=opts), progress=False)
+                    amount = ({"global_ratio": ratio} if SCHEME == "uniform"
+                              else {"ratios": {n: ratio for n in inner}})
+                    net = build_pruned(prep, PruningConfig(method, **amount, options=opts),
+                                       progress=False)
                     acc = (accuracy(net, val).top1, accuracy(net, test).top1)
                     runs[method].append(acc)
                     _log(f"ratio {ratio} {rec_name} {method} seed {seed}: val {acc[0]:.4f} "

@@ -15,6 +15,9 @@ module-based dense one; so ``fast`` points also report ``realized_speedup_same_e
 network executed by the same engine (``antidote_fast`` at keep 1.0 of each), which isolate
 what the dynamic widths themselves save. ``distinct_widths_mean`` is the mean number of widths
 per gated block that the calibration chose (1 means that block runs one fixed width).
+``realized_speedup_same_engine_decisions_replayed`` (batch 1, a diagnostic, not a method) runs
+every input at the widths it chose without deciding them again; its gap to
+``realized_speedup_same_engine`` is the cost of the per-block decisions.
 ``masked`` computes everything (it is the correctness reference) and is reported as such.
 Column pruning (``antidote`` with ``columns``) is reported where it stands, even when it does
 not pay.
@@ -33,6 +36,7 @@ Usage: ``python benchmarks/bench_dynamic.py`` (a few minutes). Last line: one JS
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -45,6 +49,7 @@ from harness.measure.flops import count_macs, effective_macs
 from harness.measure.latency import measure_speedup
 from harness.profiles import load_profile
 from harness.pruning import PruneContext, PruningConfig, get_method
+from harness.pruning.dyn_fast import FastBasicBlock
 from harness.pruning.dyn_fold import fold_batchnorm
 from harness.pruning.dynamic import gated_layers
 from harness.pruning.static import cut_filters
@@ -84,6 +89,49 @@ def _engine(net: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
     """``net`` executed by the fast engine at full width (BN folded, no decisions)."""
     cfg = PruningConfig("antidote_fast", global_keep=1.0, exec_mode="fast")
     return get_method("antidote_fast").apply(net, cfg, PruneContext(x[:1]))
+
+
+class _Replay(torch.nn.Module):
+    """Diagnostic: the fast network with each input's widths replayed, not decided.
+
+    The widths every input chose in the real network are recorded once; each forward looks its
+    input up (by a few pixels, a NumPy view) and runs every block at the recorded width with no
+    decision. The gap to the real network is what the per-block decisions cost.
+    """
+
+    def __init__(self, fast: torch.nn.Module, inputs: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.net = fast
+        self.blocks = [m for m in fast.modules() if isinstance(m, FastBasicBlock)]
+        self.table: dict[bytes, list[int]] = {}
+        with torch.inference_mode():
+            for x in inputs:
+                self.table[self._key(x)] = [b.lut[b._counts(xb)[0]] if b.predict else 0
+                                            for b, xb in zip(self.blocks, _block_inputs(fast, x),
+                                                             strict=True)]
+        self.current: list[int] = []
+        for i, b in enumerate(self.blocks):
+            b.forward = lambda x, b=b, i=i: b._run_width(x, self.current[i])
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> bytes:
+        return x.numpy()[0, 0, 12:20, 12:20].tobytes()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.current = self.table[self._key(x)]
+        return self.net(x)
+
+
+def _block_inputs(net: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+             for m in net.modules() if isinstance(m, FastBasicBlock)]
+    try:
+        net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
 
 
 def _reduction(net: torch.nn.Module, dense_macs: float, inputs: list[torch.Tensor]) -> float:
@@ -164,6 +212,9 @@ def main() -> None:
                             _speed(net, dense_engine, setting), 3),
                         "static_speedup_same_macs_same_engine": round(
                             _speed(_engine(static_cut, images), dense_engine, setting), 3),
+                        **({"realized_speedup_same_engine_decisions_replayed": round(_speed(
+                            _Replay(copy.deepcopy(net), inputs), dense_engine, setting), 3)}
+                           if batch == 1 else {}),
                         "distinct_widths_mean": round(
                             sum(len(w) for w in widths) / len(widths), 2)}
                 points.append(_report(_point("antidote_fast", mode, batch, red, realized,

@@ -113,6 +113,7 @@ class FastBasicBlock(nn.Module):
         # width index for every raw count 0..C (counts below 1 use the smallest width)
         self.lut = [next((j for j, w in enumerate(widths) if w >= k), len(widths) - 1)
                     for k in range(w1.shape[0] + 1)]
+        self._np_cache: tuple | None = None
         self._packed = []
         for j, k in enumerate(self.widths):  # pre-packed contiguous copies per width
             self.register_buffer(f"pw1_{j}", self.w1[:k].clone())
@@ -120,12 +121,24 @@ class FastBasicBlock(nn.Module):
             self.register_buffer(f"pw2_{j}", self.w2[:, :k].contiguous())
             self._packed.append((f"pw1_{j}", f"pb1_{j}", f"pw2_{j}"))
 
+    def _numpy_views(self, hw: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(P, (tau - p0) * hw)`` as NumPy arrays sharing (P) or derived from the buffers.
+
+        Cached per spatial size, and rebuilt whenever the buffers move (``.to()``, a deep copy:
+        their data pointers change); in-place updates are seen through the shared memory of
+        ``P`` and invalidate the threshold through the pointer of ``thr``.
+        """
+        key = (self.pw.data_ptr(), self.thr.data_ptr(), self.thr._version, hw)
+        if self._np_cache is None or self._np_cache[0] != key:
+            self._np_cache = (key, self.pw.numpy(), self.thr.numpy() * hw)
+        return self._np_cache[1], self._np_cache[2]
+
     def _counts(self, x: torch.Tensor) -> list[int]:
         """Raw kept-channel count per input: predicted scores at or above the threshold."""
         hw = x.shape[2] * x.shape[3]
         if x.device.type == "cpu" and not x.requires_grad:
+            pw, thr = self._numpy_views(hw)
             sums = x.numpy().reshape(x.shape[0], x.shape[1], -1).sum(2)
-            pw, thr = self.pw.numpy(), self.thr.numpy() * hw
             return [int(np.count_nonzero(pw @ row >= thr)) for row in sums]
         s = F.linear(x.detach().sum((2, 3)), self.pw)
         return (s >= self.thr * hw).sum(1).tolist()

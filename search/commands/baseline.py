@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "rewound)")
     p.add_argument("--kd", action="store_true",
                    help="distil from the dense network while fine-tuning")
+    p.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
+                   help="adaptive BN: re-estimate BatchNorm statistics on N train batches "
+                        "right after each cut, before fine-tuning (default: 0, off)")
     p.add_argument("--round-to", type=int, default=1,
                    help="keep channel counts multiples of N (default: 1)")
     p.add_argument("--target", default=None, metavar="K=V",
@@ -90,6 +93,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         opts["finetune_lr"] = args.finetune_lr
     if args.kd:
         opts["kd"] = True
+    if args.bn_recalibrate:
+        opts["bn_recalibrate"] = args.bn_recalibrate
     for key in ("target", "budget"):
         if getattr(args, key) is not None:
             opts[key] = getattr(args, key)
@@ -119,10 +124,13 @@ def _check_method(args: argparse.Namespace, configs: list[tuple[str, Any]]) -> N
     if METHODS.metadata(args.method)["kind"] != "static":
         raise PrunebenchError(f"method {args.method!r} is not static; baseline sweeps static "
                               "methods (use `prunebench search` for dynamic ones)")
-    if isinstance(method, StaticFilterPruning):  # fail before the dense model is measured
-        parse_options(args.method, configs[0][1].options, method.allowed)
     if args.finetune_epochs < 0:
         raise PrunebenchError(f"--finetune-epochs {args.finetune_epochs} must be >= 0")
+    if args.bn_recalibrate < 0:
+        raise PrunebenchError(f"--bn-recalibrate {args.bn_recalibrate} must be >= 0 (e.g. 16 "
+                              "batches; 0 turns it off)")
+    if isinstance(method, StaticFilterPruning):  # fail before the dense model is measured
+        parse_options(args.method, configs[0][1].options, method.allowed)
     if args.round_to < 1:
         raise PrunebenchError(f"--round-to {args.round_to} must be >= 1 (e.g. 8)")
     if args.finetune_lr is not None and not args.finetune_lr > 0:

@@ -74,6 +74,8 @@ def test_baseline_writes_a_complete_run_folder_and_resumes(tmp_path: Path, fast_
     (["--ratios", "0.5", "--target", "accuracy-loss=1"], "takes no option 'target'"),
     (["--ratios", "0.5", "--round-to", "0"], "--round-to 0"),
     (["--ratios", "0.5", "--finetune-lr", "0"], "--finetune-lr 0"),
+    (["--ratios", "0.5", "--bn-recalibrate", "-1"], "--bn-recalibrate -1"),
+    (["--ratios", "0.5", "--finetune-epochs", "-1"], "--finetune-epochs -1"),
     ([], "give --ratios"),
     (["--ratios", "0.5", "--model", "resnet7"], "unknown model 'resnet7'"),
     (["--ratios", "0.5", "--profile", "no-such-profile"], "no-such-profile"),
