@@ -8,9 +8,9 @@ strict re-measurement settings, and every point's p50 is that anchor divided by 
 dense from interleaved rounds, so the shared machine's drift between arms and trials cancels:
 
 - ``search``: ``prunebench search``'s own run with its defaults (multivariate TPE, per-group
-  ratios, the first 5 trials uniform warm-start points up to the most pruned one, latency budget
-  as an Optuna constraint), followed by its strict re-measurement of the feasible front and
-  near-budget trials;
+  ratios, up to 5 warm-start trials that walk the uniform line to the budget's edge
+  (``search.warm``), latency budget as an Optuna constraint met with the default 10% latency
+  margin), followed by its strict re-measurement of the feasible front and near-budget trials;
 - ``uniform_l1``: one ratio for every group, evenly spaced over ``[0, max_ratio]``;
 - ``random``: per-group ratios drawn by Optuna's RandomSampler.
 
@@ -111,7 +111,10 @@ def main() -> int:
     dense = probe.measure(DENSE, prepared.base_model, profile=strict_profile(profile))
     anchor = dense.latency_p50_ms
     budget = round(BUDGET_FRACTION * anchor, 4)
-    spec = dataclasses.replace(base, budgets={"latency_ms": budget})
+    from search.commands.search import DEFAULT_LATENCY_MARGIN
+
+    spec = dataclasses.replace(base, budgets={"latency_ms": budget},
+                               latency_margin=DEFAULT_LATENCY_MARGIN)
     objective = SearchObjective(spec, prepared=prepared, profile=profile)
     objective.latency_anchor_ms = anchor
 
@@ -142,6 +145,7 @@ def main() -> int:
         "model": MODEL, "profile": PROFILE, "trials_per_arm": N_TRIALS,
         "finetune_epochs_per_trial": FINETUNE_EPOCHS, "budget_ms": budget,
         "dense_latency_p50_ms": dense.latency_p50_ms, "latency_frame": "anchored",
+        "latency_margin": spec.latency_margin,
         "dense_val_accuracy": dense.accuracy_top1,
         "feasible": {n: int(len(f)) for n, f in under.items()},
         "best_feasible_val_accuracy": {n: float(f["accuracy_top1"].max()) if len(f) else None

@@ -63,9 +63,15 @@ class SearchSpec:
     # "anchored": every latency is the study's dense anchor / the speedup over dense timed in
     # interleaved rounds (drift on a shared machine cancels); "direct": the network's own p50
     latency_frame: str = "anchored"
+    # a trial meets a latency budget only if p50 x (1 + this) does (at least the p50's own CI):
+    # re-measurements on a shared machine differ by more than one measurement's CI
+    latency_margin: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
+        if not (isinstance(self.latency_margin, int | float) and 0 <= self.latency_margin < 1):
+            raise PrunebenchError(f"latency margin {self.latency_margin!r} must be in [0, 1), "
+                                  "e.g. 0.1 for 10%")
         if self.latency_frame not in LATENCY_FRAMES:
             raise PrunebenchError(f"unknown latency frame {self.latency_frame!r}; choose among "
                                   f"{', '.join(LATENCY_FRAMES)}")
@@ -113,14 +119,16 @@ def measurement_row(m: Measurement) -> dict[str, Any]:
 
 
 def constraint_values(row: Mapping[str, Any], budgets: Mapping[str, float], *,
-                      noise_margin: bool = True) -> dict[str, float]:
+                      noise_margin: bool = True, latency_margin: float = 0.0
+                      ) -> dict[str, float]:
     """Relative budget violation per budget: ``value / budget - 1`` (<= 0 is feasible).
 
     Relative, so that samplers weigh a 10 % overshoot in milliseconds and in MACs alike. The
-    latency budget is checked against the upper end of the p50's confidence interval
-    (``p50 x (1 + latency_ci_rel)``, the half-width capped at 25 %): a configuration is only
-    called feasible when timing noise is unlikely to push it over the budget on re-measurement.
-    ``noise_margin=False`` checks the p50 itself (as the re-measurement does).
+    latency budget is checked against ``p50 x (1 + m)`` with ``m`` the larger of the p50's
+    confidence-interval half-width (``latency_ci_rel``, capped at 25 %) and ``latency_margin``:
+    a configuration is only called feasible when timing noise is unlikely to push it over the
+    budget on re-measurement. ``noise_margin=False`` checks the p50 itself (as the
+    re-measurement does).
     """
     out = {}
     for key, budget in budgets.items():
@@ -132,7 +140,8 @@ def constraint_values(row: Mapping[str, Any], budgets: Mapping[str, float], *,
         value = float(value)
         if key == "latency_ms" and noise_margin:
             ci = row.get("latency_ci_rel")
-            value *= 1.0 + (min(float(ci), 0.25) if ci is not None and math.isfinite(ci) else 0.0)
+            ci = min(float(ci), 0.25) if ci is not None and math.isfinite(ci) else 0.0
+            value *= 1.0 + max(ci, float(latency_margin))
         out[key] = value / float(budget) - 1.0
     return out
 
@@ -186,7 +195,8 @@ class SearchObjective:
         row = measurement_row(m)
         for key, value in row.items():
             trial.set_user_attr(key, value)
-        for key, value in constraint_values(row, self.spec.budgets).items():
+        for key, value in constraint_values(row, self.spec.budgets,
+                                            latency_margin=self.spec.latency_margin).items():
             trial.set_constraint(key, value)
         return self.values(row)
 

@@ -254,12 +254,15 @@ def warm_start_params(space: SearchSpace, n: int) -> list[dict[str, Any]]:
     pruned alike, as a uniform sweep would), the fastest among them, before it explores
     per-layer differences: the front then spans the whole latency range from the start.
     """
+    return [uniform_line_params(space, i / n) for i in range(1, n + 1)]
+
+
+def uniform_line_params(space: SearchSpace, t: float) -> dict[str, Any]:
+    """The uniform configuration a fraction ``t`` in [0, 1] of the way from dense to the most
+    pruned end (every ratio ``t x max_ratio``, every keep ``1 - t x (1 - keep_min)``), on the
+    step grids."""
     s = space.spec
-    out = []
-    for i in range(1, n + 1):
-        frac = i / n
-        ratio = round(round(frac * s.max_ratio / s.ratio_step) * s.ratio_step, 6)
-        keep = round(1.0 - round(frac * (1.0 - s.keep_min) / s.keep_step) * s.keep_step, 6)
-        out.append(uniform_params(space, min(ratio, _top(s.max_ratio, s.ratio_step)),
-                                  max(keep, s.keep_min)))
-    return out
+    ratio = round(round(t * s.max_ratio / s.ratio_step) * s.ratio_step, 6)
+    keep = round(1.0 - round(t * (1.0 - s.keep_min) / s.keep_step) * s.keep_step, 6)
+    return uniform_params(space, min(ratio, _top(s.max_ratio, s.ratio_step)),
+                          max(keep, s.keep_min))

@@ -28,6 +28,7 @@ from harness.errors import PrunebenchError
 NAME = "search"
 HELP = "search pruning configurations with Optuna under latency/energy/MACs/params budgets"
 DEFAULT_WARM_START = 5  # uniform configs a new study starts with (structured points for TPE)
+DEFAULT_LATENCY_MARGIN = 0.1  # see --latency-margin
 _BUDGET_FLAGS = {"latency_ms": "latency_budget_ms", "energy_mj": "energy_budget_mj",
                  "macs": "macs_budget", "params": "params_budget"}
 
@@ -53,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "study starts, divided by the speedup over dense timed in interleaved rounds, "
                    "so a shared machine's drift between trials cancels; direct: each network's "
                    "own p50")
+    p.add_argument("--latency-margin", type=float, default=DEFAULT_LATENCY_MARGIN,
+                   metavar="FRACTION",
+                   help="a trial meets --latency-budget-ms only if its p50 x (1 + FRACTION) "
+                   f"does (default {DEFAULT_LATENCY_MARGIN}: re-timing the same network on a "
+                   "shared machine moves its p50 by 10-25%%; 0 keeps only the p50's own "
+                   "confidence interval)")
     p.add_argument("--latency-anchor-ms", type=float, metavar="MS",
                    help="anchored frame of a new study: use this dense p50 (e.g. from a sweep's "
                    "dense.json, so several searches share one frame) instead of timing one")
@@ -132,7 +139,7 @@ def build_spec(args: argparse.Namespace) -> Any:
     return SearchSpec(model=args.model, dataset=args.dataset, space=space, profile=args.profile,
                       data_dir=args.data_dir, checkpoint=args.checkpoint, objectives=objectives,
                       budgets=budgets, seed=args.seed, force=args.force,
-                      latency_frame=args.latency_frame)
+                      latency_frame=args.latency_frame, latency_margin=args.latency_margin)
 
 
 def default_run_dir(spec: Any) -> Path:
@@ -285,16 +292,24 @@ class SearchRun:
 
             # Workers joining this study (`prunebench worker`) stop at the same total.
             study.set_user_attr(BUDGET_ATTR, done + int(n_trials))
+        callbacks = []
         if self.warm_start and not study.trials:
-            from search.space import warm_start_params
+            from search.objective import constraint_values
+            from search.warm import BudgetLineStart
 
-            for params in warm_start_params(objective.space, self.warm_start):
-                study.enqueue_trial(params)
+            # the dense network's worst budget violation: t = 0 of the uniform line
+            violation = max(constraint_values(
+                measurement_row(dense), self.spec.budgets,
+                latency_margin=self.spec.latency_margin).values()) if self.spec.budgets else None
+            warm = BudgetLineStart(objective.space, self.warm_start, violation)
+            warm.start(study)
+            callbacks.append(warm.callback)
         write_atomic(self.run_dir / "dense.json", json.dumps(dense.to_dict(), indent=1,
                                                               sort_keys=True))
         self._write_config(url, objective, dense)
         loop = run_trials(study, objective, n_trials=n_trials, timeout=timeout,
-                          objectives=self.spec.objectives, progress=self.progress)
+                          objectives=self.spec.objectives, progress=self.progress,
+                          callbacks=callbacks)
         self.interrupted = loop.interrupted
         self._finish(study, objective, loop, url, remeasure_max)
         return self

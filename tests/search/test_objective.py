@@ -47,6 +47,10 @@ def test_spec_round_trip_and_validation(assets: dict[str, str]) -> None:
     assert spec.latency_frame == "anchored"
     old = {k: v for k, v in spec.to_dict().items() if k != "latency_frame"}
     assert SearchSpec.from_dict(old).latency_frame == "direct"  # stored before frames existed
+    old = {k: v for k, v in spec.to_dict().items() if k != "latency_margin"}
+    assert SearchSpec.from_dict(old).latency_margin == 0.0  # stored before margins existed
+    with pytest.raises(PrunebenchError, match="latency margin 1.5 must be in"):
+        _spec(assets, latency_margin=1.5)
 
 
 def test_constraints_are_relative_violations() -> None:
@@ -56,6 +60,13 @@ def test_constraints_are_relative_violations() -> None:
     # latency is judged at the upper end of the p50's confidence interval
     cons = constraint_values({**row, "latency_ci_rel": 0.1}, {"latency_ms": 3.2})
     assert cons["latency_ms"] == pytest.approx(3.3 / 3.2 - 1)
+    # or at p50 x (1 + margin) when the margin is the larger one
+    cons = constraint_values({**row, "latency_ci_rel": 0.1}, {"latency_ms": 3.2},
+                             latency_margin=0.2)
+    assert cons["latency_ms"] == pytest.approx(3.6 / 3.2 - 1)
+    cons = constraint_values({**row, "latency_ci_rel": 0.1}, {"latency_ms": 3.2},
+                             latency_margin=0.2, noise_margin=False)
+    assert cons["latency_ms"] == pytest.approx(3.0 / 3.2 - 1)  # re-measurement: the p50 itself
     with pytest.raises(PrunebenchError, match="energy_mj"):
         constraint_values({"energy_mj_per_inference": None}, {"energy_mj": 1.0})
 
