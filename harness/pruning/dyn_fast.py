@@ -167,10 +167,11 @@ class FastBasicBlock(nn.Module):
         if recording_active():
             self._record(x, widx)
         if self.mode == "fast":
-            if x.shape[0] == 1:
-                return self._run_width(x, int(widx))
+            groups = widx.unique().tolist()
+            if len(groups) == 1:  # one width for the whole batch: no gather, no scatter
+                return self._run_width(x, groups[0])
             out = None
-            for j in widx.unique().tolist():
+            for j in groups:
                 sel = (widx == j).nonzero().squeeze(1)
                 part = self._run_width(x.index_select(0, sel), j)
                 out = x.new_empty((x.shape[0], *part.shape[1:])) if out is None else out
