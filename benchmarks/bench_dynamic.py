@@ -106,9 +106,8 @@ class _Replay(torch.nn.Module):
         self.table: dict[bytes, list[int]] = {}
         with torch.inference_mode():
             for x in inputs:
-                self.table[self._key(x)] = [b.lut[b._counts(xb)[0]] if b.predict else 0
-                                            for b, xb in zip(self.blocks, _block_inputs(fast, x),
-                                                             strict=True)]
+                self.table[self._key(x)] = [b.width_index(xb) for b, xb in zip(
+                    self.blocks, _block_inputs(fast, x), strict=True)]
         self.current: list[int] = []
         for i, b in enumerate(self.blocks):
             b.forward = lambda x, b=b, i=i: b._run_width(x, self.current[i])

@@ -166,7 +166,6 @@ def train_model(model: nn.Module, splits: DatasetSplits, recipe: Recipe, *,
     return model.eval()
 
 
-# ------------------------------------------------------------------------------- checkpoints
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, splits: DatasetSplits, batches: int, *,
                           batch_size: int = 64, seed: int = 0) -> nn.Module:
@@ -199,6 +198,7 @@ def recalibrate_batchnorm(model: nn.Module, splits: DatasetSplits, batches: int,
     return model.eval()
 
 
+# ------------------------------------------------------------------------------- checkpoints
 def default_cache_dir() -> Path:
     """``$PRUNEBENCH_CACHE`` or ``~/.cache/prunebench``."""
     env = os.environ.get("PRUNEBENCH_CACHE")

@@ -195,10 +195,13 @@ class SearchObjective:
         row = measurement_row(m)
         for key, value in row.items():
             trial.set_user_attr(key, value)
-        for key, value in constraint_values(row, self.spec.budgets,
-                                            latency_margin=self.spec.latency_margin).items():
+        for key, value in self.constraints(row).items():
             trial.set_constraint(key, value)
         return self.values(row)
+
+    def constraints(self, row: Mapping[str, Any]) -> dict[str, float]:
+        """The search's budget violations of a measured row (with the spec's latency margin)."""
+        return constraint_values(row, self.spec.budgets, latency_margin=self.spec.latency_margin)
 
     def values(self, row: Mapping[str, Any]) -> tuple[float, ...]:
         """The objective values of a measured row, in the spec's order."""

@@ -11,10 +11,10 @@ save at batch 1, so the fast path avoids every per-input gather.
    ridge regression to the exact attention; ``k`` = number of channels whose predicted attention
    reaches a per-block threshold, calibrated so the mean kept fraction matches the keep-ratio.
    It is evaluated as ``P @ sum >= (tau - p0) * HW`` (no division, no bias add). On CPU it runs
-   in NumPy on a zero-copy view of the activation: four PyTorch operator dispatches per block
-   cost about 37 us at batch 1 on this VM, the NumPy form about 14 us (``benchmarks/
-   bench_dynamic.py`` reports the resulting speed). Every mode and batch size uses the same
-   row-wise form, so an input's width never depends on the mode or its batch.
+   in NumPy on a zero-copy view of the activation, which needs fewer operator dispatches than
+   the PyTorch form (``benchmarks/bench_dynamic.py`` measures what the decisions still cost,
+   with its decisions-replayed diagnostic). Every mode and batch size uses the same row-wise
+   form, so an input's width never depends on the mode or its batch.
    A block whose calibration yields a single width skips the decision (its answer is fixed).
 3. **A few discrete widths.** ``k`` is rounded up to one of ``widths`` (default 4) per-block widths
    (multiples of ``round_to``); each width has pre-packed contiguous copies of conv1's first ``k``
@@ -143,6 +143,10 @@ class FastBasicBlock(nn.Module):
         s = F.linear(x.detach().sum((2, 3)), self.pw)
         return (s >= self.thr * hw).sum(1).tolist()
 
+    def width_index(self, x: torch.Tensor) -> int:
+        """Index into ``widths`` of the width a single input (batch of one) computes."""
+        return self.lut[self._counts(x)[0]] if self.predict else 0
+
     def _choose(self, x: torch.Tensor) -> torch.Tensor:
         """Width index per input (B,)."""
         if not self.predict:
@@ -162,7 +166,7 @@ class FastBasicBlock(nn.Module):
         """Block output; each input computes its own width of internal channels."""
         if self.mode == "fast" and x.shape[0] == 1 and not recording_active():
             # batch 1: the fewest possible operator dispatches to decide
-            return self._run_width(x, self.lut[self._counts(x)[0]] if self.predict else 0)
+            return self._run_width(x, self.width_index(x))
         widx = self._choose(x)
         if recording_active():
             self._record(x, widx)

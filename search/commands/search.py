@@ -294,13 +294,11 @@ class SearchRun:
             study.set_user_attr(BUDGET_ATTR, done + int(n_trials))
         callbacks = []
         if self.warm_start and not study.trials:
-            from search.objective import constraint_values
             from search.warm import BudgetLineStart
 
             # the dense network's worst budget violation: t = 0 of the uniform line
-            violation = max(constraint_values(
-                measurement_row(dense), self.spec.budgets,
-                latency_margin=self.spec.latency_margin).values()) if self.spec.budgets else None
+            violation = max(objective.constraints(measurement_row(dense)).values()
+                            ) if self.spec.budgets else None
             warm = BudgetLineStart(objective.space, self.warm_start, violation)
             warm.start(study)
             callbacks.append(warm.callback)
