@@ -119,6 +119,28 @@ def wait_running(study: optuna.Study, pid: int, timeout: float = 120) -> optuna.
     raise AssertionError(f"worker {pid} never ran a trial")
 
 
+def wait_timing(timeout: float = 120) -> None:
+    """Until some worker holds this machine's timing lock (a trial in its timing phase).
+
+    Signalling then lands inside the trial's longest phase (``pb-slow`` times for seconds); a
+    signal sent as soon as the trial is seen RUNNING occasionally raced its end in CI.
+    """
+    from filelock import Timeout
+
+    from search.distributed import timing_lock
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lock = timing_lock(timeout_s=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return
+        lock.release()
+        time.sleep(0.05)
+    raise AssertionError("no worker took the timing lock")
+
+
 @pytest.mark.slow
 def test_two_workers_share_a_study(pg_url: str, env: dict[str, str]) -> None:
     create(pg_url, "pair", env)
@@ -160,6 +182,7 @@ def test_killed_worker_trial_is_retried_and_front_matches(pg_url: str,
     study = load_study(storage, "crash")
     doomed = worker(pg_url, "crash", "--trials", "50")
     victim = wait_running(study, doomed.pid)
+    wait_timing()
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=30)
     time.sleep(5)  # past the grace period: the trial is stale
@@ -186,6 +209,7 @@ def test_sigint_fails_the_trial_as_interrupted_and_requeues_it(pg_url: str,
     study = load_study(open_storage(pg_url), "intr")
     p = worker(pg_url, "intr", "--trials", "50")
     running = wait_running(study, p.pid)
+    wait_timing()
     p.send_signal(signal.SIGINT)
     p.communicate(timeout=60)
     assert p.returncode == 130
