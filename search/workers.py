@@ -88,6 +88,16 @@ class _Interrupts:
             self.in_trial = False
             raise KeyboardInterrupt
 
+    def check(self) -> None:
+        """Raise the ``KeyboardInterrupt`` a signal asked for, if the handler's one was lost.
+
+        A signal that lands while Python runs a finaliser (a weakref callback during
+        ``gc.collect()``, say) has its exception printed and dropped ("Exception ignored in"),
+        and the trial would otherwise run on to its end; trials call this between phases.
+        """
+        if self.requested:
+            raise KeyboardInterrupt
+
     @contextmanager
     def installed(self) -> Iterator[_Interrupts]:
         if threading.current_thread() is not threading.main_thread():
@@ -130,9 +140,10 @@ class WorkerObjective(SearchObjective):
                 self.latency_anchor_ms = float(stored)
         self.interrupts.in_trial = True
         try:
-            if self.interrupts.requested:
-                raise KeyboardInterrupt
-            return super().__call__(trial)
+            self.interrupts.check()
+            values = super().__call__(trial)
+            self.interrupts.check()  # measured, but the signal came first: abandon as promised
+            return values
         except KeyboardInterrupt:
             self.interrupts.in_trial = False
             self.interrupted.append(trial.number)
@@ -151,7 +162,10 @@ class WorkerObjective(SearchObjective):
                 self.cache_hits += 1
                 trial.set_user_attr("cache_hit", True)
                 return self.prepared.base_model  # never measured: the cached record stands in
-        return super().build(chosen, trial=trial)
+        model = super().build(chosen, trial=trial)
+        if trial is not None:
+            self.interrupts.check()
+        return model
 
     def measure(self, record: PruningConfig, model: nn.Module, *, split: str = "val",
                 profile: Any = None, speedup_vs_dense: bool = False) -> Measurement:
