@@ -32,6 +32,7 @@ and ``gathered`` modes execute the same rule (zeroing / per-input slices) as ref
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +114,7 @@ class FastBasicBlock(nn.Module):
         # width index for every raw count 0..C (counts below 1 use the smallest width)
         self.lut = [next((j for j, w in enumerate(widths) if w >= k), len(widths) - 1)
                     for k in range(w1.shape[0] + 1)]
-        self._np_cache: tuple | None = None
+        self._hot: dict | None = None  # plain references for the hot path (see _hot_refs)
         self._packed = []
         for j, k in enumerate(self.widths):  # pre-packed contiguous copies per width
             self.register_buffer(f"pw1_{j}", self.w1[:k].clone())
@@ -121,31 +122,65 @@ class FastBasicBlock(nn.Module):
             self.register_buffer(f"pw2_{j}", self.w2[:, :k].contiguous())
             self._packed.append((f"pw1_{j}", f"pb1_{j}", f"pw2_{j}"))
 
-    def _numpy_views(self, hw: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(P, (tau - p0) * hw)`` as NumPy arrays sharing (P) or derived from the buffers.
+    def _hot_refs(self) -> dict:
+        """What the per-input path reads, as plain references: each width's packed weights, and
+        per spatial size the NumPy decision constants (a view of ``P``, ``(tau - p0) * hw`` and a
+        vector of ones). ``nn.Module`` attribute lookups and rebuilding these cost more than the
+        decision itself at batch 1. Forgotten whenever the buffers may have changed: ``.to()``
+        and friends (:meth:`_apply`), ``load_state_dict``, copies and pickling."""
+        if self._hot is None:
+            self._hot = {"runs": [tuple(getattr(self, n) for n in names)
+                                  for names in self._packed], "np": {}}
+        return self._hot
 
-        Cached per spatial size, and rebuilt whenever the buffers move (``.to()``, a deep copy:
-        their data pointers change); in-place updates are seen through the shared memory of
-        ``P`` and invalidate the threshold through the pointer of ``thr``.
-        """
-        key = (self.pw.data_ptr(), self.thr.data_ptr(), self.thr._version, hw)
-        if self._np_cache is None or self._np_cache[0] != key:
-            self._np_cache = (key, self.pw.numpy(), self.thr.numpy() * hw)
-        return self._np_cache[1], self._np_cache[2]
+    def _np_constants(self, hw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        table = self._hot_refs()["np"]
+        if hw not in table:
+            table[hw] = (self.pw.numpy(), self.thr.numpy() * hw, np.ones(hw, dtype=np.float32))
+        return table[hw]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> FastBasicBlock:
+        self._hot = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._hot = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_hot"] = None  # NumPy views would not share the copy's memory
+        return state
+
+    @staticmethod
+    def _numpy_ok(x: torch.Tensor) -> bool:
+        return x.is_cpu and x.dtype == torch.float32 and not x.requires_grad
 
     def _counts(self, x: torch.Tensor) -> list[int]:
-        """Raw kept-channel count per input: predicted scores at or above the threshold."""
+        """Raw kept-channel count per input: predicted scores at or above the threshold.
+
+        Row by row (one matrix-vector product per input), so an input's count never depends on
+        the batch it came in.
+        """
         hw = x.shape[2] * x.shape[3]
-        if x.device.type == "cpu" and not x.requires_grad:
-            pw, thr = self._numpy_views(hw)
-            sums = x.numpy().reshape(x.shape[0], x.shape[1], -1).sum(2)
-            return [int(np.count_nonzero(pw @ row >= thr)) for row in sums]
+        if self._numpy_ok(x):
+            pw, thr, ones = self._np_constants(hw)
+            xs = x.numpy()
+            return [int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
+                    for xi in xs]
         s = F.linear(x.detach().sum((2, 3)), self.pw)
         return (s >= self.thr * hw).sum(1).tolist()
 
     def width_index(self, x: torch.Tensor) -> int:
         """Index into ``widths`` of the width a single input (batch of one) computes."""
-        return self.lut[self._counts(x)[0]] if self.predict else 0
+        if not self.predict:
+            return 0
+        if not self._numpy_ok(x):
+            return self.lut[self._counts(x)[0]]
+        hw = x.shape[2] * x.shape[3]  # the row of _counts, inlined: fewest calls at batch 1
+        pw, thr, ones = self._np_constants(hw)
+        return self.lut[int(np.count_nonzero(pw @ (x.numpy().reshape(x.shape[1], hw) @ ones)
+                                             >= thr))]
 
     def _choose(self, x: torch.Tensor) -> torch.Tensor:
         """Width index per input (B,)."""
@@ -158,7 +193,7 @@ class FastBasicBlock(nn.Module):
         return F.relu_(y.add_(sc))
 
     def _run_width(self, x: torch.Tensor, j: int) -> torch.Tensor:
-        w1, b1, w2 = (getattr(self, n) for n in self._packed[j])
+        w1, b1, w2 = self._hot_refs()["runs"][j]
         h = F.relu_(F.conv2d(x, w1, b1, self.stride, 1))
         return self._tail(x, F.conv2d(h, w2, self.b2, 1, 1))
 

@@ -71,6 +71,29 @@ def test_fast_decision_numpy_path_matches_the_torch_path_and_the_predictor() -> 
         assert cpu == (scores >= b.tau).sum(1).tolist()
 
 
+def test_fast_hot_references_follow_loaded_moved_and_copied_weights() -> None:
+    import copy
+
+    net = _fast(0.5, round_to=1, widths=4)
+    b = next(m for m in net.modules() if isinstance(m, FastBasicBlock) and m.predict)
+    x = torch.rand(1, b.w1.shape[1], 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        before = b.width_index(x)
+        assert before == b.lut[b._counts(x)[0]]  # the inlined batch-1 row is _counts' row
+        twin = copy.deepcopy(b)
+        state = {k: v.clone() for k, v in b.state_dict().items()}
+        state["thr"].fill_(-1e9)  # every channel reaches it: the widest width
+        b.load_state_dict(state)
+        assert b.width_index(x) == len(b.widths) - 1
+        assert twin.width_index(x) == before  # the copy keeps its own constants
+        state["thr"].fill_(1e9)  # no channel does: the smallest width
+        twin.load_state_dict(state)
+        assert twin.width_index(x) == 0
+        ref = net(X)
+        wide = copy.deepcopy(net).double()  # moved buffers: the packed weights follow
+        torch.testing.assert_close(wide(X.double()).float(), ref, atol=1e-4, rtol=1e-4)
+
+
 def test_fast_single_width_block_skips_the_decision_and_its_macs() -> None:
     block = create_model("test_resnet").eval().layer1[0]
     c = block.conv1.out_channels
