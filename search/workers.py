@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -104,11 +105,21 @@ class _Interrupts:
             yield self
             return
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        hook = sys.unraisablehook
+
+        def quiet(unraisable: Any) -> None:
+            # our own KeyboardInterrupt, dropped in a finaliser: check() raises it again, so
+            # the user sees no "Exception ignored in" traceback for their Ctrl-C
+            if not (self.requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+                hook(unraisable)
+
         for s in previous:
             signal.signal(s, self.handler)
+        sys.unraisablehook = quiet
         try:
             yield self
         finally:
+            sys.unraisablehook = hook
             for s, h in previous.items():
                 signal.signal(s, h)
 

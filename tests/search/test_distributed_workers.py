@@ -312,16 +312,24 @@ def test_an_interrupt_dropped_by_a_finaliser_is_raised_at_the_next_check() -> No
     from search.workers import _Interrupts
 
     interrupts = _Interrupts()
-    interrupts.in_trial = True
+    reported: list[object] = []
 
     class SignalledWhileFinalised:
         def __del__(self) -> None:
             interrupts.handler(signal.SIGINT, None)
 
-    obj = SignalledWhileFinalised()
-    del obj  # the handler's KeyboardInterrupt is dropped by the interpreter here
-    gc.collect()
-    assert interrupts.requested and not interrupts.in_trial
-    with pytest.raises(KeyboardInterrupt):
-        interrupts.check()
+    previous = sys.unraisablehook
+    sys.unraisablehook = reported.append  # what the interpreter would print
+    try:
+        with interrupts.installed():
+            interrupts.in_trial = True
+            obj = SignalledWhileFinalised()
+            del obj  # the handler's KeyboardInterrupt is dropped by the interpreter here
+            gc.collect()
+            assert interrupts.requested and not interrupts.in_trial
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.check()
+    finally:
+        sys.unraisablehook = previous
+    assert reported == []  # no "Exception ignored in" traceback for the user's Ctrl-C
     assert _Interrupts().check() is None  # no signal: nothing raised
