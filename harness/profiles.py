@@ -227,18 +227,24 @@ def check_usable(profile: HardwareProfile, force: bool = False,
 
 @contextlib.contextmanager
 def applied(profile: HardwareProfile) -> Iterator[HardwareProfile]:
-    """Set torch's intra-op thread count from ``profile`` for the block, then restore it.
+    """Set torch's and NumPy's BLAS thread counts from ``profile`` for the block, then restore them.
 
     On CPU, denormal floats are also flushed to zero (FTZ/DAZ) inside the block, as inference
     benchmarks do: trained networks on real inputs produce denormals whose microcode stalls
     otherwise decide the timing (measured: ResNet-20 on digits, 1 thread, p50 4.5-5.2 ms
     without, 3.05 ms with), not the pruning being compared. Recorded as ``flush_denormal``.
     """
+    from threadpoolctl import threadpool_limits
+
     previous = torch.get_num_threads()
-    torch.set_num_threads(profile.resolved_threads())
+    threads = profile.resolved_threads()
+    torch.set_num_threads(threads)
     ftz = profile.device == "cpu" and torch.set_flush_denormal(True)
     try:
-        yield profile
+        # NumPy's BLAS too (its own pool, 2 threads on this VM): a method computing on the host
+        # in NumPy (antidote_fast's width decisions) must not use more cores than the profile
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield profile
     finally:
         if ftz:
             torch.set_flush_denormal(False)
