@@ -13,8 +13,11 @@ save at batch 1, so the fast path avoids every per-input gather.
    It is evaluated as ``P @ sum >= (tau - p0) * HW`` (no division, no bias add). On CPU it runs
    in NumPy on a zero-copy view of the activation, which needs fewer operator dispatches than
    the PyTorch form (``benchmarks/bench_dynamic.py`` measures what the decisions still cost,
-   with its decisions-replayed diagnostic). Every mode and batch size uses the same row-wise
-   form, so an input's width never depends on the mode or its batch.
+   with its decisions-replayed diagnostic). The channel sums are one matrix-vector product
+   per input; under a profile NumPy's BLAS runs on the profile's threads
+   (:func:`harness.profiles.applied`): its own 2-thread pool made 1-thread timings erratic.
+   Every mode and batch size uses the same row-wise form, so an input's width never depends
+   on the mode or its batch.
    A block whose calibration yields a single width skips the decision (its answer is fixed).
 3. **A few discrete widths.** ``k`` is rounded up to one of ``widths`` (default 4) per-block widths
    (multiples of ``round_to``); each width has pre-packed contiguous copies of conv1's first ``k``

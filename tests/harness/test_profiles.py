@@ -148,3 +148,16 @@ def test_applied_sets_and_restores_threads(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), applied(p):
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def test_applied_limits_numpy_blas_to_the_profile_threads(tmp_path: Path) -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas()
+    assert before  # NumPy's BLAS is loaded
+    with applied(load_profile(write_profile(tmp_path, threads="1"))):
+        assert blas() == [1] * len(before)
+    assert blas() == before
