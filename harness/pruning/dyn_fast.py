@@ -128,9 +128,9 @@ class FastBasicBlock(nn.Module):
     def _hot_refs(self) -> dict:
         """What the per-input path reads, as plain references: each width's packed weights, and
         per spatial size the NumPy decision constants (a view of ``P``, ``(tau - p0) * hw`` and a
-        vector of ones). ``nn.Module`` attribute lookups and rebuilding these cost more than the
-        decision itself at batch 1. Forgotten whenever the buffers may have changed: ``.to()``
-        and friends (:meth:`_apply`), ``load_state_dict``, copies and pickling."""
+        vector of ones): ``nn.Module`` attribute lookups and rebuilding these per call were a
+        large share of a batch-1 decision. Forgotten whenever the buffers may have changed:
+        ``.to()`` and friends (:meth:`_apply`), ``load_state_dict``, copies and pickling."""
         if self._hot is None:
             self._hot = {"runs": [tuple(getattr(self, n) for n in names)
                                   for names in self._packed], "np": {}}
