@@ -239,8 +239,10 @@ def run(args: argparse.Namespace) -> int:
                                                      default=str))
     todo = [(label, cfg) for label, cfg in points if label not in done]
     for label, cfg in tqdm(todo, desc="baseline", disable=args.quiet, file=sys.stderr):
+        # in the run's dense frame: p50 = the dense point's p50 / the interleaved speedup, so a
+        # busy machine's slow minutes cannot put a pruned point behind its own dense point
         m = evaluate(prepared, cfg, profile, split="test", force=args.force,
-                     speedup_vs_dense=True, progress=not args.quiet)
+                     latency_anchor_ms=dense.latency_p50_ms, progress=not args.quiet)
         rows.append({"run_kind": "baseline", "label": label, **m.to_row()})
         write_points(run_dir / "points.csv", rows)
     return _print(run_dir, dense, rows, args.json)

@@ -57,6 +57,9 @@ def test_baseline_writes_a_complete_run_folder_and_resumes(tmp_path: Path, fast_
     assert int(pruned["macs"]) < int(dense["macs"]) and int(pruned["params"]) < int(
         dense["params"])
     assert pruned["accuracy_split"] == "test" and float(pruned["speedup_vs_dense"]) > 0
+    # in the run's dense frame: the dense point's p50 over the interleaved speedup
+    assert float(pruned["latency_p50_ms"]) == pytest.approx(
+        float(dense["latency_p50_ms"]) / float(pruned["speedup_vs_dense"]), rel=1e-6)
     dense_json = (out / "dense.json").read_text()
 
     assert main(_args(out, fast_profile, "0.5,0.25")) == 0  # resume: only 0.25 is new
