@@ -96,21 +96,21 @@ class FastBasicBlock(nn.Module):
         super().__init__()
         w1, b1 = folded_weights(block.conv1, block.bn1)
         w2, b2 = folded_weights(block.conv2, block.bn2)
-        self.register_buffer("w1", w1[order].contiguous())
-        self.register_buffer("b1", b1[order].contiguous())
-        self.register_buffer("w2", w2[:, order].contiguous())
-        self.register_buffer("b2", b2)
+        self._weight("w1", w1[order].contiguous())
+        self._weight("b1", b1[order].contiguous())
+        self._weight("w2", w2[:, order].contiguous())
+        self._weight("b2", b2)
         self.stride = block.conv1.stride[0]
         self.has_shortcut = not isinstance(block.shortcut, nn.Identity)
         if self.has_shortcut:
             ws, bs = folded_weights(block.shortcut[0], block.shortcut[1])
-            self.register_buffer("ws", ws)
-            self.register_buffer("bs", bs)
+            self._weight("ws", ws)
+            self._weight("bs", bs)
         # a single width needs no decision: every input computes it
         self.predict = predictor is not None and len(widths) > 1
         if predictor is not None:
-            self.register_buffer("pw", predictor[0][order].contiguous())
-            self.register_buffer("pb", predictor[1][order].contiguous())
+            self._weight("pw", predictor[0][order].contiguous())
+            self._weight("pb", predictor[1][order].contiguous())
             self.register_buffer("thr", (float(tau) - self.pb).contiguous())
         self.tau, self.widths, self.mode = float(tau), list(widths), mode
         self.register_buffer("widths_t", torch.tensor(self.widths))
@@ -124,6 +124,11 @@ class FastBasicBlock(nn.Module):
             self.register_buffer(f"pb1_{j}", self.b1[:k].clone())
             self.register_buffer(f"pw2_{j}", self.w2[:, :k].contiguous())
             self._packed.append((f"pw1_{j}", f"pb1_{j}", f"pw2_{j}"))
+
+    def _weight(self, name: str, value: torch.Tensor) -> None:
+        """A frozen parameter: counted in ``params`` like the dense network's weights (the
+        per-width packed copies and derived thresholds stay buffers)."""
+        self.register_parameter(name, nn.Parameter(value, requires_grad=False))
 
     def _hot_refs(self) -> dict:
         """What the per-input path reads, as plain references: each width's packed weights, and

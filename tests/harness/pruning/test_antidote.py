@@ -94,6 +94,19 @@ def test_fast_hot_references_follow_loaded_moved_and_copied_weights() -> None:
         torch.testing.assert_close(wide(X.double()).float(), ref, atol=1e-4, rtol=1e-4)
 
 
+def test_fast_params_count_the_weights_not_the_packed_copies() -> None:
+    from harness.measure.memory import count_params
+
+    dense = count_params(fold_batchnorm(create_model("test_resnet").eval()))
+    assert count_params(_fast(1.0)) == dense  # the same weights, BN folded alike
+    net = _fast(0.5)
+    predictors = sum(m.pw.numel() + m.pb.numel() for m in net.modules()
+                     if isinstance(m, FastBasicBlock) and hasattr(m, "pw"))
+    assert predictors and count_params(net) == dense + predictors
+    assert not any(p.requires_grad for m in net.modules() if isinstance(m, FastBasicBlock)
+                   for p in m.parameters())  # frozen: the engine is inference only
+
+
 def test_fast_single_width_block_skips_the_decision_and_its_macs() -> None:
     block = create_model("test_resnet").eval().layer1[0]
     c = block.conv1.out_channels
