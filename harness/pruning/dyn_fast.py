@@ -134,7 +134,7 @@ class FastBasicBlock(nn.Module):
         """What the per-input path reads, as plain references: each width's packed weights, and
         per spatial size the NumPy decision constants (a view of ``P``, ``(tau - p0) * hw`` and a
         vector of ones): ``nn.Module`` attribute lookups and rebuilding these per call were a
-        large share of a batch-1 decision. Forgotten whenever the buffers may have changed:
+        large share of a batch-1 decision. Forgotten whenever the weights may have changed:
         ``.to()`` and friends (:meth:`_apply`), ``load_state_dict``, copies and pickling."""
         if self._hot is None:
             self._hot = {"runs": [tuple(getattr(self, n) for n in names)
@@ -172,10 +172,7 @@ class FastBasicBlock(nn.Module):
         """
         hw = x.shape[2] * x.shape[3]
         if self._numpy_ok(x):
-            pw, thr, ones = self._np_constants(hw)
-            xs = x.numpy()
-            return [int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
-                    for xi in xs]
+            return [self._np_count(xi, hw) for xi in x.numpy()]
         s = F.linear(x.detach().sum((2, 3)), self.pw)
         return (s >= self.thr * hw).sum(1).tolist()
 
@@ -185,10 +182,12 @@ class FastBasicBlock(nn.Module):
             return 0
         if not self._numpy_ok(x):
             return self.lut[self._counts(x)[0]]
-        hw = x.shape[2] * x.shape[3]  # the row of _counts, inlined: fewest calls at batch 1
+        return self.lut[self._np_count(x.numpy()[0], x.shape[2] * x.shape[3])]
+
+    def _np_count(self, xi: np.ndarray, hw: int) -> int:
+        """One input's (C, H, W) count in NumPy: channel sums by one matrix-vector product."""
         pw, thr, ones = self._np_constants(hw)
-        return self.lut[int(np.count_nonzero(pw @ (x.numpy().reshape(x.shape[1], hw) @ ones)
-                                             >= thr))]
+        return int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
 
     def _choose(self, x: torch.Tensor) -> torch.Tensor:
         """Width index per input (B,)."""

@@ -303,7 +303,6 @@ def test_study_created_with_an_anchor_keeps_it(pg_url: str, env: dict[str, str])
     assert t.user_attrs["latency_p50_ms"] == pytest.approx(12.5 / t.user_attrs["speedup_vs_dense"])
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_interrupt_dropped_by_a_finaliser_is_raised_at_the_next_check() -> None:
     """CI caught this: SIGINT landing in a weakref callback during ``gc.collect()`` was printed
     ("Exception ignored in") and dropped, and the trial ran on to COMPLETE."""
