@@ -222,6 +222,7 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     env.update(latency_converged=lat.converged, latency_ci_low_ms=lat.ci_low_ms,
                latency_ci_high_ms=lat.ci_high_ms, energy_notes=list(energy.notes),
                energy_window_s=energy.window_s, energy_inferences=energy.inferences,
+               energy_gross_j=energy.joules_gross,
                dynamic=eff.dynamic, macs_static_count=compute.macs, **frame)
     if energy.method == "modelled":
         env["energy_model_source"] = profile.energy.source

@@ -231,7 +231,7 @@ def measure_energy(model: nn.Module, batches: Sequence[torch.Tensor], profile: H
             if cuda:
                 torch.cuda.synchronize()
         joules = meter.end()
-        wall = time.perf_counter() - t0
+        wall = meter.window_s or time.perf_counter() - t0
     net = joules - (idle_w or 0.0) * wall
     notes = meter.notes
     if net <= 0:

@@ -27,6 +27,9 @@ class EnergyMeter(abc.ABC):
     idle_window_s: ClassVar[float] = 0.5  # how long idle power is sampled (s)
     measures: ClassVar[bool] = True  # False only for the null meter
     notes: tuple[str, ...] = ()  # why ``auto`` fell back, if it did
+    # the last window's length as the meter itself timed it (aligned to its counter's steps),
+    # or None: then the caller's wall clock around begin()/end() is the window
+    window_s: float | None = None
     _idle_w: float | None = None
 
     @classmethod
@@ -50,7 +53,7 @@ class EnergyMeter(abc.ABC):
             t0 = time.perf_counter()
             time.sleep(self.idle_window_s)
             joules = self.end()
-            self._idle_w = joules / (time.perf_counter() - t0)
+            self._idle_w = joules / (self.window_s or time.perf_counter() - t0)
         return self._idle_w
 
     def close(self) -> None:  # noqa: B027  (optional hook, not abstract)

@@ -48,13 +48,15 @@ class NvmlMeter(EnergyMeter):
     min_window_s = 1.0  # the energy counter advances about every 100 ms or slower
     idle_window_s = 1.0
     sample_period_s = 0.01
+    tick_poll_s = 0.0005  # how often the counter is read while waiting for its next step
+    tick_timeout_s = 0.5  # a counter that has not stepped by then is read as it is
 
     def __init__(self, nvml: Any, handle: Any, sampled: bool) -> None:
         self.nvml, self.handle, self.sampled = nvml, handle, sampled
         if sampled:
             self.method = "nvml-sampled"
             self.min_window_s = 2.0
-        self._start_mj = 0
+        self._start_mj, self._start_t = 0, 0.0
         self._sampler: _PowerSampler | None = None
 
     @classmethod
@@ -88,13 +90,31 @@ class NvmlMeter(EnergyMeter):
                 from None
         return cls(nvml, handle, sampled=True)
 
+    def _next_tick(self) -> tuple[int, float]:
+        """The counter's value at its next update, and when that update was seen.
+
+        The counter advances in steps (every ~20-100 ms, GPU-dependent). Reading it at arbitrary
+        moments misattributes up to one step of board power (~10 J on an H100) to each window,
+        which at batch 1 outweighs the load's own energy above idle; reading both ends just
+        after a step, and timing the window between those steps, removes that error.
+        """
+        read = self.nvml.nvmlDeviceGetTotalEnergyConsumption
+        first = read(self.handle)
+        deadline = time.perf_counter() + self.tick_timeout_s
+        while True:
+            value, now = read(self.handle), time.perf_counter()
+            if value != first or now >= deadline:
+                return value, now
+            time.sleep(self.tick_poll_s)
+
     def begin(self) -> None:
-        """Read the counter, or start the power sampler."""
+        """Read the counter at its next step, or start the power sampler."""
+        self.window_s = None
         if self.sampled:
             self._sampler = _PowerSampler(self.nvml, self.handle, self.sample_period_s)
             self._sampler.start()
         else:
-            self._start_mj = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+            self._start_mj, self._start_t = self._next_tick()
 
     def end(self) -> float:
         """Joules since :meth:`begin`."""
@@ -103,7 +123,9 @@ class NvmlMeter(EnergyMeter):
                 raise RuntimeError("end() without begin()")
             joules, self._sampler = self._sampler.finish(), None
             return joules
-        return (self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) - self._start_mj) / 1e3
+        end_mj, end_t = self._next_tick()
+        self.window_s = end_t - self._start_t
+        return (end_mj - self._start_mj) / 1e3
 
     def close(self) -> None:
         """Shut NVML down."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -111,9 +112,35 @@ def test_nvml_energy_counter() -> None:
     nvml = FakeNvml()
     meter = open_meter(profile("nvml", "cuda:0"), nvml=nvml)
     assert isinstance(meter, NvmlMeter) and meter.method == "nvml"
+    meter.tick_timeout_s = 0.01  # this fake counter only moves when the test moves it
     meter.begin()
     nvml.energy_mj += 2_500
     assert meter.end() == pytest.approx(2.5)
+
+
+class SteppingNvml(FakeNvml):
+    """A counter that, like a real GPU's, advances only every ``step_s`` at ``watts``."""
+
+    def __init__(self, step_s: float, watts: float) -> None:
+        super().__init__()
+        self.step_s, self.watts, self.t0 = step_s, watts, time.perf_counter()
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: int) -> int:  # noqa: N802
+        steps = int((time.perf_counter() - self.t0) / self.step_s)
+        return round(steps * self.step_s * self.watts * 1e3)
+
+
+def test_nvml_windows_are_aligned_to_the_counters_steps() -> None:
+    """A 60 ms window on a counter stepping every 40 ms reads the true power, not 0 or 2x."""
+    nvml = SteppingNvml(step_s=0.04, watts=100.0)
+    meter = open_meter(profile("nvml", "cuda:0"), nvml=nvml)
+    for _ in range(3):
+        meter.begin()
+        time.sleep(0.06)
+        joules = meter.end()
+        assert meter.window_s is not None and meter.window_s >= 0.06
+        assert joules / meter.window_s == pytest.approx(100.0, rel=0.15)
+    assert meter.idle_power_w() == pytest.approx(100.0, rel=0.15)
 
 
 def test_nvml_power_sampling_fallback() -> None:
@@ -122,7 +149,6 @@ def test_nvml_power_sampling_fallback() -> None:
     assert meter.method == "nvml-sampled"
     meter.sample_period_s = 0.005
     meter.begin()
-    import time
     time.sleep(0.1)
     assert meter.end() == pytest.approx(50.0 * 0.1, rel=0.3)  # 50 W for ~0.1 s
 
