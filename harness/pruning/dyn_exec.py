@@ -131,7 +131,7 @@ class GatedConsumer(nn.Module):
             y = torch.cat([self._one(z[i:i + 1], i) for i in range(z.shape[0])])
         if recording_active():
             cols = (d.columns.sum(1) if d.columns is not None
-                    else torch.full((z.shape[0],), y[0, 0].numel()))
+                    else torch.full((z.shape[0],), y[0, 0].numel(), device=z.device))
             record_effective_macs(d.channels.sum(1).double() * cols.double()
                                   * self.per_channel_macs)
         return y

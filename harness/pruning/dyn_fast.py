@@ -192,8 +192,9 @@ class FastBasicBlock(nn.Module):
     def _choose(self, x: torch.Tensor) -> torch.Tensor:
         """Width index per input (B,)."""
         if not self.predict:
-            return torch.zeros(x.shape[0], dtype=torch.long)
-        return torch.tensor([self.lut[k] for k in self._counts(x)], dtype=torch.long)
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return torch.tensor([self.lut[k] for k in self._counts(x)], dtype=torch.long,
+                            device=x.device)
 
     def _tail(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         sc = F.conv2d(x, self.ws, self.bs, self.stride) if self.has_shortcut else x
@@ -226,7 +227,8 @@ class FastBasicBlock(nn.Module):
         k = self.widths_t[widx]
         if self.mode == "masked":
             h = F.relu(F.conv2d(x, self.w1, self.b1, self.stride, 1))
-            h = h * (torch.arange(h.shape[1])[None] < k[:, None]).to(h.dtype)[:, :, None, None]
+            ch = torch.arange(h.shape[1], device=h.device)
+            h = h * (ch[None] < k[:, None]).to(h.dtype)[:, :, None, None]
             return self._tail(x, F.conv2d(h, self.w2, self.b2, 1, 1))
         outs = []
         for i, ki in enumerate(k.tolist()):  # gathered: per-input slices, no packing
