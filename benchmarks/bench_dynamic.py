@@ -31,11 +31,15 @@ gates is done here: this benchmark is about speed; ``accuracy_dynamic.py`` measu
 
 Batch 1 uses the profile's timing (5 interleaved rounds); batch 32 uses 3 rounds of at most
 4 s per network and reports ``fast`` at every point, ``gathered``/``masked`` at 50% only.
-Usage: ``python benchmarks/bench_dynamic.py`` (a few minutes). Last line: one JSON object.
+Usage: ``python benchmarks/bench_dynamic.py [--profile P]`` (a few minutes). Last line: one JSON
+object. ``--profile`` (default ``cpu-1t``) times on another profile, e.g. ``cuda-b1`` on a GPU
+machine: its device, dtype and timing settings apply, batch 32 included; the replayed-decisions
+diagnostic reads inputs through NumPy and is left out on a GPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
@@ -45,9 +49,10 @@ import warnings
 import torch
 
 from harness.datasets import load_dataset
+from harness.errors import PrunebenchError
 from harness.measure.flops import count_macs, effective_macs
 from harness.measure.latency import measure_speedup
-from harness.profiles import load_profile
+from harness.profiles import check_usable, load_profile
 from harness.pruning import PruneContext, PruningConfig, get_method
 from harness.pruning.dyn_fast import FastBasicBlock
 from harness.pruning.dyn_fold import fold_batchnorm
@@ -157,6 +162,15 @@ def _speed(net: torch.nn.Module, ref: torch.nn.Module, setting: tuple) -> float:
 
 def main() -> None:
     """Run every point and print the table (stderr) and the JSON (stdout, last line)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu-1t", help="hardware profile (default cpu-1t)")
+    profile_name = parser.parse_args().profile
+    try:
+        base = load_profile(profile_name)
+        check_usable(base)
+    except PrunebenchError as exc:
+        print(f"bench_dynamic: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     splits = load_dataset("digits")
@@ -168,7 +182,6 @@ def main() -> None:
     calib_inputs = [images[:32]]
     dense_folded = fold_batchnorm(model)
     dense_engine = _engine(model, images)
-    base = load_profile("cpu-1t")
     points = []
     cache: dict = {}
 
@@ -213,7 +226,7 @@ def main() -> None:
                             _speed(_engine(static_cut, images), dense_engine, setting), 3),
                         **({"realized_speedup_same_engine_decisions_replayed": round(_speed(
                             _Replay(copy.deepcopy(net), inputs), dense_engine, setting), 3)}
-                           if batch == 1 else {}),
+                           if batch == 1 and not base.is_cuda else {}),
                         "distinct_widths_mean": round(
                             sum(len(w) for w in widths) / len(widths), 2)}
                 points.append(_report(_point("antidote_fast", mode, batch, red, realized,
@@ -233,7 +246,7 @@ def main() -> None:
                                              reference="dense (BN not folded)")))
     print(json.dumps({"points": points, "inputs": "digits test images 1x32x32 (first 64)",
                       "model": "resnet56 trained on digits (DEFAULT_RECIPE)",
-                      "calibration": "digits train images", "profile": "cpu-1t",
+                      "calibration": "digits train images", "profile": base.name,
                       "threads": torch.get_num_threads()}))
 
 

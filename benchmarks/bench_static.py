@@ -17,12 +17,14 @@ im2col+GEMM kernel (PyTorch picks it over oneDNN for batch-1 inputs this small; 
 ``eager_dense_top_op`` names the operator that dominates, from ``torch.profiler``), whose time
 shrinks more slowly than the MACs as channels are removed, and each of ResNet-56's ~200 eager
 ops has a fixed dispatch cost that pruning does not remove.
-Usage: ``.venv/bin/python benchmarks/bench_static.py``; the last line is one
-JSON object ``{"points": [...], ...}``.
+Usage: ``.venv/bin/python benchmarks/bench_static.py [--profile P]``; the last line is one
+JSON object ``{"points": [...], ...}``. ``--profile`` (default ``cpu-1t``, which also times the
+``frozen`` form) times another profile's eager form only, e.g. ``cuda-b1`` on a GPU machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -99,11 +101,22 @@ def ratio_for(model: nn.Module, x: torch.Tensor, target: float, dense_macs: int,
 
 def main() -> int:
     """Run the benchmark; print one line per point and a JSON summary last."""
+    from harness.errors import PrunebenchError
     from harness.measure.latency import measure_speedup
     from harness.models import create_model
-    from harness.profiles import load_profile
+    from harness.profiles import check_usable, load_profile
 
-    profiles = {form: load_profile(name) for form, name in FORMS.items()}
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=PROFILE, help=f"hardware profile (default {PROFILE})")
+    name = parser.parse_args().profile
+    forms = FORMS if name == PROFILE else {"eager": name}
+    try:
+        profiles = {form: load_profile(p) for form, p in forms.items()}
+        for profile in profiles.values():
+            check_usable(profile)
+    except PrunebenchError as exc:
+        print(f"bench_static: error: {exc}", file=sys.stderr)
+        return 2
     torch.manual_seed(0)
     model = create_model(MODEL, 10, 3).eval()
     x = torch.randn(1, 3, 32, 32)
@@ -136,14 +149,15 @@ def main() -> int:
     for scheme in SCHEMES:
         half = min((p for p in points if p["scheme"] == scheme),
                    key=lambda p: abs(p["target_macs_reduction"] - 0.5))
-        for form in FORMS:
+        for form in forms:
             key = "" if form == "eager" else "frozen_"
             met[f"{scheme}/{form}"] = (half[f"{key}realized_speedup"]
                                        >= 0.7 * half["ideal_speedup"])
-    kernel = top_op(model, x)
-    print(f"eager dense network: {kernel['op']} takes {100 * kernel['self_cpu_share']:.0f}% of "
-          "self CPU time", file=sys.stderr)
-    summary = {"points": points, "model": MODEL, "profile": PROFILE, "profiles": FORMS,
+    kernel = top_op(model, x) if name == PROFILE else None
+    if kernel:
+        print(f"eager dense network: {kernel['op']} takes {100 * kernel['self_cpu_share']:.0f}% "
+              "of self CPU time", file=sys.stderr)
+    summary = {"points": points, "model": MODEL, "profile": name, "profiles": forms,
                "eager_dense_top_op": kernel,
                "rounds": ROUNDS,
                "torch": torch.__version__, "target_met_at_50": met}
