@@ -9,7 +9,11 @@ column attention) is computed.
 AntiDote's training phase, targeted dropout, lives in ``dyn_train.py`` (``prunebench finetune``).
 
 The exact rule needs each input's full gated feature map before it can decide, so the gated conv
-itself is always computed and only the consumer is pruned. ``antidote_fast`` is a separate method
+itself is always computed and only the consumer is pruned. By default the gates sit on each
+residual block's internal feature map (the second conv's input); ``options["inputs"] = 1`` also
+gates each block's input (the first conv's input channels, by the block input's own attention),
+as AntiDote prunes the input feature map of every layer: the same keep-ratio then removes about
+twice the MACs. ``antidote_fast`` is a separate method
 (its own accuracy): it predicts a per-input width from the block input and runs BN-folded,
 pre-packed widths (``dyn_fast.py``).
 """
@@ -57,7 +61,8 @@ class AntiDote(PruningMethod):
 
     info = MethodInfo("antidote", "dynamic",
                       "per-input channel/column attention gates on each block's internal "
-                      "feature map (exact rule; options: rule=ratio|threshold, columns, p)",
+                      "feature map, and with inputs=1 on each block's input (exact rule; "
+                      "options: rule=ratio|threshold, columns, p, inputs)",
                       ANTIDOTE_CITATION)
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
@@ -65,7 +70,7 @@ class AntiDote(PruningMethod):
         highest-attention channels. Rule ``threshold``: a channel is kept when its attention is
         at least ``(1 - keep)`` x the input's largest (so keep 1.0 keeps all in both rules)."""
         opts = config.options
-        check_options(opts, {"rule", "columns", "p"}, self.info.name)
+        check_options(opts, {"rule", "columns", "p", "inputs"}, self.info.name)
         mode = check_exec_mode(config.exec_mode, self.info.name, EXACT_MODES)
         rule = opts.get("rule", "ratio")
         if rule not in ("ratio", "threshold"):
@@ -73,14 +78,19 @@ class AntiDote(PruningMethod):
         power = float(opts.get("p", 1.0))
         if not power > 0:
             raise PrunebenchError(f"option p={opts['p']!r} must be > 0 (1 = mean |activation|)")
-        sites = require_sites(model, self.info.name)
+        inputs = opts.get("inputs", 0)
+        if inputs not in (0, 1):  # True/False compare equal to 1/0
+            raise PrunebenchError(f"option inputs={inputs!r} must be 0 or 1 (1 also gates each "
+                                  "residual block's input channels)")
+        sites = require_sites(model, self.info.name, inputs=bool(inputs))
         keep = resolve_keep(config, sites)
         columns = resolve_fraction(config, "columns")
         kind = "topk" if rule == "ratio" else "relative"
-        rules = {n: GateRule(kind, v if kind == "topk" else 1.0 - v, columns, power)
-                 for n, v in keep.items()}
+        rules = {s.name: GateRule(kind, keep[s.name] if kind == "topk" else 1.0 - keep[s.name],
+                                  1.0 if s.is_input else columns, power) for s in sites}
         return build_gated(model, rules, mode, ctx.example_input,
-                           {"method": self.info.name, "rule": rule, "columns": columns})
+                           {"method": self.info.name, "rule": rule, "columns": columns,
+                            "inputs": bool(inputs)})
 
 
 class AntiDoteFast(PruningMethod):

@@ -6,6 +6,12 @@ convolution that reads it. For CIFAR ResNets the producer is the first conv of e
 its output channels are internal to the block, so pruning them needs no residual bookkeeping, and
 the second conv's input channels follow. Plain chains (``test_convnet``, VGG ``nn.Sequential``
 features: conv, BN, ReLU, [max-pool], conv) are gated the same way.
+
+An *input site* (``inputs=True``; AntiDote's option ``inputs``) gates the input channels of each
+residual block's first conv by the attention of the block input itself: ``gate`` is empty (the
+consumer gates its own input) and ``name`` is the block's module name. Only that conv reads the
+gated channels; the block's shortcut still adds the whole input. With both kinds, every conv of
+every block computes only the input channels its input's attention keeps.
 """
 
 from __future__ import annotations
@@ -27,12 +33,18 @@ _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 @dataclass(frozen=True)
 class GatedSite:
     """One gated feature map: ``name`` (producer conv, the config key), ``gate`` (the module whose
-    output is pruned), ``consumer`` (the conv reading it) and its ``channels``."""
+    output is pruned), ``consumer`` (the conv reading it) and its ``channels``. An input site has
+    ``gate == ""``: the consumer gates its own input, and ``name`` is the block's name."""
 
     name: str
     gate: str
     consumer: str
     channels: int
+
+    @property
+    def is_input(self) -> bool:
+        """True for an input site (the consumer conv's own input is gated)."""
+        return not self.gate
 
 
 def _join(prefix: str, name: str) -> str:
@@ -59,11 +71,14 @@ def _sequential_sites(prefix: str, seq: nn.Sequential) -> list[GatedSite]:
     return sites
 
 
-def find_sites(model: nn.Module) -> list[GatedSite]:
-    """Every gated site of ``model`` in module order (empty when no supported pattern exists)."""
+def find_sites(model: nn.Module, inputs: bool = False) -> list[GatedSite]:
+    """Every gated site of ``model`` in module order (empty when no supported pattern exists);
+    with ``inputs``, each residual block's input site before its internal one."""
     sites: list[GatedSite] = []
     for prefix, m in model.named_modules():
         if isinstance(m, BasicBlock):
+            if inputs:
+                sites.append(GatedSite(prefix, "", _join(prefix, "conv1"), m.conv1.in_channels))
             sites.append(GatedSite(_join(prefix, "conv1"), _join(prefix, "relu1"),
                                    _join(prefix, "conv2"), m.conv1.out_channels))
         elif isinstance(m, TinyConvNet):
@@ -81,9 +96,9 @@ def gated_layers(model: nn.Module) -> list[str]:
     return [s.name for s in find_sites(model)]
 
 
-def require_sites(model: nn.Module, method: str) -> list[GatedSite]:
+def require_sites(model: nn.Module, method: str, inputs: bool = False) -> list[GatedSite]:
     """The sites of ``model``, or an error when ``method`` has nothing to gate in it."""
-    sites = find_sites(model)
+    sites = find_sites(model, inputs)
     if not sites:
         raise PrunebenchError(
             f"method {method!r} found no gateable layer (conv-BN-ReLU feeding a conv) in "

@@ -12,7 +12,9 @@ ordinary network, so the trained weights load into the unmodified architecture; 
   at every keep-ratio the search may ask for); with ``order="calibrated"`` (``prunebench
   finetune --method antidote_fast``) the targeted channels are the tail of a static per-layer
   order (running mean attention), i.e. the nested-width ("ordered dropout") training that
-  matches ``antidote_fast``'s prefix widths. On digits (resnet20, 10 epochs, lr 0.05) that
+  matches ``antidote_fast``'s prefix widths. With ``inputs`` (``inputs=1`` in the CLI setting)
+  each residual block's input channels are targeted too, in front of its first conv only, for
+  ``antidote`` with its option ``inputs=1``. On digits (resnet20, 10 epochs, lr 0.05) that
   recipe, gamma=0.75,alpha=1,sample=1, gives antidote_fast 98.1 % test at keep 0.6 (43 % fewer
   MACs) vs 10 % untrained; see ``benchmarks/accuracy_dynamic.py``.
 - :class:`FeatureDecay` (Liu et al. 2019): an l2,1 penalty ``lambda x sum_sites mean_inputs
@@ -70,7 +72,7 @@ class TargetedDropout:
 
     def __init__(self, model: nn.Module, gamma: float, alpha: float, *, columns: bool = False,
                  seed: int = 0, sample: bool = False, order: str = "attention",
-                 momentum: float = 0.1) -> None:
+                 momentum: float = 0.1, inputs: bool = False) -> None:
         for key, v in (("gamma", gamma), ("alpha", alpha)):
             if not 0.0 <= v <= 1.0:
                 raise PrunebenchError(f"targeted dropout {key}={v!r} is outside [0, 1]; use e.g. "
@@ -78,12 +80,20 @@ class TargetedDropout:
         if order not in ("attention", "calibrated"):
             raise PrunebenchError(f"targeted dropout order={order!r} is unknown; use "
                                   "'attention' (antidote) or 'calibrated' (antidote_fast)")
+        if inputs and order == "calibrated":
+            raise PrunebenchError("targeted dropout inputs=1 trains AntiDote's input gates; "
+                                  "antidote_fast gates block internals only, drop inputs=1")
         self.gamma, self.alpha, self.columns = float(gamma), float(alpha), columns
         self.sample, self.order, self.momentum = sample, order, float(momentum)
         self.generator = torch.Generator().manual_seed(seed)
         self.running: dict[int, torch.Tensor] = {}
-        self._hooks = [get_module(model, s.gate).register_forward_hook(self._hook)
-                       for s in require_sites(model, "antidote")]
+        self._hooks = []
+        for site in require_sites(model, "antidote", inputs=inputs):
+            if site.is_input:  # drop the consumer's own input channels (not the shortcut's)
+                self._hooks.append(get_module(model, site.consumer).register_forward_pre_hook(
+                    lambda m, args: (self._hook(m, args, args[0], columns=False), *args[1:])))
+            else:
+                self._hooks.append(get_module(model, site.gate).register_forward_hook(self._hook))
 
     def _drop(self, shape: tuple[int, ...], targeted: torch.Tensor) -> torch.Tensor:
         if self.alpha >= 1.0:
@@ -96,9 +106,10 @@ class TargetedDropout:
             return self.gamma
         return torch.rand(batch, generator=self.generator, dtype=torch.float64) * self.gamma
 
-    def _hook(self, module: nn.Module, inputs: tuple, z: torch.Tensor) -> torch.Tensor | None:
+    def _hook(self, module: nn.Module, inputs: tuple, z: torch.Tensor,
+              columns: bool = True) -> torch.Tensor:
         if not module.training or self.gamma == 0.0 or self.alpha == 0.0:
-            return None
+            return z
         with torch.no_grad():
             att = channel_attention(z)
             frac = self._fractions(z.shape[0])
@@ -114,7 +125,7 @@ class TargetedDropout:
             else:
                 targeted = _bottom_mask(att, frac)
             keep = self._drop(tuple(att.shape), targeted)[:, :, None, None]
-            if self.columns:
+            if self.columns and columns:  # input sites gate channels only, as at test time
                 col = z.abs().mean(1).flatten(1)
                 keep_col = self._drop(tuple(col.shape), _bottom_mask(col, frac))
                 keep = keep & keep_col.view(z.shape[0], 1, *z.shape[2:])
@@ -163,19 +174,19 @@ class FeatureDecay:
 
 
 def parse_targeted_dropout(text: str) -> dict[str, float]:
-    """``"gamma=0.5,alpha=0.5[,columns=1][,sample=1]"`` -> dict (gamma, alpha, columns always;
-    sample only when given); errors name the bad part and the form."""
+    """``"gamma=0.5,alpha=0.5[,columns=1][,sample=1][,inputs=1]"`` -> dict (gamma, alpha, columns
+    always; sample and inputs only when given); errors name the bad part and the form."""
     out = {"gamma": 0.5, "alpha": 0.5, "columns": 0.0}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         try:
-            if not sep or key not in (*out, "sample"):
+            if not sep or key not in (*out, "sample", "inputs"):
                 raise ValueError
             out[key] = float(value)
         except ValueError:
             raise PrunebenchError(f"targeted dropout setting {part!r} is not understood; give "
-                                  "e.g. gamma=0.5,alpha=0.5 (optionally columns=1, sample=1)"
-                                  ) from None
+                                  "e.g. gamma=0.5,alpha=0.5 (optionally columns=1, sample=1, "
+                                  "inputs=1)") from None
     return out
 
 
@@ -200,7 +211,8 @@ def finetune_dynamic(model: nn.Module, splits: object, recipe: object, *,
                 model, targeted_dropout.get("gamma", 0.5), targeted_dropout.get("alpha", 0.5),
                 columns=bool(targeted_dropout.get("columns", 0.0)),
                 sample=bool(targeted_dropout.get("sample", 0.0)), order=order,
-                seed=getattr(recipe, "seed", 0)))
+                seed=getattr(recipe, "seed", 0),
+                inputs=bool(targeted_dropout.get("inputs", 0.0))))
         if feature_decay:
             decay = FeatureDecay(model, feature_decay)
             attached.append(decay)

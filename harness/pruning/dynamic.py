@@ -84,7 +84,7 @@ def build_gated(model: nn.Module, rules: dict[str, GateRule], mode: str,
     if mode not in EXACT_MODES:
         raise PrunebenchError(f"exec mode {mode!r} is not an exact mode; use one of "
                               f"{list(EXACT_MODES)}")
-    sites = {s.name: s for s in find_sites(model)}
+    sites = {s.name: s for s in find_sites(model, inputs=True)}
     unknown = sorted(set(rules) - set(sites))
     if unknown:
         raise PrunebenchError(f"unknown gated layer(s) {unknown}; gated layers are: "
@@ -97,9 +97,15 @@ def build_gated(model: nn.Module, rules: dict[str, GateRule], mode: str,
         if rule.columns < 1.0:
             _check_columns(net, site, example_input)
         decision = _Decision()
-        set_module(net, site.gate, Gate(get_module(net, site.gate), rule, mode, decision))
-        set_module(net, site.consumer, GatedConsumer(get_module(net, site.consumer), mode,
-                                                     decision))
+        consumer = GatedConsumer(get_module(net, site.consumer), mode, decision)
+        if site.is_input:  # the consumer's own input: the gate runs just before it
+            if rule.columns < 1.0:
+                raise PrunebenchError(f"column pruning is not available for the input site "
+                                      f"{name!r}; gate columns on internal sites only")
+            consumer = nn.Sequential(Gate(nn.Identity(), rule, mode, decision), consumer)
+        else:
+            set_module(net, site.gate, Gate(get_module(net, site.gate), rule, mode, decision))
+        set_module(net, site.consumer, consumer)
         ungated -= per_layer[site.consumer]
     meta = {"exec_mode": mode, "gated": sorted(rules),
             "dense_macs": sum(per_layer.values()), **(info or {})}

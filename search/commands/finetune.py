@@ -34,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targeted-dropout", default=None, metavar="gamma=G,alpha=A",
                    help="AntiDote targeted dropout: the fraction gamma of lowest-attention "
                         "channels is dropped with probability alpha (add columns=1 for columns; "
-                        "sample=1 draws each input's fraction from [0, gamma]); with --method "
+                        "sample=1 draws each input's fraction from [0, gamma]; inputs=1 also "
+                        "targets each block's input channels, for antidote's option inputs=1); "
+                        "with --method "
                         "antidote_fast the tail of the calibrated channel order is dropped "
                         "(recommended: gamma=0.75,alpha=1,sample=1)")
     p.add_argument("--feature-decay", type=float, default=None, metavar="LAMBDA",

@@ -229,3 +229,31 @@ def test_targeted_dropout_sampled_and_calibrated_order() -> None:
     with pytest.raises(PrunebenchError, match="calibrated"):
         TargetedDropout(model, gamma=0.5, alpha=0.5, order="random")
     assert parse_targeted_dropout("gamma=0.75,alpha=1,sample=1")["sample"] == 1.0
+
+
+def test_targeted_dropout_on_block_inputs_spares_the_shortcut() -> None:
+    """inputs=True: each block's conv1 sees its input with the lowest-attention channels
+    dropped (training only); the block's shortcut and the previous block see them whole."""
+    torch.manual_seed(0)
+    model = create_model("test_resnet").train()
+    into_conv1: list[torch.Tensor] = []
+    into_block: list[torch.Tensor] = []
+    td = TargetedDropout(model, gamma=0.5, alpha=1.0, inputs=True)  # its pre-hook runs first
+    hooks = [model.layer2[0].conv1.register_forward_pre_hook(
+                 lambda m, a: into_conv1.append(a[0])),
+             model.layer2[0].register_forward_pre_hook(lambda m, a: into_block.append(a[0]))]
+    model(X)
+    assert ((into_conv1[-1].abs().sum((2, 3)) == 0).sum(1) >= 2).all()  # 2 of 4 per input
+    live = into_block[-1].abs().sum((2, 3)) != 0
+    assert (into_conv1[-1][~live[:, :, None, None].expand_as(into_conv1[-1])] == 0).all()
+    kept = into_conv1[-1].abs().sum((2, 3)) != 0
+    assert (kept <= live).all() and kept.sum() < live.sum()
+    model.eval()
+    model(X)
+    assert torch.equal(into_conv1[-1], into_block[-1])  # eval: nothing dropped
+    td.remove()
+    for h in hooks:
+        h.remove()
+    assert parse_targeted_dropout("gamma=0.5,alpha=1,inputs=1")["inputs"] == 1.0
+    with pytest.raises(PrunebenchError, match="inputs=1"):
+        TargetedDropout(model, gamma=0.5, alpha=1.0, order="calibrated", inputs=True)

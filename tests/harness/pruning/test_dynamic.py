@@ -22,6 +22,10 @@ DYNAMIC = [
                  id="antidote-columns"),
     pytest.param("antidote", {"rule": "threshold", "p": 2.0}, ("masked", "gathered"),
                  ("test_resnet", "test_convnet"), id="antidote-threshold"),
+    pytest.param("antidote", {"inputs": 1}, ("masked", "gathered"), ("test_resnet",),
+                 id="antidote-inputs"),
+    pytest.param("antidote", {"inputs": 1, "columns": 0.5}, ("masked", "gathered"),
+                 ("test_resnet",), id="antidote-inputs-columns"),
     pytest.param("antidote_fast", {}, ("masked", "gathered", "fast"), ("test_resnet",),
                  id="antidote_fast"),
     pytest.param("instance_sparsity", {"select": 1.0}, ("masked", "gathered"),
@@ -117,6 +121,41 @@ def test_hand_count_antidote_test_resnet() -> None:
     cols = dense - 3 * 147456 + 3 * 73728 // 2 + 2 * (4 * 1024 + 8 * 256 + 16 * 64)
     net = _apply(_model("test_resnet"), "antidote", 0.5, "gathered", {"columns": 0.5})
     assert effective_macs(net, [X]).per_input == pytest.approx([cols] * 3)
+
+
+def test_hand_count_antidote_inputs_test_resnet() -> None:
+    """inputs=1: each block's conv1 also reads half its input channels, chosen by the block
+    input's attention (read once, C x HW); the shortcuts still read every channel."""
+    dense = count_macs(_model("test_resnet"), X[:1]).macs
+    internal = dense - 3 * 147456 + 3 * 73728 + (4 * 1024 + 8 * 256 + 16 * 64)
+    conv1 = 147456 + 73728 + 73728  # block1 (4 in), block2 (4 in, stride 2), block3 (8 in)
+    inputs = internal - conv1 // 2 + (4 * 1024 + 4 * 1024 + 8 * 256)
+    net = _apply(_model("test_resnet"), "antidote", 0.5, "gathered", {"inputs": 1})
+    assert effective_macs(net, [X]).per_input == pytest.approx([inputs] * 3)
+    assert net.prunebench_dynamic["gated"] == sorted([
+        "layer1.0", "layer1.0.conv1", "layer2.0", "layer2.0.conv1", "layer3.0",
+        "layer3.0.conv1"])
+
+
+def test_input_gates_leave_the_shortcut_whole() -> None:
+    """Only conv1 sees the gated input: with conv1 zeroed, the block output is the same whatever
+    the input gate keeps, since the shortcut adds the whole input."""
+    model = _model("test_resnet")
+    for block in (model.layer1[0], model.layer2[0], model.layer3[0]):
+        block.conv2.weight.data.zero_()
+    outs = [_apply(model, "antidote", keep, "masked", {"inputs": 1})
+            for keep in (1.0, 0.25)]
+    with torch.no_grad():
+        torch.testing.assert_close(outs[0](X), outs[1](X))
+    cfg = PruningConfig("antidote", keep={"layer2.0": 0.5}, exec_mode="masked",
+                        options={"inputs": 1})
+    net = get_method("antidote").apply(model, cfg, PruneContext(X[:1]))
+    assert net.prunebench_dynamic["inputs"] is True
+    with pytest.raises(PrunebenchError, match="option inputs=2"):
+        _apply(model, "antidote", 0.5, "masked", {"inputs": 2})
+    with pytest.raises(PrunebenchError, match="unknown gated layer"):  # needs inputs=1
+        get_method("antidote").apply(model, PruningConfig(
+            "antidote", keep={"layer2.0": 0.5}, exec_mode="masked"), PruneContext(X[:1]))
 
 
 def test_dense_layer_macs_match_flop_counter() -> None:
