@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=float, help="dynamic keep-ratio/threshold for every gated layer")
     p.add_argument("--exec", dest="exec_mode", choices=("masked", "gathered", "fast"),
                    help="dynamic execution mode")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, repeatable: e.g. --option inputs=1 --option "
+                        "columns=0.5 for antidote, --option criterion=taylor (options per "
+                        "method: `prunebench methods`)")
     p.add_argument("--speedup", action="store_true",
                    help="also measure time(dense)/time(pruned) in interleaved rounds")
     p.add_argument("--force", action="store_true",
@@ -48,6 +52,25 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
+def parse_option_values(items: list[str]) -> dict[str, Any]:
+    """``["inputs=1", "columns=0.5", "criterion=l1"]`` -> typed dict (int, float, else text)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or not text.strip():
+            raise PrunebenchError(f"--option {item!r} is not KEY=VALUE; use e.g. --option "
+                                  "inputs=1")
+        value: Any = text.strip()
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = value
+    return out
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """The PruningConfig the options describe."""
     from harness.pruning import PruningConfig
@@ -57,8 +80,12 @@ def build_config(args: argparse.Namespace) -> Any:
                               "(see `prunebench methods`)")
     if args.keep is not None and not 0.0 < args.keep <= 1.0:
         raise PrunebenchError(f"--keep {args.keep} is outside (0, 1]; use e.g. 0.5")
+    options = parse_option_values(getattr(args, "option", []))
+    if args.method == "dense" and options:
+        raise PrunebenchError("--option needs a pruning method; add --method NAME (see "
+                              "`prunebench methods`)")
     return PruningConfig(method=args.method, global_ratio=args.ratio, global_keep=args.keep,
-                         exec_mode=args.exec_mode)
+                         exec_mode=args.exec_mode, options=options)
 
 
 def run(args: argparse.Namespace) -> int:

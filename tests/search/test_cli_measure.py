@@ -53,6 +53,18 @@ def test_measure_json_cost_only(fast_profile: Path, capsys: pytest.CaptureFixtur
     assert out["peak_memory_bytes"] > 0 and out["environment"]["conv_backend"]
 
 
+def test_measure_passes_method_options(fast_profile: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    macs = {}
+    for extra in ([], ["--option", "inputs=1"]):
+        assert main(["measure", "--model", "test_resnet", "--method", "antidote", "--keep",
+                     "0.5", *extra, "--profile", str(fast_profile), "--json", "--quiet"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        macs[bool(extra)] = out["macs"]
+        assert out["config"]["options"] == ({"inputs": 1} if extra else {})
+    assert macs[True] < macs[False]  # the block inputs are gated too
+
+
 def test_measure_table_says_modelled(fast_profile: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["measure", "--model", "test_convnet", "--input-shape", "3x16x16",
@@ -66,6 +78,11 @@ def test_measure_table_says_modelled(fast_profile: Path,
     (["--profile", "missing/dir/x.toml"], "does not exist"),
     (["--input-shape", "3x16"], "--input-shape '3x16' is not CxHxW"),
     (["--method", "no-such-method"], "unknown pruning method 'no-such-method'"),
+    (["--method", "antidote", "--keep", "0.5", "--option", "inputs"],
+     "--option 'inputs' is not KEY=VALUE"),
+    (["--method", "antidote", "--keep", "0.5", "--option", "colums=0.5"],
+     "unknown option(s) ['colums'] for method 'antidote'"),
+    (["--option", "inputs=1"], "--option needs a pruning method"),
 ])
 def test_measure_bad_input_exits_2(argv: list[str], message: str,
                                    capsys: pytest.CaptureFixture[str]) -> None:
