@@ -80,6 +80,7 @@ X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 @pytest.mark.parametrize(("method", "options", "modes"), [
     ("antidote", {}, ("masked", "gathered")),
     ("antidote", {"columns": 0.5}, ("masked", "gathered")),
+    ("antidote", {"inputs": 1}, ("masked", "gathered")),
     ("antidote_fast", {}, ("masked", "gathered", "fast")),
     ("instance_sparsity", {"select": 1.0}, ("masked", "gathered")),
 ])
