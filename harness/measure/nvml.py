@@ -93,10 +93,11 @@ class NvmlMeter(EnergyMeter):
     def _next_tick(self) -> tuple[int, float]:
         """The counter's value at its next update, and when that update was seen.
 
-        The counter advances in steps (every ~20-100 ms, GPU-dependent). Reading it at arbitrary
-        moments misattributes up to one step of board power (~10 J on an H100) to each window,
-        which at batch 1 outweighs the load's own energy above idle; reading both ends just
-        after a step, and timing the window between those steps, removes that error.
+        The counter advances in steps (on an H100 every ~100 ms, ~7 J at idle:
+        ``results/reference/h100/energy_probe.txt``). Reading it at arbitrary moments puts up to
+        one step into each window's error, which at batch 1 outweighed the load's own energy
+        above idle; reading both ends just after a step, and timing the window between those
+        steps, removes that error.
         """
         read = self.nvml.nvmlDeviceGetTotalEnergyConsumption
         first = read(self.handle)

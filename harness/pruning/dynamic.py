@@ -95,13 +95,13 @@ def build_gated(model: nn.Module, rules: dict[str, GateRule], mode: str,
     for name, rule in rules.items():
         site = sites[name]
         if rule.columns < 1.0:
+            if site.is_input:
+                raise PrunebenchError(f"column pruning is not available for the input site "
+                                      f"{name!r}; gate columns on internal sites only")
             _check_columns(net, site, example_input)
         decision = _Decision()
         consumer = GatedConsumer(get_module(net, site.consumer), mode, decision)
         if site.is_input:  # the consumer's own input: the gate runs just before it
-            if rule.columns < 1.0:
-                raise PrunebenchError(f"column pruning is not available for the input site "
-                                      f"{name!r}; gate columns on internal sites only")
             consumer = nn.Sequential(Gate(nn.Identity(), rule, mode, decision), consumer)
         else:
             set_module(net, site.gate, Gate(get_module(net, site.gate), rule, mode, decision))

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dynamic execution mode")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, repeatable: e.g. --option inputs=1 --option "
-                        "columns=0.5 for antidote, --option criterion=taylor (options per "
+                        "columns=0.5 for antidote, --option round_to=8 for l1 (options per "
                         "method: `prunebench methods`)")
     p.add_argument("--speedup", action="store_true",
                    help="also measure time(dense)/time(pruned) in interleaved rounds")
