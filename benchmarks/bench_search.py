@@ -8,15 +8,25 @@ strict re-measurement settings, and every point's p50 is that anchor divided by 
 dense from interleaved rounds, so the shared machine's drift between arms and trials cancels:
 
 - ``search``: ``prunebench search``'s own run with its defaults (multivariate TPE, per-group
-  ratios, up to 5 warm-start trials that walk the uniform line to the budget's edge
-  (``search.warm``), latency budget as an Optuna constraint met with the default 10% latency
-  margin), followed by its strict re-measurement of the feasible front and near-budget trials;
+  ratios, up to 8 warm-start trials on the uniform line that find the budget's edge and then
+  spread over the line's feasible stretch (``search.warm``), latency budget as an Optuna
+  constraint met with the default 10% latency margin), followed by its strict re-measurement of
+  the feasible front and near-budget trials;
 - ``uniform_l1``: one ratio for every group, evenly spaced over ``[0, max_ratio]``;
 - ``random``: per-group ratios drawn by Optuna's RandomSampler.
 
+The arms run one after another, and a shared machine's speed drifts by tens of percent over
+the quarter of an hour they take (the same network read 1.24 ms in one arm and 1.60 ms in
+another). So after the arms, every configuration of every arm is timed again in one pass, the
+arms' points shuffled together (``_retime``; ``retimed.csv`` per arm), and the comparison uses
+those latencies with each trial's own accuracy; ``hypervolume_as_searched`` and
+``feasible_as_searched`` keep the figures from the arms' own timings.
+
 Hypervolume (accuracy vs latency p50, normalised to the shared box between the best values seen
 and a shared reference point) is computed over the points within the latency budget, the region
-a budgeted search is asked to cover; ``hypervolume_all`` uses every point. The budget hit rate is
+a budgeted search is asked to cover; ``hypervolume_all`` uses every point, and
+``hypervolume_search_parts`` splits the search's in-budget volume into its warm-start (uniform
+line) trials alone and its sampler (per-layer) trials alone, in the same box. The budget hit rate is
 the share of configurations the search reported feasible whose re-measured p50 (4x the samples)
 still meets the budget. Every trial of every arm fine-tunes its cut network for one epoch at the
 recipe's learning rate (``FINETUNE_EPOCHS``, LR rewinding) before the validation accuracy is
@@ -84,6 +94,41 @@ def _points(name: str) -> pd.DataFrame:
     return frame[frame["state"] == "COMPLETE"]
 
 
+def _retime(frames: dict[str, pd.DataFrame], objective, prepared, profile) -> dict[str, list]:
+    """Every arm's configurations timed again in one pass, in a shuffled shared order.
+
+    The arms run one after another, and this machine's speed drifts by tens of percent over the
+    quarter of an hour they take; within one pass, with the arms' points interleaved, the drift
+    falls on all arms alike. One configuration in several arms (the most pruned uniform point)
+    is timed once. Returns each arm's re-timed p50s in the frame's row order.
+    """
+    from tqdm import tqdm
+
+    from harness.evaluate import build_pruned
+    from search.study import open_storage
+
+    jobs, params = [], {}
+    for name, frame in frames.items():
+        storage = open_storage(f"journal:{OUT / name / 'study.journal'}")
+        trials = {t.number: t.params for t in
+                  optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)}
+        for i, number in enumerate(frame["trial_number"]):
+            cfg = objective.space.config(trials[int(number)])
+            params[cfg.record.key] = cfg
+            jobs.append((name, i, cfg.record.key))
+    keys = sorted(params)
+    np.random.default_rng(0).shuffle(keys)
+    p50 = {}
+    for key in tqdm(keys, desc="re-time all arms", unit="config"):
+        cfg = params[key]
+        model = build_pruned(prepared, cfg.static, profile=profile, progress=False)
+        p50[key] = objective.measure(cfg.record, model).latency_p50_ms
+    out: dict[str, list] = {name: [None] * len(frame) for name, frame in frames.items()}
+    for name, i, key in jobs:
+        out[name][i] = p50[key]
+    return out
+
+
 def main() -> int:
     """Run the three arms and print the comparison; the last line is one JSON object."""
     from harness.evaluate import Workload, prepare
@@ -126,10 +171,18 @@ def main() -> int:
     uniform = _uniform(spec, prepared, profile, anchor)
 
     objs = [OBJECTIVES["accuracy"], OBJECTIVES["latency_p50"]]
-    frames = {n: _points(n) for n in ("search", "uniform_l1", "random")}
+    searched = {n: _points(n) for n in ("search", "uniform_l1", "random")}
+    # the comparison's latencies: one interleaved pass over all arms (see _retime); each
+    # point keeps the accuracy its own trial measured
+    retimed = _retime(searched, objective, prepared, profile)
+    frames = {n: f.assign(searched_latency_p50_ms=f["latency_p50_ms"], latency_p50_ms=retimed[n])
+              for n, f in searched.items()}
+    for n, f in frames.items():
+        f.to_csv(OUT / n / "retimed.csv", index=False)
     under = {n: f[f["latency_p50_ms"] <= budget] for n, f in frames.items()}
-    hv, hv_all = {}, {}
-    for table, out in ((under, hv), (frames, hv_all)):
+    hv, hv_all, hv_searched = {}, {}, {}
+    as_searched = {n: f[f["latency_p50_ms"] <= budget] for n, f in searched.items()}
+    for table, out in ((under, hv), (frames, hv_all), (as_searched, hv_searched)):
         nonempty = [f for f in table.values() if len(f)]
         if not nonempty:
             out.update({n: 0.0 for n in table})
@@ -137,8 +190,19 @@ def main() -> int:
         ref, ideal = reference_point(nonempty, objs), ideal_point(nonempty, objs)
         out.update({n: round(hypervolume(f, objs, ref, ideal), 4) if len(f) else 0.0
                     for n, f in table.items()})
+    # what the search's uniform-line warm start and its per-layer sampler trials each reach
+    box = [f for f in under.values() if len(f)]
+    warm_col = under["search"].get("prunebench_warm_start_t")
+    parts = {}
+    if box and warm_col is not None:
+        ref, ideal = reference_point(box, objs), ideal_point(box, objs)
+        is_warm = warm_col.notna()
+        for part, rows in (("warm_start", under["search"][is_warm]),
+                           ("sampler", under["search"][~is_warm])):
+            parts[part] = round(hypervolume(rows, objs, ref, ideal), 4) if len(rows) else 0.0
     result = {
-        "hypervolume": hv, "hypervolume_all": hv_all,
+        "hypervolume": hv, "hypervolume_all": hv_all, "hypervolume_search_parts": parts,
+        "hypervolume_as_searched": hv_searched,
         "trials_per_minute": round(search["trials_per_minute"], 2),
         "budget_hit_rate": search["budget_hit_rate"],
         "n_reported_feasible": search["n_reported_feasible"],
@@ -148,6 +212,7 @@ def main() -> int:
         "latency_margin": spec.latency_margin,
         "dense_val_accuracy": dense.accuracy_top1,
         "feasible": {n: int(len(f)) for n, f in under.items()},
+        "feasible_as_searched": {n: int(len(f)) for n, f in as_searched.items()},
         "best_feasible_val_accuracy": {n: float(f["accuracy_top1"].max()) if len(f) else None
                                        for n, f in under.items()},
         "trials_per_minute_by_arm": {"search": search["trials_per_minute"],

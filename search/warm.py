@@ -1,20 +1,26 @@
-"""Warm start of a new study: uniform configurations aimed at the budget's edge.
+"""Warm start of a new study: uniform configurations along the budget's feasible stretch.
 
-A budgeted search is asked for the most accurate configuration that meets the budget, and the
-best uniform configuration (every layer pruned alike, as a baseline sweep would) is the bar it
-must clear. Spreading the first trials evenly along the uniform line wastes most of them far
-from the budget, so with a budget the warm start *searches* that line instead:
+A budgeted search is asked for the most accurate configurations that meet the budget, and the
+uniform configurations (every layer pruned alike, as a baseline sweep would) are the bar it must
+clear. Spreading the first trials evenly along the whole uniform line wastes most of them on
+points that miss the budget, so with a budget the warm start spends them on the line's feasible
+stretch instead:
 
 1. the first trial is the most pruned uniform point (``t = 1``);
-2. each next one is placed by safeguarded regula falsi on the trial's worst constraint value
-   ``c(t)`` (``<= 0`` is feasible) between the least pruned feasible point and the most pruned
-   infeasible one, starting from the dense network (``t = 0``, measured before the trials);
-   the guess is kept at least 10 % of the bracket away from its ends and moved to an untried
-   point of the step grid;
-3. it stops after ``n`` trials, when the bracket is one grid step wide, or when even the most
-   pruned point is infeasible (no uniform point meets the budget).
+2. **aim**: each next one is placed by safeguarded regula falsi on the trial's worst constraint
+   value ``c(t)`` (``<= 0`` is feasible) between the least pruned feasible point and the most
+   pruned infeasible one, starting from the dense network (``t = 0``, measured before the
+   trials); the guess is kept at least 10 % of the bracket away from its ends and moved to an
+   untried point of the step grid. The aim ends when the bracket is one grid step wide or after
+   half of the ``n`` trials;
+3. **fill**: the remaining trials go to the untried grid points of the feasible stretch
+   ``[edge, 1]``, each the one farthest from every point tried so far (ties: the less pruned),
+   so the warm points cover the in-budget latency range evenly, from the budget's edge to the
+   fastest network;
+4. it stops after ``n`` trials, when no untried grid point is left, or when even the most pruned
+   point is infeasible (no uniform point meets the budget).
 
-The sampler then explores per-layer differences around that point. Without budgets (or when
+The sampler then explores per-layer differences around those points. Without budgets (or when
 the dense network already meets them) the ``n`` points are spread evenly instead
 (:func:`search.space.warm_start_params`). The trials carry the user attribute
 ``prunebench_warm_start_t``; only the process that created the study steers the line (a trial
@@ -44,7 +50,9 @@ class BudgetLineStart:
         if self.aimed:
             self.seen[0.0] = float(dense_violation)
         self.tried: list[str] = []
+        self.tried_t: list[float] = []
         self.ran = 0
+        self.aim_left = max(1, (self.n + 1) // 2)  # aimed trials, the first (t = 1) included
         self.done = False
 
     def start(self, study: optuna.Study) -> None:
@@ -62,6 +70,7 @@ class BudgetLineStart:
     def _enqueue(self, study: optuna.Study, t: float) -> None:
         params = uniform_line_params(self.space, t)
         self.tried.append(_key(params))
+        self.tried_t.append(t)
         study.enqueue_trial(params, user_attrs={T_ATTR: t})
 
     def callback(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -79,11 +88,21 @@ class BudgetLineStart:
         self._enqueue(study, nxt)
 
     def next_t(self) -> float | None:
-        """The next fraction along the uniform line, or None when the aim is done."""
+        """The next fraction along the uniform line, or None when the warm start is done."""
         feasible = [t for t, c in self.seen.items() if c <= 0]
         if not feasible:
             return None  # even the most pruned uniform point misses the budget
-        hi = min(feasible)
+        edge = min(feasible)
+        if self.aim_left > 1:
+            self.aim_left -= 1
+            guess = self._aim(edge)
+            if guess is not None:
+                return guess
+            self.aim_left = 0  # the bracket is one grid step wide
+        return self._fill(edge)
+
+    def _aim(self, hi: float) -> float | None:
+        """Regula falsi between the most pruned infeasible point below ``hi`` and ``hi``."""
         below = [t for t, c in self.seen.items() if c > 0 and t < hi]
         lo = max(below) if below else 0.0
         c_lo, c_hi = self.seen.get(lo), self.seen[hi]
@@ -96,9 +115,20 @@ class BudgetLineStart:
         # the closest untried grid point strictly inside the bracket
         candidates = sorted((abs(g - guess), g) for g in self._grid() if lo < g < hi)
         for _, g in candidates:
-            if _key(uniform_line_params(self.space, g)) not in self.tried:
+            if self._untried(g):
                 return g
         return None
+
+    def _fill(self, edge: float) -> float | None:
+        """The untried grid point of ``[edge, 1]`` farthest from every tried point."""
+        tried = self.tried_t + [edge]
+        candidates = [g for g in self._grid() if edge < g < 1.0 and self._untried(g)]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda g: (min(abs(g - t) for t in tried), -g))
+
+    def _untried(self, t: float) -> bool:
+        return _key(uniform_line_params(self.space, t)) not in self.tried
 
     def _grid(self) -> list[float]:
         s = self.space.spec

@@ -27,7 +27,7 @@ from harness.errors import PrunebenchError
 
 NAME = "search"
 HELP = "search pruning configurations with Optuna under latency/energy/MACs/params budgets"
-DEFAULT_WARM_START = 5  # uniform configs a new study starts with (structured points for TPE)
+DEFAULT_WARM_START = 8  # uniform configs a new study starts with (search.warm: aim, then fill)
 DEFAULT_LATENCY_MARGIN = 0.1  # see --latency-margin
 _BUDGET_FLAGS = {"latency_ms": "latency_budget_ms", "energy_mj": "energy_budget_mj",
                  "macs": "macs_budget", "params": "params_budget"}
@@ -82,8 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="add trials to an existing study "
                    "(an existing study of the same name is always resumed)")
     p.add_argument("--warm-start", type=int, default=DEFAULT_WARM_START,
-                   help="start a new study with N uniform configurations spread over the space "
-                   "(counted in --trials; 0: off)")
+                   help="start a new study with N uniform configurations: with a budget, the "
+                   "first find the budget's edge on the uniform line and the rest spread over "
+                   "its feasible stretch; without, spread over the whole line (counted in "
+                   "--trials; default %(default)s; 0: off)")
     p.add_argument("--remeasure-max", type=int, default=20, help="configs re-measured at most")
     p.add_argument("--out", help="run folder (default results/search-<model>-...-<hash>)")
     p.add_argument("--force", action="store_true",

@@ -54,6 +54,30 @@ def test_aimed_start_finds_the_least_pruned_uniform_point_meeting_the_budget() -
     assert len(study.trials) == 8  # then the sampler goes on
 
 
+def test_after_the_aim_the_feasible_stretch_is_filled_evenly() -> None:
+    space = _space()
+    warm = BudgetLineStart(space, 8, dense_violation=1.0 / (1.0 - 0.5 * 0.42) - 1.0)
+    study = _run(space, warm, edge=0.42, trials=10)
+    ratios = _warm_ratios(study)
+    assert len(ratios) == 8 and warm.done
+    aimed, filled = ratios[:3], ratios[3:]  # the bracket is one step wide after 3
+    assert min(r for r in aimed if r >= 0.42) == 0.45  # the aim still finds the edge
+    assert all(0.45 < r < 0.8 for r in filled)  # every fill point meets the budget
+    assert filled[0] == 0.6  # the first one halves the stretch [0.45, 0.8]
+    grid = sorted({0.45, 0.8, *filled})
+    assert max(b - a for a, b in zip(grid, grid[1:], strict=False)) <= 0.1 + 1e-9  # no gap
+    assert len(set(ratios)) == len(ratios)
+
+
+def test_the_fill_stops_when_the_stretch_has_no_untried_point() -> None:
+    space = _space()
+    warm = BudgetLineStart(space, 12, dense_violation=1.0 / (1.0 - 0.5 * 0.7) - 1.0)
+    study = _run(space, warm, edge=0.7, trials=12)
+    ratios = _warm_ratios(study)
+    assert warm.done and sorted(r for r in ratios if r >= 0.7) == [0.7, 0.75, 0.8]
+    assert len(ratios) < 12 and len(study.trials) == 12  # the sampler took the rest
+
+
 def test_unreachable_budget_stops_the_aim_after_the_most_pruned_point() -> None:
     space = _space()
     warm = BudgetLineStart(space, 5, dense_violation=2.0)
