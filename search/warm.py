@@ -49,8 +49,7 @@ class BudgetLineStart:
         self.aimed = dense_violation is not None and dense_violation > 0
         if self.aimed:
             self.seen[0.0] = float(dense_violation)
-        self.tried: list[str] = []
-        self.tried_t: list[float] = []
+        self.tried: list[float] = []  # fractions t enqueued so far
         self.ran = 0
         self.aim_left = max(1, (self.n + 1) // 2)  # aimed trials, the first (t = 1) included
         self.done = False
@@ -68,10 +67,8 @@ class BudgetLineStart:
         self._enqueue(study, 1.0)
 
     def _enqueue(self, study: optuna.Study, t: float) -> None:
-        params = uniform_line_params(self.space, t)
-        self.tried.append(_key(params))
-        self.tried_t.append(t)
-        study.enqueue_trial(params, user_attrs={T_ATTR: t})
+        self.tried.append(t)
+        study.enqueue_trial(uniform_line_params(self.space, t), user_attrs={T_ATTR: t})
 
     def callback(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """After each trial: record an aimed trial's result and enqueue the next point."""
@@ -120,15 +117,17 @@ class BudgetLineStart:
         return None
 
     def _fill(self, edge: float) -> float | None:
-        """The untried grid point of ``[edge, 1]`` farthest from every tried point."""
-        tried = self.tried_t + [edge]
+        """The untried grid point of ``[edge, 1]`` farthest from every tried point (``edge`` and
+        ``1`` among them)."""
         candidates = [g for g in self._grid() if edge < g < 1.0 and self._untried(g)]
         if not candidates:
             return None
-        return max(candidates, key=lambda g: (min(abs(g - t) for t in tried), -g))
+        return max(candidates, key=lambda g: (min(abs(g - t) for t in self.tried), -g))
 
     def _untried(self, t: float) -> bool:
-        return _key(uniform_line_params(self.space, t)) not in self.tried
+        """No tried fraction gives the same grid configuration as ``t``."""
+        key = _key(uniform_line_params(self.space, t))
+        return all(_key(uniform_line_params(self.space, u)) != key for u in self.tried)
 
     def _grid(self) -> list[float]:
         s = self.space.spec
