@@ -108,20 +108,20 @@ def _retime(frames: dict[str, pd.DataFrame], objective, prepared, profile) -> di
     from harness.evaluate import build_pruned
     from search.study import open_storage
 
-    jobs, params = [], {}
+    jobs, configs = [], {}
     for name, frame in frames.items():
         storage = open_storage(f"journal:{OUT / name / 'study.journal'}")
         trials = {t.number: t.params for t in
                   optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)}
         for i, number in enumerate(frame["trial_number"]):
             cfg = objective.space.config(trials[int(number)])
-            params[cfg.record.key] = cfg
+            configs[cfg.record.key] = cfg
             jobs.append((name, i, cfg.record.key))
-    keys = sorted(params)
+    keys = sorted(configs)
     np.random.default_rng(0).shuffle(keys)
     p50 = {}
     for key in tqdm(keys, desc="re-time all arms", unit="config"):
-        cfg = params[key]
+        cfg = configs[key]
         model = build_pruned(prepared, cfg.static, profile=profile, progress=False)
         p50[key] = objective.measure(cfg.record, model).latency_p50_ms
     out: dict[str, list] = {name: [None] * len(frame) for name, frame in frames.items()}
