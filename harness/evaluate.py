@@ -165,11 +165,11 @@ def _timing(placed: nn.Module, dense: nn.Module | None, inputs: Sequence[torch.T
             batches: Sequence[torch.Tensor], profile: HardwareProfile) -> dict[str, Any]:
     if dense is not None:
         sp = measure_speedup(dense, placed, inputs, profile)
-        lat, speedup, spread = sp.latency_b, sp.ratio_median, sp.ratio_spread
+        lat, speedup, spread, ci = sp.latency_b, sp.ratio_median, sp.ratio_spread, sp.ratio_ci
     else:
-        lat, speedup, spread = measure_latency(placed, inputs, profile), None, None
+        lat, speedup, spread, ci = measure_latency(placed, inputs, profile), None, None, None
     energy = measure_energy(placed, batches, profile, open_meter(profile))
-    return {"lat": lat, "speedup": speedup, "spread": spread, "energy": energy}
+    return {"lat": lat, "speedup": speedup, "spread": spread, "speedup_ci": ci, "energy": energy}
 
 
 def evaluate(prepared: PreparedWorkload, config: PruningConfig,
@@ -183,6 +183,7 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     ``speedup_vs_dense`` adds ``time(dense) / time(pruned)`` from interleaved rounds.
     ``latency_anchor_ms`` (the dense p50 measured once, e.g. when a study was created) reports
     latencies in that reference frame: p50 = anchor / speedup, the other statistics scaled alike
+    and the p50's CI (``latency_ci_rel``) that of the speedup
     (:func:`harness.measure.latency.in_reference_frame`); implies ``speedup_vs_dense``. The
     direct p50 and the factor are kept in ``environment`` (``latency_raw_p50_ms``,
     ``latency_frame_factor``).
@@ -214,7 +215,7 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     frame: dict[str, Any] = {}
     if latency_anchor_ms is not None:
         raw = lat.p50_ms
-        lat, factor = in_reference_frame(lat, latency_anchor_ms, t["speedup"])
+        lat, factor = in_reference_frame(lat, latency_anchor_ms, t["speedup"], t["speedup_ci"])
         frame = {"latency_frame": "dense-anchored", "latency_anchor_ms": latency_anchor_ms,
                  "latency_raw_p50_ms": raw, "latency_frame_factor": factor}
     macs = round(eff.mean) if eff.dynamic else compute.macs

@@ -61,15 +61,18 @@ class LatencyResult:
                    converged=converged, wall_s=wall_s)
 
 
-def in_reference_frame(lat: LatencyResult, dense_anchor_ms: float,
-                       speedup: float) -> tuple[LatencyResult, float]:
+def in_reference_frame(lat: LatencyResult, dense_anchor_ms: float, speedup: float,
+                       speedup_ci: tuple[float, float] | None = None
+                       ) -> tuple[LatencyResult, float]:
     """``lat`` moved into a reference frame: its p50 becomes ``dense_anchor_ms / speedup``.
 
     ``speedup`` is ``time(dense) / time(this network)`` from interleaved rounds, and
     ``dense_anchor_ms`` the dense network's p50 measured once (when a study was created). A
     shared machine's fast and slow minutes move both networks of a round alike, so latencies in
     one frame compare across hours; every statistic is scaled by the same factor, which is
-    returned (1.0 on a machine that did not drift).
+    returned (1.0 on a machine that did not drift). With ``speedup_ci`` (the speedup's CI from
+    its rounds) the p50's CI is the anchor over that CI, since the anchor is a constant and the
+    speedup is what was estimated; without it, the scaled CI of the samples' median.
     """
     if not (dense_anchor_ms > 0 and speedup > 0 and lat.p50_ms > 0):
         raise ValueError(f"reference frame needs positive times (anchor {dense_anchor_ms!r} ms, "
@@ -79,9 +82,15 @@ def in_reference_frame(lat: LatencyResult, dense_anchor_ms: float,
     def scaled(v: float | None) -> float | None:
         return None if v is None else v * f
 
-    return replace(lat, samples_ms=tuple(v * f for v in lat.samples_ms), p50_ms=lat.p50_ms * f,
-                   p90_ms=lat.p90_ms * f, p99_ms=lat.p99_ms * f, mean_ms=lat.mean_ms * f,
-                   ci_low_ms=scaled(lat.ci_low_ms), ci_high_ms=scaled(lat.ci_high_ms)), f
+    moved = replace(lat, samples_ms=tuple(v * f for v in lat.samples_ms), p50_ms=lat.p50_ms * f,
+                    p90_ms=lat.p90_ms * f, p99_ms=lat.p99_ms * f, mean_ms=lat.mean_ms * f,
+                    ci_low_ms=scaled(lat.ci_low_ms), ci_high_ms=scaled(lat.ci_high_ms))
+    if speedup_ci is not None and speedup_ci[0] > 0:
+        low, high = dense_anchor_ms / speedup_ci[1], dense_anchor_ms / speedup_ci[0]
+        p50 = moved.p50_ms
+        moved = replace(moved, ci_low_ms=low, ci_high_ms=high,
+                        ci_rel=max(p50 - low, high - p50) / p50)
+    return moved, f
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,9 @@ class SpeedupResult:
     ratios: tuple[float, ...]
     latency_a: LatencyResult  # all rounds pooled
     latency_b: LatencyResult
+    ratio_ci: tuple[float, float] | None  # the median ratio's 95% CI (None: too few rounds)
+    ratio_ci_rel: float  # its larger half-width / the median (inf: too few rounds)
+    converged: bool  # stopped because that CI reached the profile's target (not the time cap)
 
 
 def stop_reason(sorted_ms: Sequence[float], elapsed_s: float,
@@ -245,39 +257,80 @@ def measure_latency(model: nn.Module, inputs: Sequence[torch.Tensor], profile: H
         return _sample(model, batches, timing or profile.timing, torch.device(profile.device))
 
 
+# Each network's share of one interleaved round (seconds). A shared machine's slow spells last
+# longer than a round, so they fall on both networks of the round alike and cancel in its
+# ratio (benchmarks/bench_speedup.py measures the estimate's repeatability against long rounds).
+SPEEDUP_BLOCK_S = 0.05
+SPEEDUP_MIN_ROUNDS = 8
+
+
 def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[torch.Tensor],
-                    profile: HardwareProfile, rounds: int = 5, *,
+                    profile: HardwareProfile, *, block_s: float = SPEEDUP_BLOCK_S,
+                    min_rounds: int = SPEEDUP_MIN_ROUNDS, max_rounds: int | None = None,
                     batch_size: int | None = None) -> SpeedupResult:
     """Interleaved rounds A B, B A, A B, ...: the median of per-round ``p50(A) / p50(B)``.
 
-    Measuring both networks in the same process, alternating which goes first, cancels most
-    of the drift of a busy machine. Each round gets ``max_time_s / rounds`` per network (at
-    least ``min_time_s``). ``ratio_spread`` is the interquartile range of the round ratios.
+    Each round times each network for one block of ``block_s`` seconds (at least 3 passes,
+    after one untimed pass that brings its weights back into cache), alternating which goes
+    first. Rounds go on until the median ratio's distribution-free 95% CI is within the
+    profile's ``target_rel_ci`` (after ``min_rounds`` rounds and ``2 x min_time_s``), or until
+    ``2 x max_time_s`` have passed or ``max_rounds`` rounds are done; never fewer than
+    ``min_rounds``. ``ratio_spread`` is the interquartile range of the round ratios.
     """
-    if rounds < 1:
-        raise ValueError("rounds must be >= 1")
+    if min_rounds < 1 or (max_rounds is not None and max_rounds < min_rounds):
+        raise ValueError(f"need 1 <= min_rounds <= max_rounds (got {min_rounds}, {max_rounds})")
+    if block_s <= 0:
+        raise ValueError(f"block_s must be positive (got {block_s})")
     t = profile.timing
-    per_round = replace(t, max_time_s=max(t.min_time_s, t.max_time_s / rounds))
     bs = batch_size or profile.default_batch_size
     batches = [place_input(x, profile) for x in rebatch(inputs, bs)]
     a, b = (timed_form(place_model(m, profile), batches[0], profile) for m in (model_a, model_b))
     device = torch.device(profile.device)
+    timer = _timer(device)
     ratios: list[float] = []
-    pooled: dict[str, list[LatencyResult]] = {"a": [], "b": []}
+    sorted_ratios: list[float] = []
+    pooled: dict[str, list[float]] = {"a": [], "b": []}
+    converged = False
     with applied(profile), torch.inference_mode(), gc_disabled():
-        for r in range(rounds):
-            order = (("a", a), ("b", b)) if r % 2 == 0 else (("b", b), ("a", a))
-            got = {key: _sample(model, batches, per_round, device) for key, model in order}
-            pooled["a"].append(got["a"])
-            pooled["b"].append(got["b"])
-            ratios.append(got["a"].p50_ms / got["b"].p50_ms)
-    return SpeedupResult(ratio_median=percentile(sorted(ratios), 50), ratio_spread=iqr(ratios),
-                         ratios=tuple(ratios), latency_a=_pool(pooled["a"]),
-                         latency_b=_pool(pooled["b"]))
+        for model in (a, b):
+            for i in range(t.warmup_iters):
+                model(batches[i % len(batches)])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        while True:
+            order = (("a", a), ("b", b)) if len(ratios) % 2 == 0 else (("b", b), ("a", a))
+            p50 = {}
+            for key, model in order:
+                block = _block(model, batches, block_s, timer, len(pooled[key]))
+                pooled[key].extend(block)
+                p50[key] = percentile(sorted(block), 50)
+            ratios.append(p50["a"] / p50["b"])
+            bisect.insort(sorted_ratios, ratios[-1])
+            if len(ratios) < min_rounds:
+                continue
+            elapsed = time.perf_counter() - start
+            if elapsed >= 2 * t.min_time_s and median_ci_rel(sorted_ratios) <= t.target_rel_ci:
+                converged = True
+                break
+            if elapsed >= 2 * t.max_time_s or (max_rounds is not None
+                                                and len(ratios) >= max_rounds):
+                break
+        wall = time.perf_counter() - start
+    lat = {key: LatencyResult.from_samples(v, bs, converged=converged, wall_s=wall / 2)
+           for key, v in pooled.items()}
+    return SpeedupResult(ratio_median=percentile(sorted_ratios, 50), ratio_spread=iqr(ratios),
+                         ratios=tuple(ratios), latency_a=lat["a"], latency_b=lat["b"],
+                         ratio_ci=median_ci(sorted_ratios),
+                         ratio_ci_rel=median_ci_rel(sorted_ratios), converged=converged)
 
 
-def _pool(results: list[LatencyResult]) -> LatencyResult:
-    samples = [s for r in results for s in r.samples_ms]
-    return LatencyResult.from_samples(samples, results[0].batch_size,
-                                      converged=all(r.converged for r in results),
-                                      wall_s=sum(r.wall_s for r in results))
+def _block(model: nn.Module, batches: Sequence[torch.Tensor], seconds: float,
+           timer: Callable[[nn.Module, torch.Tensor], float], offset: int) -> list[float]:
+    """One untimed pass, then timed passes for ``seconds`` (at least 3); milliseconds each."""
+    model(batches[offset % len(batches)])
+    out: list[float] = []
+    start = time.perf_counter()
+    while len(out) < 3 or time.perf_counter() - start < seconds:
+        out.append(timer(model, batches[(offset + len(out)) % len(batches)]))
+    return out

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -128,12 +130,65 @@ def test_speedup_interleaves_and_alternates_order() -> None:
                 log.append(self.tag)  # one entry per block of consecutive calls
             return x
 
-    res = measure_speedup(Tag("A"), Tag("B"), [torch.ones(1, 2)], fast_profile(), rounds=4)
-    # rounds AB | BA | AB | BA: same-model blocks at round boundaries merge into one entry
-    # (always-A-first would give A B A B A B A B)
-    assert log == ["A", "B", "A", "B", "A"]
+    res = measure_speedup(Tag("A"), Tag("B"), [torch.ones(1, 2)], fast_profile(), block_s=0.001,
+                          min_rounds=4, max_rounds=4)
+    # warm-up A B, then rounds AB | BA | AB | BA: same-model blocks at round boundaries merge
+    # into one entry (always-A-first would give A B A B A B A B A B)
+    assert log == ["A", "B", "A", "B", "A", "B", "A"]
     assert len(res.ratios) == 4 and res.ratio_spread >= 0
-    assert res.latency_a.n >= 4 * FAST.min_samples
+    assert res.latency_a.n >= 4 * 3  # every block times at least 3 passes
+
+
+class Fixed(nn.Module):
+    """A network whose timed passes take ``ms`` (with a fake timer): ratios are exact."""
+
+    def __init__(self, ms: float | Iterator[float]) -> None:
+        super().__init__()
+        self.ms = ms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def fake_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.measure.latency as latency
+
+    def timer(device: torch.device):
+        def time_it(model: nn.Module, x: torch.Tensor) -> float:
+            ms = model.ms
+            return ms if isinstance(ms, float) else next(ms)
+        return time_it
+
+    monkeypatch.setattr(latency, "_timer", timer)
+
+
+def test_speedup_stops_once_the_ratio_ci_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_timer(monkeypatch)
+    res = measure_speedup(Fixed(2.0), Fixed(1.0), [torch.ones(1, 2)], fast_profile(),
+                          block_s=0.001, min_rounds=8)
+    assert res.converged and len(res.ratios) == 8  # exact ratios: converged at min_rounds
+    assert res.ratio_median == 2.0 and res.ratio_ci == (2.0, 2.0) and res.ratio_ci_rel == 0.0
+    assert res.latency_a.p50_ms == 2.0 and res.latency_b.p50_ms == 1.0
+
+
+def test_speedup_stops_at_twice_max_time_when_rounds_disagree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_timer(monkeypatch)
+    rng = random.Random(0)
+    noisy = itertools.cycle([rng.uniform(1.0, 3.0) for _ in range(1001)])
+    prof = replace(load_profile("cpu-1t"), timing=replace(FAST, target_rel_ci=1e-6))
+    res = measure_speedup(Fixed(noisy), Fixed(1.0), [torch.ones(1, 2)], prof, block_s=0.001)
+    assert not res.converged and res.ratio_ci_rel > 1e-6
+    assert res.latency_a.wall_s * 2 >= 2 * FAST.max_time_s  # gave up at the cap, not before
+    assert len(res.ratios) > 8
+
+
+def test_speedup_rejects_bad_round_settings() -> None:
+    with pytest.raises(ValueError, match="min_rounds"):
+        measure_speedup(Fixed(1.0), Fixed(1.0), [torch.ones(1, 2)], fast_profile(),
+                        min_rounds=5, max_rounds=4)
+    with pytest.raises(ValueError, match="block_s"):
+        measure_speedup(Fixed(1.0), Fixed(1.0), [torch.ones(1, 2)], fast_profile(), block_s=0)
 
 
 @pytest.mark.slow
@@ -143,7 +198,7 @@ def test_same_model_ratio_near_one() -> None:
                           nn.Conv2d(16, 16, 3, padding=1)).eval()
     prof = replace(load_profile("cpu-1t"),
                    timing=TimingSettings(5, 20, 0.1, 1.0, 0.02))
-    res = measure_speedup(model, model, [torch.randn(1, 3, 32, 32)], prof, rounds=5)
+    res = measure_speedup(model, model, [torch.randn(1, 3, 32, 32)], prof)
     assert 0.8 < res.ratio_median < 1.25  # loose: the test machine is shared
 
 
@@ -196,3 +251,12 @@ def test_reference_frame_scales_every_statistic_to_anchor_over_speedup() -> None
     assert moved.ci_rel == lat.ci_rel and moved.n == lat.n
     with pytest.raises(ValueError, match="positive times"):
         in_reference_frame(lat, dense_anchor_ms=0.0, speedup=2.0)
+
+
+def test_reference_frame_takes_its_ci_from_the_speedups_ci() -> None:
+    """The anchor is a constant: an anchored p50's uncertainty is the speedup's."""
+    lat = LatencyResult.from_samples([2.0 + 0.05 * i for i in range(30)], 1, converged=True,
+                                     wall_s=0.1)
+    moved, _ = in_reference_frame(lat, dense_anchor_ms=6.0, speedup=2.0, speedup_ci=(1.5, 2.5))
+    assert (moved.p50_ms, moved.ci_low_ms, moved.ci_high_ms) == pytest.approx((3.0, 2.4, 4.0))
+    assert moved.ci_rel == pytest.approx(1.0 / 3.0)
