@@ -18,7 +18,7 @@ kind of load a shared CI runner or a colleague's job puts on it:
 
 Per condition, estimator and network it reports the scatter of the estimates relative to the
 median of all estimates of that network by both estimators (``worst_rel_dev``: the largest
-``|est / ref - 1|``; ``rel_iqr``), and the seconds one estimate takes. No arguments; about 7
+``|est / ref - 1|``; ``rel_iqr``), and the seconds one estimate takes. No arguments; about 10
 minutes on 2 cores. The last line is one JSON object.
 """
 
