@@ -265,23 +265,27 @@ SPEEDUP_MIN_ROUNDS = 8
 
 
 def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[torch.Tensor],
-                    profile: HardwareProfile, *, block_s: float = SPEEDUP_BLOCK_S,
+                    profile: HardwareProfile, *, block_s: float | None = None,
                     min_rounds: int = SPEEDUP_MIN_ROUNDS, max_rounds: int | None = None,
                     batch_size: int | None = None) -> SpeedupResult:
     """Interleaved rounds A B, B A, A B, ...: the median of per-round ``p50(A) / p50(B)``.
 
-    Each round times each network for one block of ``block_s`` seconds (at least 3 passes,
-    after one untimed pass that brings its weights back into cache), alternating which goes
-    first. Rounds go on until the median ratio's distribution-free 95% CI is within the
-    profile's ``target_rel_ci`` (after ``min_rounds`` rounds and ``2 x min_time_s``), or until
-    ``2 x max_time_s`` have passed or ``max_rounds`` rounds are done; never fewer than
-    ``min_rounds``. ``ratio_spread`` is the interquartile range of the round ratios.
+    Each round times each network for one block of ``block_s`` seconds (default
+    ``SPEEDUP_BLOCK_S``, shortened so that ``min_rounds`` rounds fit in the profile's
+    ``2 x max_time_s``; at least 3 passes, after one untimed pass that brings its weights back
+    into cache), alternating which goes first. Rounds go on until the median ratio's
+    distribution-free 95% CI is within the profile's ``target_rel_ci`` (after ``min_rounds``
+    rounds and ``2 x min_time_s``), or until ``2 x max_time_s`` have passed or ``max_rounds``
+    rounds are done; never fewer than ``min_rounds``. ``ratio_spread`` is the interquartile
+    range of the round ratios.
     """
     if min_rounds < 1 or (max_rounds is not None and max_rounds < min_rounds):
         raise ValueError(f"need 1 <= min_rounds <= max_rounds (got {min_rounds}, {max_rounds})")
+    t = profile.timing
+    if block_s is None:
+        block_s = min(SPEEDUP_BLOCK_S, t.max_time_s / min_rounds)
     if block_s <= 0:
         raise ValueError(f"block_s must be positive (got {block_s})")
-    t = profile.timing
     bs = batch_size or profile.default_batch_size
     batches = [place_input(x, profile) for x in rebatch(inputs, bs)]
     a, b = (timed_form(place_model(m, profile), batches[0], profile) for m in (model_a, model_b))

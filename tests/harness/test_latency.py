@@ -183,6 +183,27 @@ def test_speedup_stops_at_twice_max_time_when_rounds_disagree(
     assert len(res.ratios) > 8
 
 
+def test_speedup_blocks_fit_min_rounds_into_the_profiles_time_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.measure.latency as latency
+
+    fake_timer(monkeypatch)
+    seconds: list[float] = []
+    block = latency._block
+
+    def recording(model, batches, secs, timer, offset):  # type: ignore[no-untyped-def]
+        seconds.append(secs)
+        return block(model, batches, secs, timer, offset)
+
+    monkeypatch.setattr(latency, "_block", recording)
+    measure_speedup(Fixed(2.0), Fixed(1.0), [torch.ones(1, 2)], fast_profile())
+    assert set(seconds) == {FAST.max_time_s / latency.SPEEDUP_MIN_ROUNDS}  # 0.1 s cap: 12.5 ms
+    seconds.clear()
+    measure_speedup(Fixed(2.0), Fixed(1.0), [torch.ones(1, 2)], load_profile("cpu-1t"),
+                    max_rounds=8)
+    assert set(seconds) == {latency.SPEEDUP_BLOCK_S}  # a 3 s cap leaves the 50 ms default
+
+
 def test_speedup_rejects_bad_round_settings() -> None:
     with pytest.raises(ValueError, match="min_rounds"):
         measure_speedup(Fixed(1.0), Fixed(1.0), [torch.ones(1, 2)], fast_profile(),
