@@ -51,7 +51,7 @@ import torch
 from harness.datasets import load_dataset
 from harness.errors import PrunebenchError
 from harness.measure.flops import count_macs, effective_macs
-from harness.measure.latency import measure_speedup
+from harness.measure.latency import long_rounds, measure_speedup
 from harness.profiles import check_usable, load_profile
 from harness.pruning import PruneContext, PruningConfig, get_method
 from harness.pruning.dyn_fast import FastBasicBlock
@@ -158,9 +158,7 @@ def _speed(net: torch.nn.Module, ref: torch.nn.Module, setting: tuple) -> float:
     inputs, profile, rounds, batch = setting
     # long rounds, as the README's figures were measured (the harness's default estimator uses
     # short blocks: benchmarks/bench_speedup.py)
-    return measure_speedup(ref, net, inputs, profile, min_rounds=rounds, max_rounds=rounds,
-                           block_s=max(profile.timing.min_time_s,
-                                       profile.timing.max_time_s / rounds),
+    return measure_speedup(ref, net, inputs, profile, **long_rounds(profile.timing, rounds),
                            batch_size=batch).ratio_median
 
 

@@ -14,7 +14,8 @@ kind of load a shared CI runner or a colleague's job puts on it:
 
 - ``short_blocks``: the harness's estimator (50 ms per network per round, at least 8 rounds,
   until the median ratio's 95% CI meets the profile's target or 2 x ``max_time_s``);
-- ``long_rounds``: the estimator it replaced (5 rounds of ``max_time_s / 5`` per network).
+- ``long_rounds``: the estimator it replaced (5 rounds of ``max_time_s / 5`` = 0.6 s per
+  network; ``harness.measure.latency.long_rounds``).
 
 Per condition, estimator and network it reports the scatter of the estimates relative to the
 median of all estimates of that network by both estimators (``worst_rel_dev``: the largest
@@ -33,7 +34,7 @@ import time
 import numpy as np
 
 from harness.evaluate import Workload, build_pruned, prepare
-from harness.measure.latency import measure_speedup
+from harness.measure.latency import long_rounds, measure_speedup
 from harness.measure.stats import iqr, percentile
 from harness.profiles import load_profile
 from harness.pruning import PruningConfig
@@ -64,10 +65,9 @@ def main() -> int:
     profile = load_profile("cpu-1t")
     prepared = prepare(Workload(model="resnet20", dataset="digits"), progress=True)
     inputs = prepared.eval_inputs(profile.default_batch_size, split="val")
-    t = profile.timing
     estimators = {
         "short_blocks": {},
-        "long_rounds": {"block_s": t.max_time_s / 5, "min_rounds": 5, "max_rounds": 5},
+        "long_rounds": long_rounds(profile.timing, 5),
     }
     nets = {r: build_pruned(prepared, PruningConfig(method="l1", global_ratio=r),
                             profile=profile, progress=False) for r in RATIOS}

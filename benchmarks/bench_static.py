@@ -34,8 +34,8 @@ from torch import nn
 MODEL = "resnet56"
 PROFILE = "cpu-1t"
 TARGETS = (0.25, 0.50, 0.75)  # MAC reductions
-# ROUNDS long rounds of max(min_time_s, max_time_s / ROUNDS) per network, as the README's
-# figures were measured (the harness's default estimator uses short blocks: bench_speedup.py)
+# long rounds, as the README's figures were measured (the harness's default estimator uses short
+# blocks: bench_speedup.py)
 ROUNDS = 11
 FORMS = {"eager": "cpu-1t", "frozen": "cpu-1t-frozen"}  # form -> profile
 
@@ -104,7 +104,7 @@ def ratio_for(model: nn.Module, x: torch.Tensor, target: float, dense_macs: int,
 def main() -> int:
     """Run the benchmark; print one line per point and a JSON summary last."""
     from harness.errors import PrunebenchError
-    from harness.measure.latency import measure_speedup
+    from harness.measure.latency import long_rounds, measure_speedup
     from harness.models import create_model
     from harness.profiles import check_usable, load_profile
 
@@ -135,10 +135,8 @@ def main() -> int:
                  "macs_reduction": round(1 - macs / dense_macs, 4),
                  "ideal_speedup": round(ideal, 3)}
         for form, profile in profiles.items():
-            t = profile.timing
-            sp = measure_speedup(model, pruned, inputs, profile, min_rounds=ROUNDS,
-                                 max_rounds=ROUNDS,
-                                 block_s=max(t.min_time_s, t.max_time_s / ROUNDS))
+            sp = measure_speedup(model, pruned, inputs, profile,
+                                 **long_rounds(profile.timing, ROUNDS))
             key = "" if form == "eager" else "frozen_"
             point.update({
                 f"{key}realized_speedup": round(sp.ratio_median, 3),

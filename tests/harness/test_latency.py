@@ -15,6 +15,7 @@ from torch import nn
 from harness.measure.latency import (
     LatencyResult,
     in_reference_frame,
+    long_rounds,
     measure_latency,
     measure_speedup,
     rebatch,
@@ -202,6 +203,18 @@ def test_speedup_blocks_fit_min_rounds_into_the_profiles_time_cap(
     measure_speedup(Fixed(2.0), Fixed(1.0), [torch.ones(1, 2)], load_profile("cpu-1t"),
                     max_rounds=8)
     assert set(seconds) == {latency.SPEEDUP_BLOCK_S}  # a 3 s cap leaves the 50 ms default
+
+
+def test_long_rounds_runs_exactly_that_many_rounds_of_the_profiles_share(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_timer(monkeypatch)
+    timing = replace(FAST, min_time_s=0.01, max_time_s=0.05)
+    assert long_rounds(timing, 5) == {"min_rounds": 5, "max_rounds": 5, "block_s": 0.01}
+    assert long_rounds(replace(timing, max_time_s=0.2), 5)["block_s"] == pytest.approx(0.04)
+    res = measure_speedup(Fixed(2.0), Fixed(1.0), [torch.ones(1, 2)],
+                          replace(load_profile("cpu-1t"), timing=timing),
+                          **long_rounds(timing, 5))
+    assert len(res.ratios) == 5 and res.ratio_median == 2.0
 
 
 def test_speedup_rejects_bad_round_settings() -> None:
