@@ -221,13 +221,20 @@ def _timer(device: torch.device) -> Callable[[nn.Module, torch.Tensor], float]:
     return cpu_time
 
 
+def _warm_up(models: Sequence[nn.Module], batches: Sequence[torch.Tensor], iters: int,
+             device: torch.device) -> None:
+    """``iters`` untimed passes of each model, then wait for the device."""
+    for model in models:
+        for i in range(iters):
+            model(batches[i % len(batches)])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _sample(model: nn.Module, batches: Sequence[torch.Tensor], timing: TimingSettings,
             device: torch.device) -> LatencyResult:
     timer = _timer(device)
-    for i in range(timing.warmup_iters):
-        model(batches[i % len(batches)])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _warm_up((model,), batches, timing.warmup_iters, device)
     samples: list[float] = []
     sorted_ms: list[float] = []
     start = time.perf_counter()
@@ -297,11 +304,7 @@ def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[tor
     pooled: dict[str, list[float]] = {"a": [], "b": []}
     converged = False
     with applied(profile), torch.inference_mode(), gc_disabled():
-        for model in (a, b):
-            for i in range(t.warmup_iters):
-                model(batches[i % len(batches)])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _warm_up((a, b), batches, t.warmup_iters, device)
         start = time.perf_counter()
         while True:
             order = (("a", a), ("b", b)) if len(ratios) % 2 == 0 else (("b", b), ("a", a))
