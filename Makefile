@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m search.demo
+	$(BIN)/python -m prunebench.search.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

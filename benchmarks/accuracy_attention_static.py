@@ -1,7 +1,7 @@
 """Attention-driven static pruning: AAP (accuracy and latency targets) and PAAM vs uniform L1.
 
 For digits and MNIST (``/work/shared/data/mnist`` or ``$PRUNEBENCH_MNIST``; 8,000/2,000 split),
-starting from the cached dense ResNet-20 base model (``harness.train.get_base_model``,
+starting from the cached dense ResNet-20 base model (``prunebench.harness.train.get_base_model``,
 ``DEFAULT_RECIPE``):
 
 1. AAP accuracy-critical, target ``accuracy-loss=1`` (val top-1 loss at most 1 point; 1 epoch of
@@ -36,17 +36,16 @@ import time
 from pathlib import Path
 
 import torch
-
-from harness.datasets import load_dataset
-from harness.errors import PrunebenchError
-from harness.measure.accuracy import accuracy
-from harness.measure.latency import measure_latency, measure_speedup
-from harness.profiles import load_profile
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.aap import model_cost
-from harness.pruning.recovery import RecoveryOptions, finetune
-from harness.pruning.static_methods import prune_by_criterion
-from harness.train import DEFAULT_RECIPE, get_base_model
+from prunebench.harness.datasets import load_dataset
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.accuracy import accuracy
+from prunebench.harness.measure.latency import measure_latency, measure_speedup
+from prunebench.harness.profiles import load_profile
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.static.aap import model_cost
+from prunebench.harness.pruning.static.classic import prune_by_criterion
+from prunebench.harness.pruning.static.recovery import RecoveryOptions, finetune
+from prunebench.harness.train import DEFAULT_RECIPE, get_base_model
 
 AAP_ROUNDS, AAP_LATENCY_ROUNDS, TEST_TOLERANCE = 6, 10, 1.0
 PAAM_EPOCHS, FT_EPOCHS, PAAM_LAMBDA = 6, 2, 2e-3

@@ -1,7 +1,7 @@
 """Accuracy of AntiDote (exact rule) and antidote_fast with and without targeted dropout.
 
 For digits and MNIST (``/work/shared/data/mnist`` or ``$PRUNEBENCH_MNIST``; 8,000/2,000 split),
-starting from the cached dense ResNet-20 base model (``harness.train.get_base_model``):
+starting from the cached dense ResNet-20 base model (``prunebench.harness.train.get_base_model``):
 
 1. arms (``ARMS``), each fine-tuned from the base with the same LR and distillation from it:
    plain fine-tuning (no dropout; 10 and 20 epochs) and AntiDote targeted-dropout fine-tuning:
@@ -29,13 +29,12 @@ import sys
 import warnings
 
 import torch
-
-from harness.datasets import load_dataset, make_loader
-from harness.measure.accuracy import accuracy
-from harness.measure.flops import count_macs, effective_macs
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.dyn_train import finetune_dynamic
-from harness.train import DEFAULT_RECIPE, get_base_model
+from prunebench.harness.datasets import load_dataset, make_loader
+from prunebench.harness.measure.accuracy import accuracy
+from prunebench.harness.measure.flops import count_macs, effective_macs
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.dynamic.training import finetune_dynamic
+from prunebench.harness.train import DEFAULT_RECIPE, get_base_model
 
 EPOCHS, LR, KD = 10, 0.05, 0.7
 TD = {"gamma": 0.75, "alpha": 1.0, "sample": 1.0}

@@ -63,9 +63,9 @@ def _summary(runs: list[tuple[float, float]]) -> dict[str, float]:
 
 def main() -> int:
     """Prune, recover and evaluate every (ratio, recovery, criterion, seed); print the JSON."""
-    from harness.evaluate import Workload, build_pruned, prepare
-    from harness.measure.accuracy import accuracy
-    from harness.pruning import PruningConfig
+    from prunebench.harness.evaluate import Workload, build_pruned, prepare
+    from prunebench.harness.measure.accuracy import accuracy
+    from prunebench.harness.pruning import PruningConfig
 
     start = time.perf_counter()
     base = prepare(Workload("resnet20", "digits"), progress=False)

@@ -4,7 +4,7 @@ For effective-MAC reductions of about 25/50/75%, each point compares (interleave
 ``harness.measure.latency.measure_speedup``) a dynamic network with its dense reference and
 reports next to it the ideal speedup (dense MACs / effective MACs) and the speedup of a static
 network with the same MACs (an l1-norm cut of each block's internal channels with
-``harness.pruning.static.cut_filters``).
+``prunebench.harness.pruning.static.cut.cut_filters``).
 
 Fairness: ``antidote_fast`` folds BN into its convs, so it and the static network are compared
 with a BN-folded dense network; AntiDote's exact ``masked``/``gathered`` modes keep BN and are
@@ -47,18 +47,17 @@ import sys
 import warnings
 
 import torch
-
-from harness.datasets import load_dataset
-from harness.errors import PrunebenchError
-from harness.measure.flops import count_macs, effective_macs
-from harness.measure.latency import long_rounds, measure_speedup
-from harness.profiles import check_usable, load_profile
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.dyn_fast import FastBasicBlock
-from harness.pruning.dyn_fold import fold_batchnorm
-from harness.pruning.dynamic import gated_layers
-from harness.pruning.static import cut_filters
-from harness.train import DEFAULT_RECIPE, get_base_model
+from prunebench.harness.datasets import load_dataset
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.flops import count_macs, effective_macs
+from prunebench.harness.measure.latency import long_rounds, measure_speedup
+from prunebench.harness.profiles import check_usable, load_profile
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.dynamic.build import gated_layers
+from prunebench.harness.pruning.dynamic.fast_blocks import FastBasicBlock
+from prunebench.harness.pruning.dynamic.folding import fold_batchnorm
+from prunebench.harness.pruning.static.cut import cut_filters
+from prunebench.harness.train import DEFAULT_RECIPE, get_base_model
 
 TARGETS = (0.25, 0.50, 0.75)
 KEEP_GRID = [round(0.05 * i, 2) for i in range(1, 21)]

@@ -14,10 +14,9 @@ import statistics
 import time
 
 import torch
-
-from harness.measure.latency import measure_latency, measure_speedup
-from harness.models import create_model
-from harness.profiles import check_usable, load_profile
+from prunebench.harness.measure.latency import measure_latency, measure_speedup
+from prunebench.harness.models import create_model
+from prunebench.harness.profiles import check_usable, load_profile
 
 REPEATS = 5
 TOLERANCE = 0.03

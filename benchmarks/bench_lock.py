@@ -35,11 +35,10 @@ PROFILE = "cpu-1t"  # one thread per worker: the common multi-worker setting
 def _child(rounds: int, lock_dir: str | None) -> list[float]:
     """Measure ``rounds`` p50 latencies (ms) of the reference network in this process."""
     import torch
-
-    from harness.measure.latency import measure_latency
-    from harness.models import create_model
-    from harness.profiles import TimingSettings, load_profile
-    from search.distributed import timing_lock
+    from prunebench.harness.measure.latency import measure_latency
+    from prunebench.harness.models import create_model
+    from prunebench.harness.profiles import TimingSettings, load_profile
+    from prunebench.search.distributed import timing_lock
 
     torch.manual_seed(0)
     model = create_model(MODEL, 10, 3).eval()

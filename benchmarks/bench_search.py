@@ -9,7 +9,7 @@ dense from interleaved rounds, so the shared machine's drift between arms and tr
 
 - ``search``: ``prunebench search``'s own run with its defaults (multivariate TPE, per-group
   ratios, up to 8 warm-start trials on the uniform line that find the budget's edge and then
-  spread over the line's feasible stretch (``search.warm``), latency budget as an Optuna
+  spread over the line's feasible stretch (``prunebench.search.warm``), latency budget as an Optuna
   constraint met with the default 10% latency margin), followed by its strict re-measurement of
   the feasible front and near-budget trials;
 - ``uniform_l1``: one ratio for every group, evenly spaced over ``[0, max_ratio]``;
@@ -63,7 +63,7 @@ OUT = Path(os.environ.get("PRUNEBENCH_BENCH_OUT", "results/bench-search"))
 
 def _arm(name: str, spec, objective, sampler: str, remeasure_max: int,
          warm_start: int = 0) -> dict:
-    from search.commands.search import SearchRun
+    from prunebench.search.commands.search import SearchRun
 
     run = SearchRun(spec, OUT / name, args={"bench": name}, sampler=sampler, study_name=name,
                     progress=True, objective=objective, warm_start=warm_start)
@@ -73,9 +73,9 @@ def _arm(name: str, spec, objective, sampler: str, remeasure_max: int,
 
 def _uniform(spec, prepared, profile, anchor: float) -> dict:
     """The uniform sweep as enqueued trials of a study with a fine ratio grid (0.01)."""
-    from search.objective import SearchObjective
-    from search.space import uniform_params
-    from search.study import create_or_load_study, open_storage, run_trials, trials_frame
+    from prunebench.search.objective import SearchObjective
+    from prunebench.search.space import uniform_params
+    from prunebench.search.study import create_or_load_study, open_storage, run_trials, trials_frame
 
     uspec = dataclasses.replace(spec, space=dataclasses.replace(spec.space, ratio_step=0.01))
     objective = SearchObjective(uspec, prepared=prepared, profile=profile)
@@ -106,10 +106,9 @@ def _retime(frames: dict[str, pd.DataFrame], objective, prepared, profile) -> di
     falls on all arms alike. One configuration in several arms (the most pruned uniform point)
     is timed once. Returns each arm's re-timed p50s in the frame's row order.
     """
+    from prunebench.harness.evaluate import build_pruned
+    from prunebench.search.study import open_storage
     from tqdm import tqdm
-
-    from harness.evaluate import build_pruned
-    from search.study import open_storage
 
     jobs, configs = [], {}
     for name, frame in frames.items():
@@ -135,11 +134,11 @@ def _retime(frames: dict[str, pd.DataFrame], objective, prepared, profile) -> di
 
 def main() -> int:
     """Run the three arms and print the comparison; the last line is one JSON object."""
-    from harness.evaluate import Workload, prepare
-    from harness.profiles import load_profile
-    from search.objective import SearchObjective, SearchSpec
-    from search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
-    from search.space import SpaceSpec
+    from prunebench.harness.evaluate import Workload, prepare
+    from prunebench.harness.profiles import load_profile
+    from prunebench.search.objective import SearchObjective, SearchSpec
+    from prunebench.search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
+    from prunebench.search.space import SpaceSpec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shutil.rmtree(OUT, ignore_errors=True)
@@ -152,22 +151,22 @@ def main() -> int:
                       space=SpaceSpec(kind="static", static_methods=("l1",),
                                       finetune_epochs=FINETUNE_EPOCHS))
     probe = SearchObjective(base, prepared=prepared, profile=profile)
-    from harness.pruning import DENSE
-    from search.study import strict_profile
+    from prunebench.harness.pruning import DENSE
+    from prunebench.search.study import strict_profile
 
     # one latency frame for all three arms: the dense p50 timed once, strictly; every point is
     # this anchor / its speedup over dense from interleaved rounds (see --latency-frame)
     dense = probe.measure(DENSE, prepared.base_model, profile=strict_profile(profile))
     anchor = dense.latency_p50_ms
     budget = round(BUDGET_FRACTION * anchor, 4)
-    from search.commands.search import DEFAULT_LATENCY_MARGIN
+    from prunebench.search.commands.search import DEFAULT_LATENCY_MARGIN
 
     spec = dataclasses.replace(base, budgets={"latency_ms": budget},
                                latency_margin=DEFAULT_LATENCY_MARGIN)
     objective = SearchObjective(spec, prepared=prepared, profile=profile)
     objective.latency_anchor_ms = anchor
 
-    from search.commands.search import DEFAULT_WARM_START
+    from prunebench.search.commands.search import DEFAULT_WARM_START
 
     search = _arm("search", spec, objective, "tpe", remeasure_max=12,
                   warm_start=DEFAULT_WARM_START)  # as `prunebench search` runs by default

@@ -15,7 +15,7 @@ kind of load a shared CI runner or a colleague's job puts on it:
 - ``short_blocks``: the harness's estimator (50 ms per network per round, at least 8 rounds,
   until the median ratio's 95% CI meets the profile's target or 2 x ``max_time_s``);
 - ``long_rounds``: the estimator it replaced (5 rounds of ``max_time_s / 5`` = 0.6 s per
-  network; ``harness.measure.latency.long_rounds``).
+  network; ``prunebench.harness.measure.latency.long_rounds``).
 
 Per condition, estimator and network it reports the scatter of the estimates relative to the
 median of all estimates of that network by both estimators (``worst_rel_dev``: the largest
@@ -32,12 +32,11 @@ import sys
 import time
 
 import numpy as np
-
-from harness.evaluate import Workload, build_pruned, prepare
-from harness.measure.latency import long_rounds, measure_speedup
-from harness.measure.stats import iqr, percentile
-from harness.profiles import load_profile
-from harness.pruning import PruningConfig
+from prunebench.harness.evaluate import Workload, build_pruned, prepare
+from prunebench.harness.measure.latency import long_rounds, measure_speedup
+from prunebench.harness.measure.stats import iqr, percentile
+from prunebench.harness.profiles import load_profile
+from prunebench.harness.pruning import PruningConfig
 
 RATIOS = (0.3, 0.5, 0.7)
 REPEATS = int(os.environ.get("PRUNEBENCH_BENCH_REPEATS", "8"))  # smoke runs only

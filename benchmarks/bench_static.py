@@ -44,8 +44,8 @@ SCHEMES = ("uniform", "block-internal")
 
 
 def _config(model: nn.Module, x: torch.Tensor, ratio: float, scheme: str):  # noqa: ANN202
-    from harness.pruning import PruningConfig
-    from harness.pruning.static import coupled_groups
+    from prunebench.harness.pruning import PruningConfig
+    from prunebench.harness.pruning.static.cut import coupled_groups
 
     if scheme == "uniform":
         return PruningConfig("l1", global_ratio=ratio)
@@ -55,14 +55,14 @@ def _config(model: nn.Module, x: torch.Tensor, ratio: float, scheme: str):  # no
 
 
 def _prune(model: nn.Module, x: torch.Tensor, ratio: float, scheme: str = "uniform") -> nn.Module:
-    from harness.pruning import PruneContext, get_method
+    from prunebench.harness.pruning import PruneContext, get_method
 
     return get_method("l1").apply(model, _config(model, x, ratio, scheme),
                                   PruneContext(example_input=x))
 
 
 def _macs(model: nn.Module, x: torch.Tensor) -> int:
-    from harness.measure.flops import count_macs
+    from prunebench.harness.measure.flops import count_macs
 
     return count_macs(model, x).macs
 
@@ -103,10 +103,10 @@ def ratio_for(model: nn.Module, x: torch.Tensor, target: float, dense_macs: int,
 
 def main() -> int:
     """Run the benchmark; print one line per point and a JSON summary last."""
-    from harness.errors import PrunebenchError
-    from harness.measure.latency import long_rounds, measure_speedup
-    from harness.models import create_model
-    from harness.profiles import check_usable, load_profile
+    from prunebench.harness.errors import PrunebenchError
+    from prunebench.harness.measure.latency import long_rounds, measure_speedup
+    from prunebench.harness.models import create_model
+    from prunebench.harness.profiles import check_usable, load_profile
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=PROFILE, help=f"hardware profile (default {PROFILE})")

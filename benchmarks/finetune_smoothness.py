@@ -20,11 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from harness.evaluate import Workload, prepare
-from harness.measure.accuracy import accuracy
-from harness.profiles import load_profile
-from search.objective import SearchObjective, SearchSpec
-from search.space import SpaceSpec, uniform_params
+from prunebench.harness.evaluate import Workload, prepare
+from prunebench.harness.measure.accuracy import accuracy
+from prunebench.harness.profiles import load_profile
+from prunebench.search.objective import SearchObjective, SearchSpec
+from prunebench.search.space import SpaceSpec, uniform_params
 
 RATIOS = [round(0.50 + 0.02 * i, 2) for i in range(11)]
 # name -> (fine-tune epochs, learning rate; None: the recipe's)

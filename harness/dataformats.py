@@ -2,7 +2,7 @@
 
 Each reader returns raw ``uint8`` images ``(N, C, H, W)`` and ``int64`` labels ``(N,)`` as
 tensors, or raises :class:`DataError` naming the path and the layout that was expected.
-Resizing and normalisation happen in :mod:`harness.datasets`.
+Resizing and normalisation happen in :mod:`prunebench.harness.datasets`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from harness.errors import DataError
+from prunebench.harness.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from prunebench.harness import dataformats as fmt
+from prunebench.harness.errors import DataError, PrunebenchError
+from prunebench.harness.registry import Registry
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
-
-from harness import dataformats as fmt
-from harness.errors import DataError, PrunebenchError
-from harness.registry import Registry
 
 SPLIT_NAMES = ("train", "val", "test")
 

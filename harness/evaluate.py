@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.fingerprint import machine_fingerprint
-from harness.measure.energy import measure_energy, open_meter
-from harness.measure.environment import collect_environment
-from harness.measure.flops import count_macs, effective_macs
-from harness.measure.latency import (
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.fingerprint import machine_fingerprint
+from prunebench.harness.measure.energy import measure_energy, open_meter
+from prunebench.harness.measure.environment import collect_environment
+from prunebench.harness.measure.flops import count_macs, effective_macs
+from prunebench.harness.measure.latency import (
     in_reference_frame,
     measure_latency,
     measure_speedup,
@@ -32,12 +30,13 @@ from harness.measure.latency import (
     rebatch,
     timed_form,
 )
-from harness.measure.memory import measure_memory
-from harness.measurement import Measurement
-from harness.models import MODELS, create_model, nominal_input_size
-from harness.profiles import HardwareProfile, check_usable, load_profile
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.train import DEFAULT_RECIPE, Recipe
+from prunebench.harness.measure.memory import measure_memory
+from prunebench.harness.measurement import Measurement
+from prunebench.harness.models import MODELS, create_model, nominal_input_size
+from prunebench.harness.profiles import HardwareProfile, check_usable, load_profile
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.train import DEFAULT_RECIPE, Recipe
+from torch import nn
 
 MAX_TIMING_EXAMPLES = 256  # real examples cycled through by latency/energy/effective MACs
 
@@ -65,7 +64,7 @@ class PreparedWorkload:
     """The loaded splits (``None`` cost-only) and dense base model (eval mode, CPU), reused."""
 
     workload: Workload
-    splits: Any  # harness.datasets.DatasetSplits | None
+    splits: Any  # prunebench.harness.datasets.DatasetSplits | None
     base_model: nn.Module
     example_input: torch.Tensor  # (1, C, H, W), a real example when there is data
     input_size: tuple[int, int, int]
@@ -84,7 +83,7 @@ class PreparedWorkload:
         if self.splits is None:
             gen = torch.Generator().manual_seed(self.workload.seed)
             return [torch.randn(MAX_TIMING_EXAMPLES, *self.input_size, generator=gen)]
-        from harness.datasets import make_loader
+        from prunebench.harness.datasets import make_loader
 
         out, n = [], 0
         for x, _ in make_loader(self.splits.split(split), batch_size=64, shuffle=False):
@@ -107,7 +106,7 @@ def prepare(workload: Workload, *, progress: bool = True) -> PreparedWorkload:
     MODELS.get(workload.model)  # unknown names list the known ones
     splits = None
     if workload.dataset is not None:
-        from harness.datasets import load_dataset
+        from prunebench.harness.datasets import load_dataset
 
         splits = load_dataset(workload.dataset, workload.data_dir, seed=workload.seed)
         input_size, num_classes = tuple(splits.input_size), splits.num_classes
@@ -118,12 +117,12 @@ def prepare(workload: Workload, *, progress: bool = True) -> PreparedWorkload:
         input_size = tuple(workload.input_size or nominal_input_size(workload.model))
         num_classes = workload.num_classes or _default_classes(workload.model)
     if workload.checkpoint is not None:
-        from harness.train import load_checkpoint
+        from prunebench.harness.train import load_checkpoint
 
         base, _ = load_checkpoint(workload.checkpoint,
                                   create_model(workload.model, num_classes, input_size[0]))
     elif splits is not None:
-        from harness.train import get_base_model
+        from prunebench.harness.train import get_base_model
 
         base, _ = get_base_model(workload.model, workload.dataset, splits, workload.recipe,
                                  data_dir=workload.data_dir, progress=progress)
@@ -202,7 +201,7 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     batches = [place_input(x, profile) for x in inputs]
     acc = None
     if prepared.splits is not None:
-        from harness.measure.accuracy import accuracy
+        from prunebench.harness.measure.accuracy import accuracy
 
         acc = accuracy(_InProfileDtype(placed, profile), prepared.splits.split(split),
                        device=profile.device)

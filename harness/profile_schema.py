@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ProfileError
+from prunebench.harness.errors import ProfileError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from harness.errors import ProfileError
-from harness.fingerprint import MachineFingerprint, machine_fingerprint
-from harness.profile_schema import parse_profile, read_toml
+from prunebench.harness.errors import ProfileError
+from prunebench.harness.fingerprint import MachineFingerprint, machine_fingerprint
+from prunebench.harness.profile_schema import parse_profile, read_toml
 
 __all__ = [
     "EnergySettings", "Fingerprint", "HardwareProfile", "MachineFingerprint", "TimingSettings",

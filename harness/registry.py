@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from harness.errors import UnknownNameError
+from prunebench.harness.errors import UnknownNameError
 
 T = TypeVar("T")
 

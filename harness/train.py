@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from prunebench.harness.datasets import DatasetSplits, make_loader
+from prunebench.harness.errors import CheckpointError, PrunebenchError
 from torch import nn
 from tqdm import tqdm
-
-from harness.datasets import DatasetSplits, make_loader
-from harness.errors import CheckpointError, PrunebenchError
 
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 EpochCallback = Callable[[int, nn.Module], None]
@@ -237,7 +236,7 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
     prunebench checkpoint, or does not fit the model. A pruned checkpoint (``meta["arch"]``)
     needs the rebuilt ``model`` passed in.
     """
-    from harness.models import create_model
+    from prunebench.harness.models import create_model
 
     path = Path(path)
     if not path.is_file():
@@ -251,7 +250,7 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
             and isinstance(payload.get("state_dict"), dict)
             and isinstance(payload.get("meta"), dict)):
         raise CheckpointError(f"{path} is not a prunebench checkpoint (state_dict + meta); "
-                              "save it with harness.train.save_checkpoint")
+                              "save it with prunebench.harness.train.save_checkpoint")
     meta = payload["meta"]
     if model is None:
         if "arch" in meta:
@@ -268,7 +267,7 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
 
 
 def _fresh_model(model_name: str, splits: DatasetSplits, seed: int) -> nn.Module:
-    from harness.models import create_model
+    from prunebench.harness.models import create_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -286,8 +285,7 @@ def get_base_model(model_name: str, dataset_name: str, splits: DatasetSplits, re
     eval mode and the checkpoint path.
     """
     from filelock import FileLock
-
-    from harness.measure.accuracy import accuracy
+    from prunebench.harness.measure.accuracy import accuracy
 
     source = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else splits.source
     identity = {"model": model_name, "dataset": dataset_name, "source": source,

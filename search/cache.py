@@ -14,6 +14,7 @@ import datetime as dt
 import json
 
 import optuna
+from prunebench.harness.measurement import Measurement
 from sqlalchemy import (
     Column,
     DateTime,
@@ -29,8 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
-
-from harness.measurement import Measurement
 
 TABLE_NAME = "prunebench_measurement_cache"
 

@@ -1,6 +1,6 @@
 """The ``prunebench`` command: a table of small subcommands, each returning an exit code.
 
-Each subcommand lives in a module of ``search.commands`` exposing ``NAME``, ``HELP``,
+Each subcommand lives in a module of ``prunebench.search.commands`` exposing ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. A :class:`PrunebenchError` becomes one line on
 stderr and exit code 2; Ctrl-C becomes exit code 130 after the command has saved its work.
 """
@@ -12,20 +12,20 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 # One line per subcommand module (order is the order in --help).
 COMMAND_MODULES = (
-    "search.commands.info",
-    "search.commands.baseline",
-    "search.commands.profiles",
-    "search.commands.measure",
-    "search.commands.train",
-    "search.commands.finetune",
-    "search.commands.compare",
-    "search.commands.search",
-    "search.commands.worker",
-    "search.commands.study",
+    "prunebench.search.commands.info",
+    "prunebench.search.commands.baseline",
+    "prunebench.search.commands.profiles",
+    "prunebench.search.commands.measure",
+    "prunebench.search.commands.train",
+    "prunebench.search.commands.finetune",
+    "prunebench.search.commands.compare",
+    "prunebench.search.commands.search",
+    "prunebench.search.commands.worker",
+    "prunebench.search.commands.study",
 )
 
 

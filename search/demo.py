@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from search.cli import main as cli
+from prunebench.search.cli import main as cli
 
 MODEL, DATASET, PROFILE = "resnet20", "digits", "cpu-1t"
 
@@ -40,7 +40,7 @@ def _cores() -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options of the demo."""
-    p = argparse.ArgumentParser(prog="python -m search.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m prunebench.search.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=12,
                    help="Optuna trials per search (default 12; fewer is faster)")

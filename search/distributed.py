@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from filelock import FileLock
-
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from search.runs import RunData
+    from prunebench.search.runs import RunData
 
 DIALECTS = ("postgresql", "mysql", "sqlite")
 DEFAULT_HEARTBEAT_S = 30
@@ -203,7 +201,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
     The columns follow ``docs/CONTRACTS.md`` (``run_kind = "search"``, ``label = "trial N"``,
     ``trial_number``), plus ``feasible`` (every constraint <= 0), ``worker_id`` and
-    ``cache_hit``, so ``search.report`` can use a study in a storage like a run folder.
+    ``cache_hit``, so ``prunebench.search.report`` can use a study in a storage like a run folder.
     """
     import pandas as pd
     from optuna.trial import TrialState
@@ -220,7 +218,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def storage_run(url: str, study_name: str) -> RunData:
     """A :class:`search.runs.RunData` read from a study in a storage (for ``prunebench report``)."""
-    from search.runs import run_from_frame
+    from prunebench.search.runs import run_from_frame
 
     study = load_study(open_storage(url), study_name)
     frame = trials_frame(study)

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measurement import Measurement
+from prunebench.harness.pruning import PruningConfig
+from prunebench.search.space import SearchSpace, SpaceSpec, TrialConfig
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.measurement import Measurement
-from harness.pruning import PruningConfig
-from search.space import SearchSpace, SpaceSpec, TrialConfig
 
 SPEC_ATTR = "prunebench_spec"
 # The dense p50 (ms) that anchors an "anchored" study's latency frame; set once per study.
@@ -155,8 +154,8 @@ class SearchObjective:
 
     def __init__(self, spec: SearchSpec, *, prepared: Any = None, profile: Any = None,
                  timing_lock: Any = None, progress: bool = False) -> None:
-        from harness.evaluate import Workload, prepare
-        from harness.profiles import check_usable, load_profile
+        from prunebench.harness.evaluate import Workload, prepare
+        from prunebench.harness.profiles import check_usable, load_profile
 
         self.spec = spec
         self.profile = profile if profile is not None else load_profile(spec.profile)
@@ -216,9 +215,9 @@ class SearchObjective:
 
     def measure(self, record: PruningConfig, model: nn.Module, *, split: str = "val",
                 profile: Any = None, speedup_vs_dense: bool = False) -> Measurement:
-        """``harness.evaluate`` of an already built network (``record`` names it), in the
+        """``prunebench.harness.evaluate`` of an already built network (``record`` names it), in the
         study's latency frame once :meth:`dense_reference` has set the anchor."""
-        from harness.evaluate import evaluate
+        from prunebench.harness.evaluate import evaluate
 
         return evaluate(self.prepared, record, profile or self.profile, split=split,
                         force=self.spec.force, speedup_vs_dense=speedup_vs_dense,
@@ -234,7 +233,7 @@ class SearchObjective:
         measurement of any process is expressed in it. An objective given an anchor already (a
         benchmark sharing one frame across studies) hands that one to a new study.
         """
-        from harness.pruning import DENSE
+        from prunebench.harness.pruning import DENSE
 
         base = self.prepared.base_model
         if self.spec.latency_frame != "anchored":
@@ -244,7 +243,7 @@ class SearchObjective:
             return self.measure(DENSE, base, split="val"), None
         if self.latency_anchor_ms is not None:
             return self.measure(DENSE, base, split="val"), self.latency_anchor_ms
-        from search.study import strict_profile
+        from prunebench.search.study import strict_profile
 
         m = self.measure(DENSE, base, split="val", profile=strict_profile(self.profile))
         self.latency_anchor_ms = m.latency_p50_ms
@@ -256,7 +255,7 @@ class SearchObjective:
         With ``trial``, validation accuracy after each fine-tune epoch is stored as user attr
         ``val_accuracy_epoch_<k>`` and, in single-objective studies, reported to the pruner.
         """
-        from harness.evaluate import build_pruned
+        from prunebench.harness.evaluate import build_pruned
 
         prepared = self.prepared
         model = prepared.base_model
@@ -265,7 +264,7 @@ class SearchObjective:
         if chosen.finetune_epochs > 0:
             model = self._finetune(model, chosen.finetune_epochs, trial)
         if chosen.dynamic is not None:
-            from harness.pruning import PruneContext, get_method
+            from prunebench.harness.pruning import PruneContext, get_method
 
             ctx = PruneContext(example_input=prepared.example_input, splits=prepared.splits,
                                recipe=prepared.workload.recipe, profile=self.profile,
@@ -274,16 +273,16 @@ class SearchObjective:
         return model.eval()
 
     def _finetune(self, model: nn.Module, epochs: int, trial: optuna.Trial | None) -> nn.Module:
-        from harness.measure.accuracy import accuracy
-        from harness.train import train_model
+        from prunebench.harness.measure.accuracy import accuracy
+        from prunebench.harness.train import train_model
 
         splits = self.prepared.splits
         if splits is None:
             raise PrunebenchError("fine-tuning needs a data set; give --dataset or "
                                   "--finetune-epochs 0")
         # the recipe's own lr in a fresh cosine schedule (learning-rate rewinding), exactly as
-        # harness.pruning.recovery fine-tunes the baseline sweeps, so searched and swept points
-        # on one plot had the same recovery
+        # harness.pruning.static.recovery fine-tunes the baseline sweeps, so searched and swept
+        # points on one plot had the same recovery
         recipe = dataclasses.replace(self.prepared.workload.recipe, epochs=epochs)
         single = trial is not None and len(trial.study.directions) == 1
 

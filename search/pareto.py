@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 MINIMIZE = "minimize"
 MAXIMIZE = "maximize"

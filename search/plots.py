@@ -1,4 +1,4 @@
-"""Matplotlib drawing only: trade-off plots of what ``search.pareto`` computed.
+"""Matplotlib drawing only: trade-off plots of what ``prunebench.search.pareto`` computed.
 
 Nothing here decides what is on a front; callers pass the points and the fronts (STYLE item 10).
 One colour and marker per series from the Okabe-Ito colour-blind-safe palette, the dense
@@ -24,8 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
-
-from search.pareto import MINIMIZE, Objective  # noqa: E402
+from prunebench.search.pareto import MINIMIZE, Objective  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design"; black is kept for the dense reference.
 OKABE_ITO = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")

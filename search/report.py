@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from harness.errors import PrunebenchError
-from search import pareto, plots
-from search.pareto import ACCURACY, LATENCY, OBJECTIVES, Objective
-from search.runs import RunData, check_comparable, distinct, merge_runs, select_split
+from prunebench.harness.errors import PrunebenchError
+from prunebench.search import pareto, plots
+from prunebench.search.pareto import ACCURACY, LATENCY, OBJECTIVES, Objective
+from prunebench.search.runs import RunData, check_comparable, distinct, merge_runs, select_split
 
 DEFAULT_OBJECTIVES = "accuracy,latency_p50"
 DEFAULT_BUDGET_FRACTIONS = (0.5, 0.75)  # of the dense p50, when no budget is given anywhere
@@ -170,7 +169,7 @@ def write_report(runs: Sequence[RunData], out: str | Path, *,
     Files are built in a sibling ``.partial`` folder and moved in at the end, so a failure never
     leaves a half-written report over an earlier one.
     """
-    from search import report_render
+    from prunebench.search import report_render
 
     an = analyse(runs, objectives=objectives, budgets_ms=budgets_ms, allow_mixed=allow_mixed,
                  split=split)

@@ -1,4 +1,4 @@
-"""Render an :class:`search.report.Analysis` as Markdown, self-contained HTML and LaTeX.
+"""Render an :class:`prunebench.search.report.Analysis` as Markdown, self-contained HTML and LaTeX.
 
 The document is a flat list of blocks (``h1``/``h2``/``p``/``ul``/``table``/``img``/``pre``)
 built once by :func:`document` and rendered twice, so the Markdown and HTML never disagree.
@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-
-from search.runs import distinct
+from prunebench.search.runs import distinct
 
 if TYPE_CHECKING:
-    from search.report import Analysis
+    from prunebench.search.report import Analysis
 
 Block = tuple[str, Any]
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 POINT_FILES = ("points.csv", "trials.csv", "remeasured.csv")
 BUDGET_KEYS = ("budget_ms", "latency_budget_ms")

@@ -24,10 +24,9 @@ from typing import Any
 
 import optuna
 import torch
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning import METHODS, PruningConfig
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning import METHODS, PruningConfig
 
 SPACES = ("static", "dynamic", "hybrid")
 CRITERION = "criterion"
@@ -136,14 +135,14 @@ class SearchSpace:
         groups: tuple[str, ...] = ()
         gated: tuple[str, ...] = ()
         if spec.kind in ("static", "hybrid"):
-            from harness.pruning.static import coupled_groups
+            from prunebench.harness.pruning.static.cut import coupled_groups
 
             groups = tuple(g.name for g in coupled_groups(model, example_input))
             if not groups:
                 raise PrunebenchError("the network has no prunable layer groups; pick another "
                                       "--model or --space dynamic")
         if spec.kind in ("dynamic", "hybrid"):
-            from harness.pruning.dynamic import gated_layers
+            from prunebench.harness.pruning.dynamic.build import gated_layers
 
             gated = tuple(gated_layers(model))
             if not gated:

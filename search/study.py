@@ -28,9 +28,8 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
-
-from harness.errors import PrunebenchError
-from search.objective import (
+from prunebench.harness.errors import PrunebenchError
+from prunebench.search.objective import (
     SEARCH_OBJECTIVES,
     SPEC_ATTR,
     SearchObjective,
@@ -38,10 +37,10 @@ from search.objective import (
     constraint_values,
     measurement_row,
 )
-from search.pareto import non_dominated_mask
+from prunebench.search.pareto import non_dominated_mask
 
 if TYPE_CHECKING:
-    from harness.profiles import HardwareProfile
+    from prunebench.harness.profiles import HardwareProfile
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TPE_STARTUP_TRIALS = 5  # random trials (warm-start ones included) before TPE models
@@ -106,8 +105,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             raise PrunebenchError(f"journal file directory {str(path.parent)!r} does not exist; "
                                   "create it or give another --storage")
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    from search.distributed import DEFAULT_HEARTBEAT_S
-    from search.distributed import open_storage as open_rdb
+    from prunebench.search.distributed import DEFAULT_HEARTBEAT_S
+    from prunebench.search.distributed import open_storage as open_rdb
 
     # A heartbeat, so a trial of a crashed `search` process is failed and re-queued by others.
     return open_rdb(url, heartbeat_interval_s=DEFAULT_HEARTBEAT_S)

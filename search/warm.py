@@ -22,7 +22,7 @@ stretch instead:
 
 The sampler then explores per-layer differences around those points. Without budgets (or when
 the dense network already meets them) the ``n`` points are spread evenly instead
-(:func:`search.space.warm_start_params`). The trials carry the user attribute
+(:func:`prunebench.search.space.warm_start_params`). The trials carry the user attribute
 ``prunebench_warm_start_t``; only the process that created the study steers the line (a trial
 another worker ran ends it early, which costs nothing but the aim).
 """
@@ -33,8 +33,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-
-from search.space import SearchSpace, uniform_line_params, warm_start_params
+from prunebench.search.space import SearchSpace, uniform_line_params, warm_start_params
 
 T_ATTR = "prunebench_warm_start_t"
 

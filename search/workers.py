@@ -3,13 +3,13 @@
 A worker rebuilds the study's objective from the spec stored with the study (no other input), so
 workers on many machines can join one study. Each worker measures on its own hardware only: it
 refuses a study whose hardware profile does not match this machine (``--force`` records forced
-measurements). Around timing it takes the per-machine lock of :func:`search.distributed.
+measurements). Around timing it takes the per-machine lock of :func:`prunebench.search.distributed.
 timing_lock`; measurements are kept in the study's :class:`~search.cache.MeasurementCache`.
 
 Ending cleanly: SIGINT (Ctrl-C) or SIGTERM (SLURM/Kubernetes preemption) abandons the running
 trial, which is recorded as FAIL with ``fail_reason = "interrupted"`` and re-queued with the
 same parameters; a worker killed outright (SIGKILL, lost node) stops its heartbeat and the next
-worker fails and re-queues its trial (see :mod:`search.distributed`).
+worker fails and re-queues its trial (see :mod:`prunebench.search.distributed`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,11 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from torch import nn
-
-from harness.errors import ProfileError, PrunebenchError
-from harness.measurement import Measurement
-from harness.pruning import PruningConfig
-from search.cache import MeasurementCache
-from search.distributed import (
+from prunebench.harness.errors import ProfileError, PrunebenchError
+from prunebench.harness.measurement import Measurement
+from prunebench.harness.pruning import PruningConfig
+from prunebench.search.cache import MeasurementCache
+from prunebench.search.distributed import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_RETRY,
     load_study,
@@ -40,8 +38,9 @@ from search.distributed import (
     timing_lock,
     worker_identity,
 )
-from search.objective import ANCHOR_ATTR, SPEC_ATTR, SearchObjective, SearchSpec
-from search.space import TrialConfig
+from prunebench.search.objective import ANCHOR_ATTR, SPEC_ATTR, SearchObjective, SearchSpec
+from prunebench.search.space import TrialConfig
+from torch import nn
 
 BUDGET_ATTR = "prunebench_n_trials"  # study user attr: total trials the study should get
 SAMPLER_ATTR = "prunebench_sampler"  # study user attr: sampler name every worker uses
@@ -194,7 +193,7 @@ class WorkerObjective(SearchObjective):
 
 def fingerprint_key() -> str:
     """This machine's fingerprint as stored in cache keys."""
-    from harness.fingerprint import machine_fingerprint
+    from prunebench.harness.fingerprint import machine_fingerprint
 
     return machine_fingerprint().short()
 
@@ -221,7 +220,7 @@ def join(storage_url: str, study_name: str, options: WorkerOptions, *,
         raise PrunebenchError(f"study {study_name!r} has no prunebench search spec; create it "
                               "with `prunebench study create` or `prunebench search`")
     spec = SearchSpec.from_dict(data[SPEC_ATTR])
-    from search.study import make_pruner, make_sampler
+    from prunebench.search.study import make_pruner, make_sampler
 
     # no seed: workers with one seed would propose the same points
     study = load_study(storage, study_name,

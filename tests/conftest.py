@@ -32,6 +32,6 @@ def mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def digits():
     """The digits splits (seed 0), loaded once per session."""
-    from harness.datasets import load_dataset
+    from prunebench.harness.datasets import load_dataset
 
     return load_dataset("digits")

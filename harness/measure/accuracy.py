@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from prunebench.harness.errors import DataError
 from torch import nn
 from torch.utils.data import Dataset
-
-from harness.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ def accuracy(model: nn.Module, dataset: Dataset, *, batch_size: int = 256,
 
     The model's train/eval mode is restored afterwards.
     """
-    from harness.datasets import make_loader
+    from prunebench.harness.datasets import make_loader
 
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise DataError("cannot measure accuracy on an empty split; check the data set")

@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from prunebench.harness.errors import ProfileError
+from prunebench.harness.measure.latency import gc_disabled
+from prunebench.harness.measure.meter_base import METERS, EnergyMeter, MeterUnavailable
+from prunebench.harness.measure.nvml import NvmlMeter
+from prunebench.harness.profiles import HardwareProfile, applied
 from torch import nn
-
-from harness.errors import ProfileError
-from harness.measure.latency import gc_disabled
-from harness.measure.meter_base import METERS, EnergyMeter, MeterUnavailable
-from harness.measure.nvml import NvmlMeter
-from harness.profiles import HardwareProfile, applied
 
 RAPL_ROOT = Path("/sys/class/powercap")
 

@@ -6,10 +6,9 @@ import platform
 from typing import Any
 
 import torch
+from prunebench.harness.fingerprint import machine_fingerprint
+from prunebench.harness.profiles import HardwareProfile
 from torch import nn
-
-from harness.fingerprint import machine_fingerprint
-from harness.profiles import HardwareProfile
 
 
 def _driver_version() -> str | None:

@@ -22,10 +22,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from prunebench.harness.measure.stats import iqr, median_ci, median_ci_rel, percentile
+from prunebench.harness.profiles import HardwareProfile, TimingSettings, applied
 from torch import nn
-
-from harness.measure.stats import iqr, median_ci, median_ci_rel, percentile
-from harness.profiles import HardwareProfile, TimingSettings, applied
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ def timed_form(model: nn.Module, example: torch.Tensor, profile: HardwareProfile
         return model
     info = getattr(model, "prunebench_dynamic", None)
     if info is not None:
-        from harness.errors import PrunebenchError
+        from prunebench.harness.errors import PrunebenchError
 
         method = info.get("method", "dynamic") if isinstance(info, dict) else "dynamic"
         raise PrunebenchError(

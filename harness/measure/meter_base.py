@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.profiles import HardwareProfile
-from harness.registry import Registry
+from prunebench.harness.profiles import HardwareProfile
+from prunebench.harness.registry import Registry
 
 
 class MeterUnavailable(Exception):

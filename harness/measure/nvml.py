@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.measure.meter_base import METERS, EnergyMeter, MeterUnavailable
-from harness.profiles import HardwareProfile
+from prunebench.harness.measure.meter_base import METERS, EnergyMeter, MeterUnavailable
+from prunebench.harness.profiles import HardwareProfile
 
 
 class _PowerSampler(threading.Thread):

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import importlib
 
-from harness.pruning.base import METHODS, MethodInfo, PruneContext, PruningMethod, get_method
-from harness.pruning.config import DENSE, PruningConfig
+from prunebench.harness.pruning.base import (
+    METHODS,
+    MethodInfo,
+    PruneContext,
+    PruningMethod,
+    get_method,
+)
+from prunebench.harness.pruning.config import DENSE, PruningConfig
 
 # Method modules register themselves on import; each line adds one family.
 _METHOD_MODULES = (
-    "harness.pruning.dense",
-    "harness.pruning.antidote",
-    "harness.pruning.instance_sparsity",
-    "harness.pruning.static_methods",
-    "harness.pruning.aap",
-    "harness.pruning.paam",
+    "prunebench.harness.pruning.dense",
+    "prunebench.harness.pruning.dynamic.antidote",
+    "prunebench.harness.pruning.dynamic.instance_sparsity",
+    "prunebench.harness.pruning.static.classic",
+    "prunebench.harness.pruning.static.aap",
+    "prunebench.harness.pruning.static.paam",
 )
 for _mod in _METHOD_MODULES:
     importlib.import_module(_mod)

@@ -7,15 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.registry import Registry
 from torch import nn
 
-from harness.pruning.config import PruningConfig
-from harness.registry import Registry
-
 if TYPE_CHECKING:
-    from harness.datasets import DatasetSplits
-    from harness.profiles import HardwareProfile
-    from harness.train import Recipe
+    from prunebench.harness.datasets import DatasetSplits
+    from prunebench.harness.profiles import HardwareProfile
+    from prunebench.harness.train import Recipe
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class PruningMethod(abc.ABC):
 
     Static methods return a physically smaller ``nn.Module`` with no masks left in it. Dynamic
     methods return a module whose forward decides per input what to compute and reports
-    effective MACs through ``harness.measure.flops.record_effective_macs``.
+    effective MACs through ``prunebench.harness.measure.flops.record_effective_macs``.
     """
 
     info: MethodInfo
@@ -74,6 +73,6 @@ def register_method(method: PruningMethod) -> PruningMethod:
 
 def get_method(name: str) -> PruningMethod:
     """The registered method ``name`` (importing every method module first)."""
-    import harness.pruning  # noqa: F401  (registers all methods)
+    import prunebench.harness.pruning  # noqa: F401  (registers all methods)
 
     return METHODS.get(name)

@@ -12,14 +12,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 
 @dataclass(frozen=True)
 class PruningConfig:
     """How much to prune, and with which registered method.
 
-    - ``method``: a name in ``harness.pruning.METHODS`` (``"dense"`` for no pruning).
+    - ``method``: a name in ``prunebench.harness.pruning.METHODS`` (``"dense"`` for no pruning).
     - ``ratios``: static pruning ratio in [0, 1) per module (or coupled group leader) name.
     - ``global_ratio``: one ratio for every prunable layer (uniform, or ranked globally when
       ``options["allocation"] == "global"``); per-layer ``ratios`` override it.

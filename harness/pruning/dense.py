@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import copy
 
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from prunebench.harness.pruning.config import PruningConfig
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
-from harness.pruning.config import PruningConfig
 
 
 class Dense(PruningMethod):

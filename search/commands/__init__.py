@@ -1,1 +1,1 @@
-"""Subcommands of the ``prunebench`` CLI, one module per group (see ``search.cli``)."""
+"""Subcommands of the ``prunebench`` CLI, one module per group (see ``prunebench.search.cli``)."""

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 NAME = "baseline"
 HELP = ("sweep a static pruning method over uniform ratios: prune, fine-tune, measure each point "
@@ -103,7 +103,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _points(args: argparse.Namespace, ratios: list[float]) -> list[tuple[str, Any]]:
     """(label, PruningConfig) per point to measure."""
-    from harness.pruning import PruningConfig
+    from prunebench.harness.pruning import PruningConfig
 
     opts = _options(args)
     if ratios:
@@ -117,8 +117,8 @@ def _points(args: argparse.Namespace, ratios: list[float]) -> list[tuple[str, An
 
 
 def _check_method(args: argparse.Namespace, configs: list[tuple[str, Any]]) -> None:
-    from harness.pruning import METHODS
-    from harness.pruning.static_methods import StaticFilterPruning, parse_options
+    from prunebench.harness.pruning import METHODS
+    from prunebench.harness.pruning.static.classic import StaticFilterPruning, parse_options
 
     method = METHODS.get(args.method)
     if METHODS.metadata(args.method)["kind"] != "static":
@@ -194,14 +194,13 @@ def _check_resume(run_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | N
 
 def run(args: argparse.Namespace) -> int:
     """Entry of ``prunebench baseline``."""
+    from prunebench.harness.evaluate import Workload, evaluate, prepare
+    from prunebench.harness.measurement import Measurement
+    from prunebench.harness.models import MODELS
+    from prunebench.harness.profiles import check_usable, load_profile
+    from prunebench.harness.pruning import DENSE
+    from prunebench.harness.train import DEFAULT_RECIPE
     from tqdm import tqdm
-
-    from harness.evaluate import Workload, evaluate, prepare
-    from harness.measurement import Measurement
-    from harness.models import MODELS
-    from harness.profiles import check_usable, load_profile
-    from harness.pruning import DENSE
-    from harness.train import DEFAULT_RECIPE
 
     MODELS.get(args.model)
     points = _points(args, parse_ratios(args.ratios))

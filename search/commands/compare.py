@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 
 def _budgets(text: str | None) -> list[float] | None:
@@ -73,7 +73,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _write(runs: list, out: Path, args: argparse.Namespace) -> int:
-    from search.report import write_report
+    from prunebench.search.report import write_report
 
     summary = write_report(runs, out, objectives=args.objectives,
                            budgets_ms=_budgets(args.budget_ms), allow_mixed=args.allow_mixed,
@@ -90,7 +90,7 @@ def _write(runs: list, out: Path, args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Merge several runs on common axes and write one comparison report."""
-    from search.runs import load_run
+    from prunebench.search.runs import load_run
 
     runs = [load_run(p) for p in args.runs]
     out = args.out or Path("results") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -100,14 +100,14 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     """Write the report of one run (into ``<run>/report`` unless ``--out`` is given)."""
     if "://" in args.run:
-        from search.distributed import storage_run
+        from prunebench.search.distributed import storage_run
 
         if not args.study:
             raise PrunebenchError(f"report from storage {args.run.split('://')[0]}://... needs "
                                   "--study NAME (see `prunebench study status`)")
         out = args.out or Path("results") / f"study-{args.study}" / "report"
         return _write([storage_run(args.run, args.study)], out, args)
-    from search.runs import load_run
+    from prunebench.search.runs import load_run
 
     run = load_run(Path(args.run))
     return _write([run], args.out or Path(args.run) / "report", args)

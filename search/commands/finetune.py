@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 NAME = "finetune"
 HELP = "fine-tune a network for dynamic pruning (targeted dropout or feature decay)"
@@ -56,10 +56,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune and save; prints the checkpoint path and the validation accuracy."""
-    from harness.datasets import load_dataset
-    from harness.measure.accuracy import accuracy
-    from harness.pruning.dyn_train import finetune_dynamic, parse_targeted_dropout
-    from harness.train import DEFAULT_RECIPE, get_base_model, load_checkpoint, save_checkpoint
+    from prunebench.harness.datasets import load_dataset
+    from prunebench.harness.measure.accuracy import accuracy
+    from prunebench.harness.pruning.dynamic.training import finetune_dynamic, parse_targeted_dropout
+    from prunebench.harness.train import (
+        DEFAULT_RECIPE,
+        get_base_model,
+        load_checkpoint,
+        save_checkpoint,
+    )
 
     if args.targeted_dropout is None and args.feature_decay is None:
         raise PrunebenchError("give --targeted-dropout gamma=0.5,alpha=0.5 (antidote) or "

@@ -26,7 +26,7 @@ def _print(rows: list[dict], as_json: bool, key: str) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     """List registered models with their nominal input size and family."""
-    from harness.models import MODELS
+    from prunebench.harness.models import MODELS
 
     rows = [{"name": n, "input_size": "x".join(map(str, MODELS.metadata(n)["input_size"])),
              "family": MODELS.metadata(n)["family"],
@@ -36,7 +36,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_datasets(args: argparse.Namespace) -> int:
     """List registered data sets with their layout."""
-    from harness.datasets import DATASETS
+    from prunebench.harness.datasets import DATASETS
 
     rows = [{"name": n, **{k: v for k, v in DATASETS.metadata(n).items()}}
             for n in DATASETS.list()]
@@ -45,7 +45,7 @@ def run_datasets(args: argparse.Namespace) -> int:
 
 def run_methods(args: argparse.Namespace) -> int:
     """List registered pruning methods with kind and citation."""
-    from harness.pruning import METHODS
+    from prunebench.harness.pruning import METHODS
 
     rows = [{"name": n, "kind": METHODS.metadata(n)["kind"],
              "description": METHODS.metadata(n)["description"],

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 NAME = "measure"
 HELP = "measure accuracy, latency, energy, MACs and memory of one configuration on a profile"
@@ -73,7 +73,7 @@ def parse_option_values(items: list[str]) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The PruningConfig the options describe."""
-    from harness.pruning import PruningConfig
+    from prunebench.harness.pruning import PruningConfig
 
     if args.method == "dense" and (args.ratio is not None or args.keep is not None):
         raise PrunebenchError("--ratio/--keep need a pruning method; add --method NAME "
@@ -90,9 +90,9 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print."""
-    from harness.evaluate import Workload, evaluate, prepare
-    from harness.profiles import check_usable, load_profile
-    from harness.pruning import get_method
+    from prunebench.harness.evaluate import Workload, evaluate, prepare
+    from prunebench.harness.profiles import check_usable, load_profile
+    from prunebench.harness.pruning import get_method
 
     if args.dataset is not None and (args.input_shape or args.num_classes):
         raise PrunebenchError("--input-shape/--num-classes are for cost-only runs; the data set "

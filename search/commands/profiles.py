@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.errors import ProfileError
+from prunebench.harness.errors import ProfileError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from harness.profiles import cuda_usable, fingerprint_matches, list_profiles, load_profile
+    from prunebench.harness.profiles import (
+        cuda_usable,
+        fingerprint_matches,
+        list_profiles,
+        load_profile,
+    )
 
     rows = []
     for name, path in list_profiles().items():
@@ -83,7 +88,7 @@ def _profile_dict(profile: object) -> dict:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from harness.profiles import load_profile
+    from prunebench.harness.profiles import load_profile
 
     p = load_profile(args.profile)
     data = _profile_dict(p)
@@ -102,9 +107,8 @@ def _show(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     import torch
-
-    from harness.measure.energy import open_meter
-    from harness.profiles import applied, check_usable, cuda_usable, load_profile
+    from prunebench.harness.measure.energy import open_meter
+    from prunebench.harness.profiles import applied, check_usable, cuda_usable, load_profile
 
     p = load_profile(args.profile)
     print(f"ok     {p.path}: valid profile {p.name!r} (version {p.version})")
@@ -129,7 +133,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _target(args: argparse.Namespace) -> Path:
-    from harness.profiles import builtin_profile_dir
+    from prunebench.harness.profiles import builtin_profile_dir
 
     if str(args.name).endswith(".toml"):
         return Path(args.name).expanduser()
@@ -147,7 +151,7 @@ def _toml_str(s: str) -> str:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from harness.profiles import machine_fingerprint
+    from prunebench.harness.profiles import machine_fingerprint
 
     path = _target(args)
     if path.exists() and not args.overwrite:
@@ -191,7 +195,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _validate_written(tmp: Path, final: Path) -> None:
     """Validate the text as if it were at ``final`` (the name must equal the file stem)."""
-    from harness.profile_schema import parse_profile, read_toml
+    from prunebench.harness.profile_schema import parse_profile, read_toml
 
     parse_profile(read_toml(tmp), final)
 

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from harness.errors import PrunebenchError
+from prunebench.harness.errors import PrunebenchError
 
 NAME = "search"
 HELP = "search pruning configurations with Optuna under latency/energy/MACs/params budgets"
@@ -96,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _methods(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]:
     """(static methods, dynamic method) from ``--method`` (defaults: l1, antidote)."""
-    from harness.pruning import METHODS
+    from prunebench.harness.pruning import METHODS
 
     names = [n.strip() for n in (args.method or "").split(",") if n.strip()]
     static = tuple(n for n in names if n in METHODS and METHODS.metadata(n)["kind"] == "static")
@@ -119,9 +118,9 @@ def _methods(args: argparse.Namespace) -> tuple[tuple[str, ...], str | None]:
 
 
 def build_spec(args: argparse.Namespace) -> Any:
-    """The validated :class:`~search.objective.SearchSpec` of the command line."""
-    from search.objective import SearchSpec
-    from search.space import SPACES, SpaceSpec
+    """The validated :class:`~prunebench.search.objective.SearchSpec` of the command line."""
+    from prunebench.search.objective import SearchSpec
+    from prunebench.search.space import SPACES, SpaceSpec
 
     if args.space not in SPACES:
         raise PrunebenchError(f"unknown search space {args.space!r}; choose one of "
@@ -168,8 +167,7 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) a search and write its run folder; returns the exit code."""
     import optuna
-
-    from search.study import SAMPLERS
+    from prunebench.search.study import SAMPLERS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar reports trials
     if args.sampler not in SAMPLERS:
@@ -250,9 +248,8 @@ class SearchRun:
                 remeasure_max: int = 20) -> SearchRun:
         """Do the whole run; the run folder is written even when trials fail or are stopped."""
         import optuna
-
-        from search.objective import ANCHOR_ATTR, SearchObjective, measurement_row
-        from search.study import (
+        from prunebench.search.objective import ANCHOR_ATTR, SearchObjective, measurement_row
+        from prunebench.search.study import (
             create_or_load_study,
             make_pruner,
             make_sampler,
@@ -290,13 +287,13 @@ class SearchRun:
         if anchor is not None:  # a new study: later runs and workers time in this frame
             study.set_user_attr(ANCHOR_ATTR, anchor)
         if n_trials is not None:
-            from search.workers import BUDGET_ATTR
+            from prunebench.search.workers import BUDGET_ATTR
 
             # Workers joining this study (`prunebench worker`) stop at the same total.
             study.set_user_attr(BUDGET_ATTR, done + int(n_trials))
         callbacks = []
         if self.warm_start and not study.trials:
-            from search.warm import BudgetLineStart
+            from prunebench.search.warm import BudgetLineStart
 
             # the dense network's worst budget violation: t = 0 of the uniform line
             violation = max(objective.constraints(measurement_row(dense)).values()
@@ -326,7 +323,7 @@ class SearchRun:
 
     def _finish(self, study: Any, objective: Any, loop: Any, url: str,
                 remeasure_max: int) -> None:
-        from search.study import (
+        from prunebench.search.study import (
             best_feasible,
             describe_trial,
             feasible_front,
@@ -372,7 +369,7 @@ class SearchRun:
 
 def _unmet_message(study: Any, trials: pd.DataFrame, spec: Any,
                    counts: dict[str, int]) -> str | None:
-    from search.objective import BUDGETS
+    from prunebench.search.objective import BUDGETS
 
     if counts["total"] and not counts["complete"] and counts["fail"]:
         failed = trials[trials["state"] == "FAIL"]
@@ -397,6 +394,6 @@ def _unmet_message(study: Any, trials: pd.DataFrame, spec: Any,
 def _redact(url: str) -> str:
     if url.startswith("journal:") or "://" not in url:  # a file path holds no secret
         return url
-    from search.distributed import redact
+    from prunebench.search.distributed import redact
 
     return redact(url)

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.errors import PrunebenchError
-from search.commands.worker import add_storage_arguments
+from prunebench.harness.errors import PrunebenchError
+from prunebench.search.commands.worker import add_storage_arguments
 
 NAME = "study"
 HELP = "create, inspect, delete or report a study in a shared storage (PostgreSQL)"
@@ -23,8 +23,8 @@ HELP = "create, inspect, delete or report a study in a shared storage (PostgreSQ
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Sub-actions ``create``, ``status``, ``delete``, ``report``."""
-    from search.commands import compare as compare_cmd
-    from search.commands import search as search_cmd
+    from prunebench.search.commands import compare as compare_cmd
+    from prunebench.search.commands import search as search_cmd
 
     sub = p.add_subparsers(dest="study_action", metavar="ACTION", parser_class=type(p))
     create = sub.add_parser("create", help="create a study for workers (search arguments)")
@@ -57,16 +57,15 @@ def run(args: argparse.Namespace) -> int:
 def run_create(args: argparse.Namespace) -> int:
     """Validate everything, then create the study; a failure leaves no study behind."""
     import optuna
-
-    from harness.datasets import DATASETS
-    from harness.models import MODELS
-    from harness.profiles import load_profile
-    from search.cache import ensure_table
-    from search.commands.search import build_spec, given_anchor
-    from search.distributed import open_storage, redact
-    from search.objective import ANCHOR_ATTR, SPEC_ATTR
-    from search.study import SAMPLERS, make_pruner, make_sampler
-    from search.workers import BUDGET_ATTR, SAMPLER_ATTR
+    from prunebench.harness.datasets import DATASETS
+    from prunebench.harness.models import MODELS
+    from prunebench.harness.profiles import load_profile
+    from prunebench.search.cache import ensure_table
+    from prunebench.search.commands.search import build_spec, given_anchor
+    from prunebench.search.distributed import open_storage, redact
+    from prunebench.search.objective import ANCHOR_ATTR, SPEC_ATTR
+    from prunebench.search.study import SAMPLERS, make_pruner, make_sampler
+    from prunebench.search.workers import BUDGET_ATTR, SAMPLER_ATTR
 
     if not args.storage or not args.study:
         raise PrunebenchError("study create needs --storage URL and --study NAME, e.g. "
@@ -115,11 +114,11 @@ def run_create(args: argparse.Namespace) -> int:
 
 def status_of(storage_url: str, study_name: str) -> dict[str, Any]:
     """Trials by state, best feasible trial, workers seen and cache size, as one dict."""
-    from search.cache import MeasurementCache
-    from search.distributed import load_study, open_storage, redact
-    from search.objective import SPEC_ATTR, SearchSpec
-    from search.study import best_feasible, describe_trial, trial_summary
-    from search.workers import BUDGET_ATTR
+    from prunebench.search.cache import MeasurementCache
+    from prunebench.search.distributed import load_study, open_storage, redact
+    from prunebench.search.objective import SPEC_ATTR, SearchSpec
+    from prunebench.search.study import best_feasible, describe_trial, trial_summary
+    from prunebench.search.workers import BUDGET_ATTR
 
     storage = open_storage(storage_url)
     study = load_study(storage, study_name)
@@ -176,9 +175,8 @@ def run_status(args: argparse.Namespace) -> int:
 def run_delete(args: argparse.Namespace) -> int:
     """Delete the study and its cache entries (needs ``--yes``)."""
     import optuna
-
-    from search.cache import drop_study_entries
-    from search.distributed import load_study, open_storage
+    from prunebench.search.cache import drop_study_entries
+    from prunebench.search.distributed import load_study, open_storage
 
     storage = open_storage(args.storage)
     study = load_study(storage, args.study)
@@ -198,8 +196,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     Default folder: ``results/study-<name>/report``.
     """
-    from search.commands.compare import _write
-    from search.distributed import storage_run
+    from prunebench.search.commands.compare import _write
+    from prunebench.search.distributed import storage_run
 
     out = args.out or Path("results") / f"study-{args.study}" / "report"
     return _write([storage_run(args.storage, args.study)], out, args)

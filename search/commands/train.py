@@ -37,10 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_and_report(args: argparse.Namespace) -> dict[str, Any]:
     """Load the data, get the cached or freshly trained model, and measure it on every split."""
-    from harness.datasets import DATASETS, load_dataset
-    from harness.measure.accuracy import accuracy
-    from harness.models import MODELS
-    from harness.train import DEFAULT_RECIPE, get_base_model
+    from prunebench.harness.datasets import DATASETS, load_dataset
+    from prunebench.harness.measure.accuracy import accuracy
+    from prunebench.harness.models import MODELS
+    from prunebench.harness.train import DEFAULT_RECIPE, get_base_model
 
     MODELS.get(args.model)  # unknown names fail before any data is read
     DATASETS.get(args.dataset)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from search.distributed import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY
+from prunebench.search.distributed import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY
 
 NAME = "worker"
 HELP = ("join a study in a shared storage and run its trials on this machine (start as many "
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker; exit 0 when done, 130 when stopped by a signal."""
-    from search.workers import WorkerOptions, run_worker
+    from prunebench.search.workers import WorkerOptions, run_worker
 
     options = WorkerOptions(trials=args.trials, force=args.force, use_cache=not args.no_cache,
                             lock_dir=args.lock_dir, heartbeat_interval_s=args.heartbeat_interval,

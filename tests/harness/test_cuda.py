@@ -8,13 +8,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from harness.evaluate import Workload, evaluate, prepare
-from harness.measure.flops import effective_macs
-from harness.models import create_model
-from harness.profiles import TimingSettings, load_profile
-from harness.pruning import DENSE, PruneContext, PruningConfig, get_method
-from search.cli import main
+from prunebench.harness.evaluate import Workload, evaluate, prepare
+from prunebench.harness.measure.flops import effective_macs
+from prunebench.harness.models import create_model
+from prunebench.harness.profiles import TimingSettings, load_profile
+from prunebench.harness.pruning import DENSE, PruneContext, PruningConfig, get_method
+from prunebench.search.cli import main
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
               pytest.mark.filterwarnings("ignore:no data set given")]

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from harness.datasets import DATASETS, TensorImageDataset, load_dataset, make_loader
-from harness.errors import DataError, PrunebenchError
+from prunebench.harness.datasets import DATASETS, TensorImageDataset, load_dataset, make_loader
+from prunebench.harness.errors import DataError, PrunebenchError
 
 
 def _labels(ds: TensorImageDataset) -> list[int]:

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
-from harness.errors import ProfileError
-from harness.measure import energy
-from harness.measure.energy import (
+from prunebench.harness.errors import ProfileError
+from prunebench.harness.measure import energy
+from prunebench.harness.measure.energy import (
     METERS,
     ModelledMeter,
     NullMeter,
@@ -21,7 +19,8 @@ from harness.measure.energy import (
     measure_energy,
     open_meter,
 )
-from harness.profiles import EnergySettings, load_profile
+from prunebench.harness.profiles import EnergySettings, load_profile
+from torch import nn
 
 
 def profile(meter: str = "auto", device: str = "cpu") -> object:

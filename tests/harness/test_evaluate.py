@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from harness.errors import ProfileError
-from harness.evaluate import Workload, evaluate, prepare
-from harness.measurement import Measurement
-from harness.models import create_model
-from harness.profiles import EnergySettings, TimingSettings, load_profile
-from harness.pruning import DENSE
+from prunebench.harness.errors import ProfileError
+from prunebench.harness.evaluate import Workload, evaluate, prepare
+from prunebench.harness.measurement import Measurement
+from prunebench.harness.models import create_model
+from prunebench.harness.profiles import EnergySettings, TimingSettings, load_profile
+from prunebench.harness.pruning import DENSE
 
 FAST = TimingSettings(warmup_iters=1, min_samples=5, min_time_s=0.0, max_time_s=0.1,
                       target_rel_ci=0.5)
@@ -57,7 +56,7 @@ def test_latency_anchor_reports_anchor_over_speedup(fast: object) -> None:
 
 def test_with_data_and_timing_lock(tmp_path: Path, fast: object) -> None:
     model = create_model("test_convnet", num_classes=10, in_channels=1)
-    from harness.train import save_checkpoint
+    from prunebench.harness.train import save_checkpoint
 
     ckpt = tmp_path / "dense.pt"
     save_checkpoint(model, ckpt, {"model": "test_convnet", "num_classes": 10, "in_channels": 1})

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from prunebench.harness.measure.flops import count_macs, effective_macs, record_effective_macs
+from prunebench.harness.models import create_model
 from torch import nn
-
-from harness.measure.flops import count_macs, effective_macs, record_effective_macs
-from harness.models import create_model
 
 
 def test_conv_exact() -> None:

@@ -10,9 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from torch import nn
-
-from harness.measure.latency import (
+from prunebench.harness.measure.latency import (
     LatencyResult,
     in_reference_frame,
     long_rounds,
@@ -21,8 +19,9 @@ from harness.measure.latency import (
     rebatch,
     stop_reason,
 )
-from harness.measure.stats import iqr, mad, median_ci, median_ci_ranks, percentile
-from harness.profiles import TimingSettings, load_profile
+from prunebench.harness.measure.stats import iqr, mad, median_ci, median_ci_ranks, percentile
+from prunebench.harness.profiles import TimingSettings, load_profile
+from torch import nn
 
 FAST = TimingSettings(warmup_iters=1, min_samples=5, min_time_s=0.0, max_time_s=0.1,
                       target_rel_ci=0.5)
@@ -152,7 +151,7 @@ class Fixed(nn.Module):
 
 
 def fake_timer(monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.measure.latency as latency
+    import prunebench.harness.measure.latency as latency
 
     def timer(device: torch.device):
         def time_it(model: nn.Module, x: torch.Tensor) -> float:
@@ -186,7 +185,7 @@ def test_speedup_stops_at_twice_max_time_when_rounds_disagree(
 
 def test_speedup_blocks_fit_min_rounds_into_the_profiles_time_cap(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.measure.latency as latency
+    import prunebench.harness.measure.latency as latency
 
     fake_timer(monkeypatch)
     seconds: list[float] = []
@@ -238,7 +237,7 @@ def test_same_model_ratio_near_one() -> None:
 
 def test_cpu_profiles_flush_denormals_while_timing_and_restore() -> None:
     """Denormal floats are flushed inside ``applied`` on CPU and kept outside it."""
-    from harness.profiles import applied, load_profile
+    from prunebench.harness.profiles import applied, load_profile
 
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # a denormal in float32
     with applied(load_profile("cpu-1t")):
@@ -248,10 +247,10 @@ def test_cpu_profiles_flush_denormals_while_timing_and_restore() -> None:
 
 def test_torchscript_profile_times_the_frozen_graph_of_static_networks() -> None:
     """``graph = "torchscript"``: same outputs, BN folded away; dynamic networks are refused."""
-    from harness.errors import PrunebenchError
-    from harness.measure.latency import timed_form
-    from harness.models import create_model
-    from harness.pruning import PruneContext, PruningConfig, get_method
+    from prunebench.harness.errors import PrunebenchError
+    from prunebench.harness.measure.latency import timed_form
+    from prunebench.harness.models import create_model
+    from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
 
     frozen = replace(load_profile("cpu-1t-frozen"), timing=FAST)
     torch.manual_seed(0)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
+from prunebench.harness.measure.memory import count_params, measure_memory, model_size_bytes
 from torch import nn
-
-from harness.measure.memory import count_params, measure_memory, model_size_bytes
 
 
 def test_params_and_size_count_buffers() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from harness.errors import UnknownNameError
-from harness.models import MODELS, create_model, nominal_input_size
+from prunebench.harness.errors import UnknownNameError
+from prunebench.harness.models import MODELS, create_model, nominal_input_size
 
 FAST = [n for n in MODELS.list() if MODELS.metadata(n)["family"] != "imagenet"]
 SLOW = [n for n in MODELS.list() if MODELS.metadata(n)["family"] == "imagenet"]

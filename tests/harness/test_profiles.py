@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from harness.errors import ProfileError
-from harness.fingerprint import MachineFingerprint
-from harness.profiles import (
+from prunebench.harness.errors import ProfileError
+from prunebench.harness.fingerprint import MachineFingerprint
+from prunebench.harness.profiles import (
     applied,
     builtin_profile_dir,
     check_usable,

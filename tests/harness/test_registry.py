@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from harness.errors import PrunebenchError, UnknownNameError
-from harness.registry import Registry
+from prunebench.harness.errors import PrunebenchError, UnknownNameError
+from prunebench.harness.registry import Registry
 
 
 def test_add_get_list_and_metadata() -> None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import prunebench.harness.train as train_mod
 import pytest
 import torch
-
-import harness.train as train_mod
-from harness.datasets import DatasetSplits
-from harness.errors import CheckpointError, PrunebenchError
-from harness.measure.accuracy import accuracy
-from harness.models import create_model
-from harness.train import (
+from prunebench.harness.datasets import DatasetSplits
+from prunebench.harness.errors import CheckpointError, PrunebenchError
+from prunebench.harness.measure.accuracy import accuracy
+from prunebench.harness.models import create_model
+from prunebench.harness.train import (
     DEFAULT_RECIPE,
     Recipe,
     get_base_model,

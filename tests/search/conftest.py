@@ -142,8 +142,8 @@ def pg_url(postgres_server: PostgresServer) -> str:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An untrained test_convnet checkpoint for digits and a profile with tiny timing."""
-    from harness.models import create_model
-    from harness.train import save_checkpoint
+    from prunebench.harness.models import create_model
+    from prunebench.harness.train import save_checkpoint
 
     d = tmp_path_factory.mktemp("search-assets")
     ckpt = d / "convnet.pt"

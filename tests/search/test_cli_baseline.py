@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from search.cli import main
+from prunebench.search.cli import main
 
 CPU_1T = Path(__file__).parents[2] / "hw_profiles" / "cpu-1t.toml"
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from search.cli import main
+from prunebench.search.cli import main
 
 FAST_PROFILE = """name = "fast"
 version = 1
@@ -126,7 +125,7 @@ def test_profiles_list_show_check(fast_profile: Path, capsys: pytest.CaptureFixt
 
 def test_profiles_init_writes_a_loadable_matching_profile(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.profiles import check_usable, load_profile
+    from prunebench.harness.profiles import check_usable, load_profile
 
     assert main(["profiles", "init", "here", "--dir", str(tmp_path), "--threads", "all",
                  "--batch-sizes", "1,8"]) == 0

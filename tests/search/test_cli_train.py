@@ -1,4 +1,4 @@
-"""End-to-end ``prunebench train`` through ``search.cli.main``."""
+"""End-to-end ``prunebench train`` through ``prunebench.search.cli.main``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from search.cli import main
+from prunebench.search.cli import main
 
 
 def test_train_json_on_digits(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
-from search.demo import _unmet
-from search.runs import load_run
+from prunebench.search.demo import _unmet
+from prunebench.search.runs import load_run
 
 
 def _search_folder(tmp_path: Path, error: str | None) -> Path:

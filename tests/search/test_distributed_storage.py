@@ -11,11 +11,10 @@ import time
 
 import optuna
 import pytest
-
-from harness.errors import PrunebenchError
-from harness.measurement import Measurement
-from search import cache as cache_mod
-from search import distributed as dist
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measurement import Measurement
+from prunebench.search import cache as cache_mod
+from prunebench.search import distributed as dist
 
 
 @pytest.mark.parametrize("url, fragment", [
@@ -81,7 +80,7 @@ def test_grace_period_must_exceed_interval(pg_url: str) -> None:
 
 
 def test_timing_lock_excludes_another_process(tmp_path) -> None:  # noqa: ANN001
-    probe = ("import sys, filelock; from search.distributed import timing_lock\n"
+    probe = ("import sys, filelock; from prunebench.search.distributed import timing_lock\n"
              "try:\n    timing_lock(sys.argv[1], timeout_s=0.2).acquire()\n"
              "except filelock.Timeout:\n    sys.exit(3)\n")
     with dist.timing_lock(tmp_path):

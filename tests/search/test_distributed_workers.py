@@ -17,10 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-
-from search.cli import main
-from search.distributed import load_study, open_storage, trials_frame
-from search.pareto import pareto_front, parse_objectives
+from prunebench.search.cli import main
+from prunebench.search.distributed import load_study, open_storage, trials_frame
+from prunebench.search.pareto import pareto_front, parse_objectives
 
 REPO = Path(__file__).resolve().parents[2]
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
@@ -53,9 +52,9 @@ gpu_name = "*"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Profiles, caches, lock dir and a one-epoch checkpoint shared by the test and workers."""
-    from harness.datasets import load_dataset
-    from harness.models import create_model
-    from harness.train import DEFAULT_RECIPE, save_checkpoint, train_model
+    from prunebench.harness.datasets import load_dataset
+    from prunebench.harness.models import create_model
+    from prunebench.harness.train import DEFAULT_RECIPE, save_checkpoint, train_model
 
     root = tmp_path_factory.mktemp("workers")
     (root / "profiles").mkdir()
@@ -126,8 +125,7 @@ def wait_timing(timeout: float = 120) -> None:
     case these tests are about.
     """
     from filelock import Timeout
-
-    from search.distributed import timing_lock
+    from prunebench.search.distributed import timing_lock
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,12 +151,12 @@ def test_two_workers_share_a_study(pg_url: str, env: dict[str, str]) -> None:
     assert len(complete) == 6 and len(trials) == 6
     assert len({t.number for t in trials}) == len(trials)
     assert {t.user_attrs["worker_id"] for t in complete} == {ra["worker_id"], rb["worker_id"]}
-    from search.objective import ANCHOR_ATTR
+    from prunebench.search.objective import ANCHOR_ATTR
 
     anchor = study.user_attrs[ANCHOR_ATTR]  # set by the first worker; both time in its frame
     assert {json.loads(t.user_attrs["environment"])["latency_anchor_ms"] for t in complete} \
         == {anchor}
-    from search.cache import MeasurementCache
+    from prunebench.search.cache import MeasurementCache
 
     cache = MeasurementCache(open_storage(pg_url), study)
     for t in complete:  # every measurement is stored with its trial and in the cache
@@ -169,7 +167,7 @@ def test_two_workers_share_a_study(pg_url: str, env: dict[str, str]) -> None:
 
 
 def json_key(t: optuna.trial.FrozenTrial) -> str:
-    from harness.pruning import PruningConfig
+    from prunebench.harness.pruning import PruningConfig
 
     return PruningConfig.from_json(t.user_attrs["config"]).key
 
@@ -224,7 +222,7 @@ def test_sigint_fails_the_trial_as_interrupted_and_requeues_it(pg_url: str,
 
 
 def test_repeated_config_comes_from_the_cache(pg_url: str, env: dict[str, str]) -> None:
-    from search.workers import WorkerOptions, run_worker
+    from prunebench.search.workers import WorkerOptions, run_worker
 
     create(pg_url, "cache", env)
     study = load_study(open_storage(pg_url), "cache")
@@ -242,7 +240,7 @@ def test_repeated_config_comes_from_the_cache(pg_url: str, env: dict[str, str]) 
 
 
 def test_budget_stops_workers(pg_url: str, env: dict[str, str]) -> None:
-    from search.workers import WorkerOptions, run_worker
+    from prunebench.search.workers import WorkerOptions, run_worker
 
     create(pg_url, "budget", env, trials=2)
     first = run_worker(pg_url, "budget", WorkerOptions(), log=lambda _m: None)
@@ -254,7 +252,7 @@ def test_budget_stops_workers(pg_url: str, env: dict[str, str]) -> None:
 @pytest.mark.slow
 def test_status_report_and_delete(pg_url: str, env: dict[str, str], tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from search.workers import WorkerOptions, run_worker
+    from prunebench.search.workers import WorkerOptions, run_worker
 
     create(pg_url, "st", env)
     run_worker(pg_url, "st", WorkerOptions(trials=2), log=lambda _m: None)
@@ -292,7 +290,7 @@ def test_user_errors_exit_2(pg_url: str, postgres_server, env: dict[str, str],  
 
 @pytest.mark.slow
 def test_study_created_with_an_anchor_keeps_it(pg_url: str, env: dict[str, str]) -> None:
-    from search.objective import ANCHOR_ATTR
+    from prunebench.search.objective import ANCHOR_ATTR
 
     create(pg_url, "given", env, "--latency-anchor-ms", "12.5")
     study = load_study(open_storage(pg_url), "given")
@@ -308,7 +306,7 @@ def test_an_interrupt_dropped_by_a_finaliser_is_raised_at_the_next_check() -> No
     ("Exception ignored in") and dropped, and the trial ran on to COMPLETE."""
     import gc
 
-    from search.workers import _Interrupts
+    from prunebench.search.workers import _Interrupts
 
     interrupts = _Interrupts()
     reported: list[object] = []

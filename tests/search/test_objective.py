@@ -8,12 +8,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-
-from harness.errors import PrunebenchError
-from harness.measurement import Measurement
-from search.objective import SPEC_ATTR, SearchObjective, SearchSpec, constraint_values
-from search.space import SpaceSpec, uniform_params
-from search.study import (
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measurement import Measurement
+from prunebench.search.objective import SPEC_ATTR, SearchObjective, SearchSpec, constraint_values
+from prunebench.search.space import SpaceSpec, uniform_params
+from prunebench.search.study import (
     create_or_load_study,
     make_pruner,
     make_sampler,
@@ -132,7 +131,7 @@ def test_a_failing_trial_is_recorded_and_the_loop_goes_on() -> None:
 
 
 def test_strict_profile_takes_more_samples(assets: dict[str, str]) -> None:
-    from harness.profiles import load_profile
+    from prunebench.harness.profiles import load_profile
 
     p = load_profile(assets["profile"])
     s = strict_profile(p, 4.0)

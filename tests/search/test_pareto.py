@@ -7,10 +7,9 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
-
-from harness.errors import PrunebenchError
-from search import pareto
-from search.pareto import ACCURACY, LATENCY, MAXIMIZE, MINIMIZE, Objective
+from prunebench.harness.errors import PrunebenchError
+from prunebench.search import pareto
+from prunebench.search.pareto import ACCURACY, LATENCY, MAXIMIZE, MINIMIZE, Objective
 
 ACC_LAT = [ACCURACY, LATENCY]
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from harness.measurement import Measurement
-from search import pareto, plots
-from search.pareto import ACCURACY, OBJECTIVES
+from prunebench.harness.measurement import Measurement
+from prunebench.search import pareto, plots
+from prunebench.search.pareto import ACCURACY, OBJECTIVES
 
 
 def _points() -> pd.DataFrame:

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from harness.errors import PrunebenchError
-from harness.measurement import Measurement
-from harness.pruning.config import PruningConfig
-from search import pareto, report, runs
-from search.cli import main
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measurement import Measurement
+from prunebench.harness.pruning.config import PruningConfig
+from prunebench.search import pareto, report, runs
+from prunebench.search.cli import main
 
 LAYERS = ["layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"]
 GATES = ["layer1.0.gate", "layer2.0.gate", "layer3.0.gate"]

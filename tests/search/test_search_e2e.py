@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from harness.measurement import Measurement
-from search.cli import main
+from prunebench.harness.measurement import Measurement
+from prunebench.search.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,8 +68,7 @@ def test_run_folder_is_complete(first_run: tuple[Path, dict]) -> None:
 def test_latencies_are_in_the_study_anchored_frame(first_run: tuple[Path, dict]) -> None:
     """Every latency of the run (trials, dense, re-measured) is anchor / interleaved speedup."""
     import optuna
-
-    from search.objective import ANCHOR_ATTR
+    from prunebench.search.objective import ANCHOR_ATTR
 
     out, _ = first_run
     study = optuna.load_study(study_name="run", storage=optuna.storages.JournalStorage(
@@ -180,9 +178,9 @@ def test_ctrl_c_stops_after_the_trial_and_writes_the_folder(assets: dict[str, st
     import os
     import signal
 
-    from search.commands.search import SearchRun
-    from search.objective import SearchObjective, SearchSpec
-    from search.space import SpaceSpec
+    from prunebench.search.commands.search import SearchRun
+    from prunebench.search.objective import SearchObjective, SearchSpec
+    from prunebench.search.space import SpaceSpec
 
     class Interrupting(SearchObjective):
         def __call__(self, trial):  # the user presses Ctrl-C during trial 0

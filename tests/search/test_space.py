@@ -5,11 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
-
-from harness.errors import PrunebenchError
-from harness.models import create_model
-from harness.pruning import METHODS
-from search.space import CRITERION, FINETUNE, SearchSpace, SpaceSpec, uniform_params
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import METHODS
+from prunebench.search.space import CRITERION, FINETUNE, SearchSpace, SpaceSpec, uniform_params
 
 X = torch.randn(1, 1, 32, 32)
 
@@ -118,7 +117,7 @@ def test_spec_round_trips_through_json() -> None:
 
 
 def test_warm_start_spreads_uniform_configs_on_the_grid() -> None:
-    from search.space import warm_start_params
+    from prunebench.search.space import warm_start_params
 
     model = create_model("test_convnet", 10, 1)
     space = SearchSpace.build(SpaceSpec(kind="static", max_ratio=0.8), model, X)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
-
-from harness.models import create_model
-from search.space import SearchSpace, SpaceSpec
-from search.warm import T_ATTR, BudgetLineStart
+from prunebench.harness.models import create_model
+from prunebench.search.space import SearchSpace, SpaceSpec
+from prunebench.search.warm import T_ATTR, BudgetLineStart
 
 X = torch.zeros(1, 1, 32, 32)
 

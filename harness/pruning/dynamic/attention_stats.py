@@ -10,11 +10,10 @@ from __future__ import annotations
 import warnings
 
 import torch
+from prunebench.harness.pruning.base import PruneContext
+from prunebench.harness.pruning.dynamic.gates import channel_attention
+from prunebench.harness.pruning.dynamic.sites import GatedSite, get_module
 from torch import nn
-
-from harness.pruning.base import PruneContext
-from harness.pruning.dyn_exec import channel_attention
-from harness.pruning.dyn_sites import GatedSite, get_module
 
 
 def calibration_inputs(ctx: PruneContext, n: int = 256) -> tuple[torch.Tensor, str]:

@@ -3,10 +3,11 @@
 Public entry points for the search and the methods:
 
 - :func:`gated_layers` -- the module names a dynamic config may key (``PruningConfig.keep``);
-- :func:`build_gated` -- a copy of a network with a :class:`~harness.pruning.dyn_exec.Gate` on
+- :func:`build_gated` -- a copy of a network with a :class:`~harness.pruning.dynamic.gates.Gate` on
   every gated site, executed ``masked`` (reference) or ``gathered`` (exact per-input execution);
 - the methods themselves live in ``antidote.py`` (AntiDote, its fast variant, targeted dropout)
-  and ``instance_sparsity.py`` (Liu et al. 2019); the fast execution design in ``dyn_fast.py``.
+  and ``instance_sparsity.py`` (Liu et al. 2019); the fast execution design in
+  ``fast_blocks.py``.
 
 Every dynamic network reports each input's effective MACs through
 ``harness.measure.flops.record_effective_macs``: the ungated layers once, each consumer what it
@@ -18,10 +19,8 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.dyn_exec import (
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.dynamic.gates import (
     EXACT_MODES,
     DynamicNetwork,
     Gate,
@@ -29,7 +28,7 @@ from harness.pruning.dyn_exec import (
     GateRule,
     _Decision,
 )
-from harness.pruning.dyn_sites import (
+from prunebench.harness.pruning.dynamic.sites import (
     GatedSite,
     dense_layer_macs,
     find_sites,
@@ -37,6 +36,7 @@ from harness.pruning.dyn_sites import (
     get_module,
     set_module,
 )
+from torch import nn
 
 __all__ = ["EXEC_MODES", "GateRule", "build_gated", "check_exec_mode", "find_sites",
            "gated_layers"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from prunebench.harness.errors import PrunebenchError, UnknownNameError
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.static.cut import coupled_groups, cut_filters, keep_count
+from prunebench.harness.pruning.static.importance import slimming_loss_hook
 from torch import nn
-
-from harness.errors import PrunebenchError, UnknownNameError
-from harness.models import create_model
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.importance import slimming_loss_hook
-from harness.pruning.static import coupled_groups, cut_filters, keep_count
 
 
 def _ctx(size: int = 32, seed: int = 0) -> PruneContext:
@@ -158,9 +157,9 @@ def test_slimming_loss_hook_is_l1_of_bn_scales() -> None:
 
 @pytest.mark.slow
 def test_finetune_with_kd_and_slimming_on_digits() -> None:
-    from harness.datasets import load_dataset
-    from harness.measure.accuracy import accuracy
-    from harness.train import Recipe, train_model
+    from prunebench.harness.datasets import load_dataset
+    from prunebench.harness.measure.accuracy import accuracy
+    from prunebench.harness.train import Recipe, train_model
 
     splits = load_dataset("digits")
     torch.manual_seed(0)

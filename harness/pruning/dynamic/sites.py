@@ -20,11 +20,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.models import BasicBlock, TinyConvNet
+from prunebench.harness.pruning.config import PruningConfig
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.models import BasicBlock, TinyConvNet
-from harness.pruning.config import PruningConfig
 
 _ACTS = (nn.ReLU, nn.ReLU6)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)

@@ -23,7 +23,7 @@ save at batch 1, so the fast path avoids every per-input gather.
    (multiples of ``round_to``); each width has pre-packed contiguous copies of conv1's first ``k``
    filters and conv2's first ``k`` input channels, so running a width is two plain convolutions.
 4. **BN folded** into every conv (inference only). Compare against a dense network folded the
-   same way (:func:`harness.pruning.dyn_fold.fold_batchnorm`) for a fair speedup.
+   same way (:func:`prunebench.harness.pruning.dynamic.folding.fold_batchnorm`) for a fair speedup.
 5. **Batches** are grouped by width (at most ``widths`` groups per block): each input computes
    exactly its own width, so batch composition never changes an input's answer.
 
@@ -40,11 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from prunebench.harness.measure.flops import record_effective_macs, recording_active
+from prunebench.harness.models import BasicBlock
+from prunebench.harness.pruning.dynamic.folding import folded_weights
 from torch import nn
-
-from harness.measure.flops import record_effective_macs, recording_active
-from harness.models import BasicBlock
-from harness.pruning.dyn_fold import folded_weights
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Instance-wise sparsity (Liu et al., IJCAI 2019): per-input channel pruning by feature norm.
 
 Training (``prunebench finetune --method instance_sparsity --feature-decay LAMBDA``) adds a
-*feature decay* l2,1 penalty on the gated feature maps (``dyn_train.FeatureDecay``) so that, for
+*feature decay* l2,1 penalty on the gated feature maps 
+(``training.FeatureDecay``) so that, for
 each input, many channels become nearly silent. At test time a channel of a gated feature map is
 computed downstream only when its RMS norm for that input reaches the layer's threshold.
 
@@ -15,16 +16,15 @@ in ``keep`` are always gated.
 from __future__ import annotations
 
 import torch
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.pruning.dynamic.antidote import check_options
+from prunebench.harness.pruning.dynamic.attention_stats import calibration_inputs, site_attention
+from prunebench.harness.pruning.dynamic.build import build_gated, check_exec_mode
+from prunebench.harness.pruning.dynamic.gates import EXACT_MODES, GateRule
+from prunebench.harness.pruning.dynamic.sites import require_sites, resolve_fraction, resolve_keep
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.antidote import check_options
-from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
-from harness.pruning.config import PruningConfig
-from harness.pruning.dyn_calib import calibration_inputs, site_attention
-from harness.pruning.dyn_exec import EXACT_MODES, GateRule
-from harness.pruning.dyn_sites import require_sites, resolve_fraction, resolve_keep
-from harness.pruning.dynamic import build_gated, check_exec_mode
 
 CITATION = ("Liu, Wang, Yu, Chen, Huang. Learning Instance-wise Sparsity for Accelerating Deep "
             "Models. IJCAI 2019")

@@ -9,7 +9,7 @@ vector (the classifier) sees the spatial mean, to which ``p`` is then applied.
 *Amount*: one global threshold ``T`` (in units of the dense network's median filter score) scaled
 per coupled group by that group's share of the network's weights (or MACs, ``share=macs``),
 normalised so that a group with the average share gets exactly ``T``. Filters whose score is below
-their group's threshold are cut physically (``harness.pruning.static.cut_filters``). The paper's
+their group's threshold are cut physically (``harness.pruning.static.cut.cut_filters``). The paper's
 rule can empty a layer; here a group whose every filter falls below the threshold keeps its
 highest-scored filter (a stated bound, logged per round as ``kept_one``).
 
@@ -42,13 +42,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.pruning.static.cut import Group
 from torch import nn
 from torch.utils.data import Dataset, Subset
-
-from harness.errors import PrunebenchError
-from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
-from harness.pruning.config import PruningConfig
-from harness.pruning.static import Group
 
 SHARES = ("params", "macs")
 
@@ -193,7 +192,7 @@ def filter_attention(model: nn.Module, groups: Sequence[Group], data: Dataset, p
 
     ``A`` is what the group's consumer layers read; scores of several consumers are averaged.
     """
-    from harness.datasets import make_loader
+    from prunebench.harness.datasets import make_loader
 
     mods = dict(model.named_modules())
     sums: dict[str, torch.Tensor] = {}
@@ -261,7 +260,7 @@ def ratio_prune_idxs(model: nn.Module, example_input: torch.Tensor,
 
     Ties keep the lower channel index, so equal scores give a deterministic cut.
     """
-    from harness.pruning.static import coupled_groups, keep_count, resolve_ratios
+    from prunebench.harness.pruning.static.cut import coupled_groups, keep_count, resolve_ratios
 
     groups = coupled_groups(model, example_input)
     per_group = resolve_ratios(groups, ratios, global_ratio)
@@ -316,14 +315,14 @@ class AAP(PruningMethod):
             if key in opts:
                 raise PrunebenchError(f"AAP option {key} applies to ratios only; with a target "
                                       "use round_epochs")
-        from harness.pruning.aap_policy import AapSettings, run_policy
+        from prunebench.harness.pruning.static.aap_policy import AapSettings, run_policy
 
         return run_policy(model, AapSettings.from_options(opts), ctx)
 
     def _ratio_cut(self, model: nn.Module, config: PruningConfig, opts: Mapping[str, Any],
                    ctx: PruneContext) -> nn.Module:
-        from harness.pruning.recovery import finish_cut
-        from harness.pruning.static import coupled_groups, cut_filters
+        from prunebench.harness.pruning.static.cut import coupled_groups, cut_filters
+        from prunebench.harness.pruning.static.recovery import finish_cut
 
         if opts.get("round_to", 1) < 1:
             raise PrunebenchError(f"option round_to={opts['round_to']} must be >= 1 (e.g. 8)")

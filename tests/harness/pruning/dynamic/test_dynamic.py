@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from harness.errors import PrunebenchError
-from harness.measure.flops import count_macs, effective_macs
-from harness.models import create_model
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.dyn_sites import dense_layer_macs
-from harness.pruning.dynamic import gated_layers
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.flops import count_macs, effective_macs
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.dynamic.build import gated_layers
+from prunebench.harness.pruning.dynamic.sites import dense_layer_macs
 
 pytestmark = pytest.mark.filterwarnings("ignore:no data set given")
 

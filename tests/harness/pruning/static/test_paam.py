@@ -6,20 +6,19 @@ import copy
 
 import pytest
 import torch
-
-from harness.datasets import DatasetSplits
-from harness.errors import PrunebenchError
-from harness.models import create_model
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.aap import model_cost
-from harness.pruning.paam import (
+from prunebench.harness.datasets import DatasetSplits
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.static.aap import model_cost
+from prunebench.harness.pruning.static.cut import coupled_groups
+from prunebench.harness.pruning.static.paam import (
     FilterAttention,
     PaamNetwork,
     leaky_exp,
     scale_sites,
     select_by_budget,
 )
-from harness.pruning.static import coupled_groups
 
 X1 = torch.zeros(1, 3, 32, 32)
 
@@ -107,7 +106,7 @@ def tiny(digits) -> DatasetSplits:
 
 @pytest.mark.parametrize("scratch", [False, True])
 def test_budget_run_end_to_end(tiny, scratch: bool) -> None:
-    from harness.train import Recipe
+    from prunebench.harness.train import Recipe
 
     torch.manual_seed(0)
     model = create_model("test_resnet", 10, 1).train()
@@ -139,7 +138,7 @@ def test_user_errors_name_the_fix(config: PruningConfig, match: str) -> None:
 
 
 def test_listed_with_citation() -> None:
-    from harness.pruning import METHODS
+    from prunebench.harness.pruning import METHODS
 
     meta = METHODS.metadata("paam")
     assert meta["kind"] == "static" and "Active Attention" in meta["citation"]

@@ -1,9 +1,9 @@
 """The *importance* of filters (how channels are scored) and the allocation of removals.
 
-Kept apart from the cut (:mod:`harness.pruning.static`): a criterion maps one coupled
-:class:`~harness.pruning.static.Group` to one score per channel (higher = more important), summed
-over the group's coupled members so a residual group is ranked as a whole. An allocation turns
-scores and ratios into the channel indices to remove:
+Kept apart from the cut (:mod:`harness.pruning.static.cut`): a criterion maps one coupled
+:class:`~harness.pruning.static.cut.Group` to one score per channel (higher = more important),
+summed over the group's coupled members so a residual group is ranked as a whole. An allocation
+turns scores and ratios into the channel indices to remove:
 
 - ``local``: each group loses its own ratio of channels (uniform pruning when one ratio is given);
 - ``global``: one network-wide ranking of scores normalised per group (divided by the group's
@@ -16,11 +16,10 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.static.cut import Group, keep_count
+from prunebench.harness.registry import Registry
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.static import Group, keep_count
-from harness.registry import Registry
 
 Criterion = Callable[[nn.Module, Group, int], torch.Tensor]
 CRITERIA: Registry[Criterion] = Registry("importance criterion")

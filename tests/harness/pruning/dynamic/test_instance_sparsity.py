@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from harness.models import create_model
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.dyn_train import FeatureDecay
-from harness.pruning.instance_sparsity import coefficient_of_variation, select_layers
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.dynamic.instance_sparsity import (
+    coefficient_of_variation,
+    select_layers,
+)
+from prunebench.harness.pruning.dynamic.training import FeatureDecay
 
 pytestmark = pytest.mark.filterwarnings("ignore:no data set given")
 X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))

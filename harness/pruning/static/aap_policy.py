@@ -1,6 +1,7 @@
 """AAP's adaptive policy: prune-then-fine-tune rounds to an accuracy, memory or latency target.
 
-See :mod:`harness.pruning.aap` for the method (scores, thresholds, options). Each round raises
+See :mod:`harness.pruning.static.aap` for the method (scores, thresholds, options).
+Each round raises
 the global threshold ``T`` by ``step``; a round that breaks the target restores the last good
 network and halves the step. Rounds are logged to ``aap_rounds.{jsonl,csv}`` in the run folder.
 """
@@ -19,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.aap import (
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.base import PruneContext
+from prunebench.harness.pruning.static.aap import (
     SHARES,
     calibration_set,
     filter_attention,
@@ -33,7 +33,7 @@ from harness.pruning.aap import (
     resource_limit,
     select_below_threshold,
 )
-from harness.pruning.base import PruneContext
+from torch import nn
 
 TARGETS = ("accuracy-loss", "params", "macs", "latency-ms")
 _EXAMPLE = "accuracy-loss=0.5"
@@ -119,15 +119,15 @@ def _measure(model: nn.Module, ctx: PruneContext, latency: bool,
     machine's slow and fast minutes then move both networks alike instead of moving the verdict.
     The candidate's own pooled p50 is kept as ``latency_p50_ms_raw``.
     """
-    from harness.measure.accuracy import accuracy
+    from prunebench.harness.measure.accuracy import accuracy
 
     params, macs = model_cost(model, ctx.example_input)
     out: dict[str, Any] = {"params": params, "macs": macs,
                            "val_top1": accuracy(model, ctx.splits.val).top1,  # type: ignore
                            "latency_p50_ms": None}
     if latency:
-        from harness.datasets import make_loader
-        from harness.measure.latency import measure_latency, measure_speedup
+        from prunebench.harness.datasets import make_loader
+        from prunebench.harness.measure.latency import measure_latency, measure_speedup
 
         batch = next(iter(make_loader(ctx.splits.val, batch_size=32)))[0]  # type: ignore
         if dense is None:
@@ -160,7 +160,7 @@ class _Policy:
     """State of one adaptive run: the last good network, its threshold, the step."""
 
     def __init__(self, model: nn.Module, s: AapSettings, ctx: PruneContext) -> None:
-        from harness.pruning.static import coupled_groups
+        from prunebench.harness.pruning.static.cut import coupled_groups
 
         self.s, self.ctx, self.x = s, ctx, ctx.example_input
         self.calib = calibration_set(ctx, s.calib_samples)
@@ -189,7 +189,7 @@ class _Policy:
 
     def run(self) -> nn.Module:
         """Iterate rounds; returns the chosen network with ``prunebench_arch`` and a summary."""
-        from harness.pruning.static import architecture
+        from prunebench.harness.pruning.static.cut import architecture
 
         trained = 0
         while trained < self.s.max_rounds and self.step >= self.s.min_step:
@@ -227,8 +227,8 @@ class _Policy:
 
     def _round(self, rnd: int) -> str:
         """One threshold raise: ``"trained"``, ``"skipped"`` (no training) or ``"stop"``."""
-        from harness.pruning.recovery import RecoveryOptions, finetune
-        from harness.pruning.static import coupled_groups, cut_filters
+        from prunebench.harness.pruning.static.cut import coupled_groups, cut_filters
+        from prunebench.harness.pruning.static.recovery import RecoveryOptions, finetune
 
         t = self.good_t + self.step
         if self._scored is None or self._scored[0] is not self.good:  # scores of this network

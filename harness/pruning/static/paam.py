@@ -1,6 +1,6 @@
 """PAAM: Pruning by Active Attention Manipulation (Babaiee, Liebenwein, Hasani, Rus, Grosu 2022).
 
-*Importance*: every coupled group of filters (``harness.pruning.static.coupled_groups``) gets a
+*Importance*: every coupled group of filters (``harness.pruning.static.cut.coupled_groups``) gets a
 small attention network that reads the group's filter weights (filter ``i``'s weights in every
 member layer, concatenated and standardised per group; detached, so learning the filters is left
 to the CNN's own loss) and outputs one analog score per filter through single-head self-attention
@@ -42,19 +42,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.aap import (
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.pruning.static.aap import (
     amount_options,
     model_cost,
     parse_spec,
     ratio_prune_idxs,
     resource_limit,
 )
-from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
-from harness.pruning.config import PruningConfig
-from harness.pruning.static import Group
+from prunebench.harness.pruning.static.cut import Group
+from torch import nn
 
 BUDGETS = ("params", "macs")
 
@@ -206,7 +205,7 @@ def select_by_budget(net: nn.Module, example_input: torch.Tensor,
 
     Every group keeps its top filter. Returns the indices to remove per group and a summary.
     """
-    from harness.pruning.static import cut_filters
+    from prunebench.harness.pruning.static.cut import cut_filters
 
     forced = {(g, int(torch.argmax(s))) for g, s in scores.items()}
     rest = sorted(((float(v), g, i) for g, s in scores.items() for i, v in enumerate(s)
@@ -284,8 +283,8 @@ class PAAM(PruningMethod):
     def _cut(self, net: nn.Module, idxs: Mapping[str, list[int]], summary: dict[str, Any],
              scores: Mapping[str, torch.Tensor], ctx: PruneContext, opts: Mapping[str, Any]
              ) -> nn.Module:
-        from harness.pruning.recovery import finish_cut
-        from harness.pruning.static import cut_filters
+        from prunebench.harness.pruning.static.cut import cut_filters
+        from prunebench.harness.pruning.static.recovery import finish_cut
 
         pruned = finish_cut(cut_filters(net, ctx.example_input, idxs) if idxs
                             else copy.deepcopy(net), ctx, opts, desc="paam finetune")
@@ -298,8 +297,8 @@ class PAAM(PruningMethod):
 
 def train_scores(model: nn.Module, ctx: PruneContext, opts: Mapping[str, Any]) -> PaamNetwork:
     """A copy of ``model`` wrapped with attention networks, trained jointly (one stage)."""
-    from harness.pruning.static import coupled_groups
-    from harness.train import DEFAULT_RECIPE, train_model
+    from prunebench.harness.pruning.static.cut import coupled_groups
+    from prunebench.harness.train import DEFAULT_RECIPE, train_model
 
     net = copy.deepcopy(model)
     scratch = opts.get("from_scratch", False)

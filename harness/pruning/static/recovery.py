@@ -16,11 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.base import PruneContext
+from prunebench.harness.pruning.static.cut import Group, coupled_groups, keep_count
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.base import PruneContext
-from harness.pruning.static import Group, coupled_groups, keep_count
 
 # (model, per-group ratios relative to its current channels, global ratio) -> pruned model
 PruneStep = Callable[[nn.Module, Mapping[str, float], float | None], nn.Module]
@@ -71,7 +70,7 @@ def prune_and_recover(model: nn.Module, ratios: Mapping[str, float], global_rati
             step_global = _step_global(groups, original, set(ratios), global_ratio * frac)
         current = prune_step(current, step_ratios, step_global)
         if opts.bn_recalibrate:
-            from harness.train import recalibrate_batchnorm
+            from prunebench.harness.train import recalibrate_batchnorm
 
             recalibrate_batchnorm(current, ctx.splits, opts.bn_recalibrate, seed=ctx.seed)
         if opts.finetune_epochs:
@@ -100,7 +99,7 @@ def _step_global(groups: list[Group], original: Mapping[str, int], excluded: set
 
 
 def _recipe(ctx: PruneContext, epochs: int, lr: float | None) -> Any:
-    from harness.train import DEFAULT_RECIPE
+    from prunebench.harness.train import DEFAULT_RECIPE
 
     base = ctx.recipe or DEFAULT_RECIPE
     return dataclasses.replace(base, epochs=epochs, lr=lr if lr is not None else base.lr)
@@ -109,7 +108,7 @@ def _recipe(ctx: PruneContext, epochs: int, lr: float | None) -> Any:
 def finetune(model: nn.Module, teacher: nn.Module | None, ctx: PruneContext,
              opts: RecoveryOptions, *, desc: str = "finetune") -> nn.Module:
     """Fine-tune ``model`` in place for ``opts.finetune_epochs`` on the train split."""
-    from harness.train import train_model
+    from prunebench.harness.train import train_model
 
     recipe = _recipe(ctx, opts.finetune_epochs, opts.finetune_lr)
     kd: dict[str, Any] = {}
@@ -123,7 +122,7 @@ def finetune(model: nn.Module, teacher: nn.Module | None, ctx: PruneContext,
 def finish_cut(pruned: nn.Module, ctx: PruneContext, opts: Any, *, desc: str) -> nn.Module:
     """After a one-shot cut: ``opts["finetune_epochs"]`` of fine-tuning (lr ``finetune_lr``, or
     the recipe's, rewound) and the ``prunebench_arch`` record; returns ``pruned`` in eval mode."""
-    from harness.pruning.static import architecture
+    from prunebench.harness.pruning.static.cut import architecture
 
     if opts.get("finetune_epochs", 0):
         finetune(pruned, None, ctx, RecoveryOptions(
@@ -137,8 +136,8 @@ def finish_cut(pruned: nn.Module, ctx: PruneContext, opts: Any, *, desc: str) ->
 def sparsity_train(model: nn.Module, ctx: PruneContext, epochs: int, lam: float,
                    lr: float | None = None) -> nn.Module:
     """Network slimming's sparsity phase: train a copy with an L1 penalty on BN scales."""
-    from harness.pruning.importance import slimming_loss_hook
-    from harness.train import train_model
+    from prunebench.harness.pruning.static.importance import slimming_loss_hook
+    from prunebench.harness.train import train_model
 
     if ctx.splits is None:
         raise PrunebenchError(f"slimming_epochs={epochs} needs a data set; give --dataset or set "

@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from harness.errors import PrunebenchError
-from harness.measure.flops import effective_macs
-from harness.models import create_model
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.dyn_fast import FastBasicBlock, calibrate_widths, fit_predictor
-from harness.pruning.dyn_fold import fold_batchnorm
-from harness.pruning.dyn_train import TargetedDropout, parse_targeted_dropout
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.flops import effective_macs
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.dynamic.fast_blocks import (
+    FastBasicBlock,
+    calibrate_widths,
+    fit_predictor,
+)
+from prunebench.harness.pruning.dynamic.folding import fold_batchnorm
+from prunebench.harness.pruning.dynamic.training import TargetedDropout, parse_targeted_dropout
 
 pytestmark = pytest.mark.filterwarnings("ignore:no data set given")
 X = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -95,7 +98,7 @@ def test_fast_hot_references_follow_loaded_moved_and_copied_weights() -> None:
 
 
 def test_fast_params_count_the_weights_not_the_packed_copies() -> None:
-    from harness.measure.memory import count_params
+    from prunebench.harness.measure.memory import count_params
 
     dense = count_params(fold_batchnorm(create_model("test_resnet").eval()))
     assert count_params(_fast(1.0)) == dense  # the same weights, BN folded alike
@@ -187,12 +190,12 @@ def test_finetune_cli(tmp_path: object) -> None:
     import json
     from pathlib import Path
 
-    from search.cli import main
+    from prunebench.search.cli import main
 
     out = Path(str(tmp_path)) / "ft.pt"
     base = Path(str(tmp_path)) / "base.pt"
-    from harness.datasets import load_dataset
-    from harness.train import save_checkpoint
+    from prunebench.harness.datasets import load_dataset
+    from prunebench.harness.train import save_checkpoint
 
     splits = load_dataset("digits")
     save_checkpoint(create_model("test_resnet", 10, 1), base,

@@ -1,6 +1,7 @@
 """Training for dynamic pruning: AntiDote's targeted dropout and instance-wise feature decay.
 
-Both attach forward hooks to the gated feature maps (the gate modules of ``dyn_sites``) of an
+Both attach forward hooks to the gated feature maps (the gate modules of
+``sites.py``) of an
 ordinary network, so the trained weights load into the unmodified architecture; remove the hooks
 (``.remove()``) before saving or evaluating.
 
@@ -19,7 +20,7 @@ ordinary network, so the trained weights load into the unmodified architecture; 
   MACs) vs 10 % untrained; see ``benchmarks/accuracy_dynamic.py``.
 - :class:`FeatureDecay` (Liu et al. 2019): an l2,1 penalty ``lambda x sum_sites mean_inputs
   sum_channels ||z_c||_2 / sqrt(HW)`` on the gated feature maps, returned by :meth:`loss_hook`
-  for ``harness.train.train_model(..., loss_hook=...)``.
+  for ``prunebench.harness.train.train_model(..., loss_hook=...)``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from __future__ import annotations
 import math
 
 import torch
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.dynamic.gates import channel_attention
+from prunebench.harness.pruning.dynamic.sites import get_module, require_sites
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.dyn_exec import channel_attention
-from harness.pruning.dyn_sites import get_module, require_sites
 
 
 def _bottom_mask(att: torch.Tensor, fraction: float | torch.Tensor) -> torch.Tensor:
@@ -201,7 +201,7 @@ def finetune_dynamic(model: nn.Module, splits: object, recipe: object, *,
     ``order`` is :class:`TargetedDropout`'s (``"calibrated"`` trains for ``antidote_fast``).
     ``teacher``/``kd_alpha``: distil from (typically) the dense base model, as slimmable networks'
     in-place distillation; on digits it lifts antidote_fast at keep 0.5 from 94 % to 98 % val."""
-    from harness.train import train_model
+    from prunebench.harness.train import train_model
 
     attached: list[TargetedDropout | FeatureDecay] = []
     hook = None

@@ -9,14 +9,11 @@ import json
 
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import Dataset
-
-from harness.datasets import DatasetSplits
-from harness.errors import PrunebenchError
-from harness.models import create_model
-from harness.pruning import PruneContext, PruningConfig, get_method
-from harness.pruning.aap import (
+from prunebench.harness.datasets import DatasetSplits
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning.static.aap import (
     coerce_options,
     filter_attention,
     group_shares,
@@ -24,8 +21,10 @@ from harness.pruning.aap import (
     resource_limit,
     select_below_threshold,
 )
-from harness.pruning.aap_policy import AapSettings
-from harness.pruning.static import coupled_groups
+from prunebench.harness.pruning.static.aap_policy import AapSettings
+from prunebench.harness.pruning.static.cut import coupled_groups
+from torch import nn
+from torch.utils.data import Dataset
 
 
 class _Forbidden(Dataset):
@@ -41,7 +40,7 @@ class _Forbidden(Dataset):
 @pytest.fixture(scope="module")
 def tiny(digits) -> tuple[nn.Module, DatasetSplits]:
     """A briefly trained tiny net on 256/128 digits items; the test split is unreadable."""
-    from harness.train import Recipe, train_model
+    from prunebench.harness.train import Recipe, train_model
 
     splits = DatasetSplits("digits-tiny", digits.train.subset(range(256)),
                            digits.val.subset(range(128)), _Forbidden(), 10, (1, 32, 32))
@@ -52,7 +51,7 @@ def tiny(digits) -> tuple[nn.Module, DatasetSplits]:
 
 
 def _ctx(splits: DatasetSplits, **kw) -> PruneContext:
-    from harness.train import Recipe
+    from prunebench.harness.train import Recipe
 
     return PruneContext(example_input=torch.zeros(1, 1, 32, 32), splits=splits,
                         recipe=Recipe(epochs=1, batch_size=32, lr=0.05), progress=False, **kw)
@@ -116,7 +115,7 @@ def test_accuracy_target_holds_on_val_and_rounds_are_logged(tiny, tmp_path) -> N
     pruned = get_method("aap").apply(model, cfg, _ctx(splits, run_dir=tmp_path))
     info = pruned.prunebench_aap
     dense_val = info["dense"]["val_top1"]
-    from harness.measure.accuracy import accuracy
+    from prunebench.harness.measure.accuracy import accuracy
 
     assert dense_val - accuracy(pruned, splits.val).top1 <= 0.03 + 1e-9
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -141,7 +140,7 @@ def test_params_target_is_met(tiny) -> None:
 @pytest.fixture(scope="module")
 def learned(digits) -> tuple[nn.Module, DatasetSplits]:
     """The tiny net trained on the whole digits train split: well above chance on val."""
-    from harness.train import Recipe, train_model
+    from prunebench.harness.train import Recipe, train_model
 
     splits = DatasetSplits("digits-learned", digits.train, digits.val.subset(range(128)),
                            _Forbidden(), 10, (1, 32, 32))
@@ -167,7 +166,7 @@ def test_resource_target_never_trades_accuracy_beyond_the_guard(learned, tmp_pat
     assert any(r["action"].startswith("rejected: val top-1 below the guard") for r in rows)
     assert all(r["val_top1"] >= floor for r in rows if r["action"] in ("met", "accepted"))
     if pruned is not None:
-        from harness.measure.accuracy import accuracy
+        from prunebench.harness.measure.accuracy import accuracy
 
         assert accuracy(pruned, splits.val).top1 >= floor
 
@@ -175,8 +174,8 @@ def test_resource_target_never_trades_accuracy_beyond_the_guard(learned, tmp_pat
 @pytest.mark.slow
 def test_latency_target_is_met_on_profile(tiny) -> None:
     """ResNet-20 (untrained: only time matters here) is compute-bound enough to show gains."""
-    from harness.measure.latency import measure_latency
-    from harness.profiles import TimingSettings, load_profile
+    from prunebench.harness.measure.latency import measure_latency
+    from prunebench.harness.profiles import TimingSettings, load_profile
 
     _, splits = tiny
     torch.manual_seed(0)
@@ -242,7 +241,7 @@ def test_unreachable_target_raises_with_what_was_reached(tiny) -> None:
 
 
 def test_listed_with_citation() -> None:
-    from harness.pruning import METHODS
+    from prunebench.harness.pruning import METHODS
 
     meta = METHODS.metadata("aap")
     assert meta["kind"] == "static" and "AISTATS" in meta["citation"]
@@ -252,9 +251,9 @@ def test_latency_met_in_rounds_but_not_on_remeasure_says_so(tiny, monkeypatch) -
     """Noise can make a round look in budget; the returned network must hold on re-measure."""
     import inspect
 
-    from harness.profiles import load_profile
-    from harness.pruning import aap_policy
-    from harness.pruning.aap import model_cost
+    from prunebench.harness.profiles import load_profile
+    from prunebench.harness.pruning.static import aap_policy
+    from prunebench.harness.pruning.static.aap import model_cost
 
     model, splits = tiny
 

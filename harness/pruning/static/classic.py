@@ -18,14 +18,21 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.pruning.static.cut import coupled_groups, cut_filters, resolve_ratios
+from prunebench.harness.pruning.static.importance import (
+    ALLOCATIONS,
+    score_groups,
+    select_prune_idxs,
+)
+from prunebench.harness.pruning.static.recovery import (
+    RecoveryOptions,
+    prune_and_recover,
+    sparsity_train,
+)
 from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
-from harness.pruning.config import PruningConfig
-from harness.pruning.importance import ALLOCATIONS, score_groups, select_prune_idxs
-from harness.pruning.recovery import RecoveryOptions, prune_and_recover, sparsity_train
-from harness.pruning.static import coupled_groups, cut_filters, resolve_ratios
 
 _COMMON = {"round_to": int, "allocation": str, "finetune_epochs": int, "finetune_lr": float,
            "kd": bool, "kd_alpha": float, "kd_temperature": float, "iterative_steps": int,

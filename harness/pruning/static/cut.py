@@ -23,9 +23,8 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
+from prunebench.harness.errors import CheckpointError, PrunebenchError
 from torch import nn
-
-from harness.errors import CheckpointError, PrunebenchError
 
 ARCH_FORMAT = 1
 _SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features",
@@ -220,7 +219,7 @@ def rebuild_pruned(model_name: str, arch: Mapping[str, Any], num_classes: int,
 
     Load the pruned checkpoint's ``state_dict`` into the result; nothing is unpickled.
     """
-    from harness.models import create_model
+    from prunebench.harness.models import create_model
 
     if arch.get("format") != ARCH_FORMAT:
         raise CheckpointError(f"pruned architecture format {arch.get('format')!r} is not "

@@ -6,7 +6,8 @@ mean of |activation| over each channel's spatial map) and a *column attention* (
 (top-k) or relative threshold are not consumed by the next convolution for that input, and
 with ``options["columns"]`` only that fraction of the consumer's output positions (highest
 column attention) is computed.
-AntiDote's training phase, targeted dropout, lives in ``dyn_train.py`` (``prunebench finetune``).
+AntiDote's training phase, targeted dropout, lives in ``training.py``
+(``prunebench finetune``).
 
 The exact rule needs each input's full gated feature map before it can decide, so the gated conv
 itself is always computed and only the consumer is pruned. By default the gates sit on each
@@ -15,7 +16,7 @@ gates each block's input (the first conv's input channels, by the block input's 
 as AntiDote prunes the input feature map of every layer: the same keep-ratio then removes about
 twice the MACs. ``antidote_fast`` is a separate method
 (its own accuracy): it predicts a per-input width from the block input and runs BN-folded,
-pre-packed widths (``dyn_fast.py``).
+pre-packed widths (``dynamic/fast_blocks.py``).
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ import copy
 from typing import Any
 
 import torch
-from torch import nn
-
-from harness.errors import PrunebenchError
-from harness.models import BasicBlock
-from harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
-from harness.pruning.config import PruningConfig
-from harness.pruning.dyn_calib import block_statistics, calibration_inputs
-from harness.pruning.dyn_exec import EXACT_MODES, DynamicNetwork, GateRule
-from harness.pruning.dyn_fast import FastBasicBlock, calibrate_widths, fit_predictor
-from harness.pruning.dyn_fold import fold_batchnorm
-from harness.pruning.dyn_sites import (
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.models import BasicBlock
+from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.pruning.dynamic.attention_stats import block_statistics, calibration_inputs
+from prunebench.harness.pruning.dynamic.build import EXEC_MODES, build_gated, check_exec_mode
+from prunebench.harness.pruning.dynamic.fast_blocks import (
+    FastBasicBlock,
+    calibrate_widths,
+    fit_predictor,
+)
+from prunebench.harness.pruning.dynamic.folding import fold_batchnorm
+from prunebench.harness.pruning.dynamic.gates import EXACT_MODES, DynamicNetwork, GateRule
+from prunebench.harness.pruning.dynamic.sites import (
     dense_layer_macs,
     get_module,
     require_sites,
@@ -42,7 +46,7 @@ from harness.pruning.dyn_sites import (
     resolve_keep,
     set_module,
 )
-from harness.pruning.dynamic import EXEC_MODES, build_gated, check_exec_mode
+from torch import nn
 
 ANTIDOTE_CITATION = ("Yu, Liu, Wang, Wang, Chen. AntiDote: Attention-based Dynamic Optimization "
                      "for Neural Network Runtime Efficiency. DATE 2020")
@@ -94,7 +98,7 @@ class AntiDote(PruningMethod):
 
 
 class AntiDoteFast(PruningMethod):
-    """AntiDote-style dynamic width per input, built for speed (see ``dyn_fast.py``)."""
+    """AntiDote-style dynamic width per input, built for speed (see ``dynamic/fast_blocks.py``)."""
 
     info = MethodInfo("antidote_fast", "dynamic",
                       "AntiDote-style per-input width of each residual block's internal channels, "
