@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from prunebench.harness.datasets import load_dataset
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.accuracy import accuracy

@@ -29,6 +29,7 @@ import sys
 import warnings
 
 import torch
+
 from prunebench.harness.datasets import load_dataset, make_loader
 from prunebench.harness.measure.accuracy import accuracy
 from prunebench.harness.measure.flops import count_macs, effective_macs

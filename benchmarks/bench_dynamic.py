@@ -47,6 +47,7 @@ import sys
 import warnings
 
 import torch
+
 from prunebench.harness.datasets import load_dataset
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import count_macs, effective_macs
@@ -248,7 +249,9 @@ def main() -> None:
     print(json.dumps({"points": points, "inputs": "digits test images 1x32x32 (first 64)",
                       "model": "resnet56 trained on digits (DEFAULT_RECIPE)",
                       "calibration": "digits train images", "profile": base.name,
-                      "threads": torch.get_num_threads()}))
+                      # the profile's threads, as every point was timed with (measure_speedup
+                      # applies them); torch's own count outside the profile is the machine's
+                      "threads": base.resolved_threads()}))
 
 
 def _exact_red(model: torch.nn.Module, keep: float, options: dict, images: torch.Tensor,

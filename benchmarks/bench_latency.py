@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+
 from prunebench.harness.measure.latency import measure_latency, measure_speedup
 from prunebench.harness.models import create_model
 from prunebench.harness.profiles import check_usable, load_profile

@@ -35,6 +35,7 @@ PROFILE = "cpu-1t"  # one thread per worker: the common multi-worker setting
 def _child(rounds: int, lock_dir: str | None) -> list[float]:
     """Measure ``rounds`` p50 latencies (ms) of the reference network in this process."""
     import torch
+
     from prunebench.harness.measure.latency import measure_latency
     from prunebench.harness.models import create_model
     from prunebench.harness.profiles import TimingSettings, load_profile

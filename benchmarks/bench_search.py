@@ -106,9 +106,10 @@ def _retime(frames: dict[str, pd.DataFrame], objective, prepared, profile) -> di
     falls on all arms alike. One configuration in several arms (the most pruned uniform point)
     is timed once. Returns each arm's re-timed p50s in the frame's row order.
     """
+    from tqdm import tqdm
+
     from prunebench.harness.evaluate import build_pruned
     from prunebench.search.study import open_storage
-    from tqdm import tqdm
 
     jobs, configs = [], {}
     for name, frame in frames.items():

@@ -32,6 +32,7 @@ import sys
 import time
 
 import numpy as np
+
 from prunebench.harness.evaluate import Workload, build_pruned, prepare
 from prunebench.harness.measure.latency import long_rounds, measure_speedup
 from prunebench.harness.measure.stats import iqr, percentile

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
 from prunebench.harness import dataformats as fmt
 from prunebench.harness.errors import DataError, PrunebenchError
 from prunebench.harness.registry import Registry
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.fingerprint import machine_fingerprint
 from prunebench.harness.measure.energy import measure_energy, open_meter
@@ -34,9 +36,10 @@ from prunebench.harness.measure.memory import measure_memory
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.models import MODELS, create_model, nominal_input_size
 from prunebench.harness.profiles import HardwareProfile, check_usable, load_profile
-from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+from prunebench.harness.pruning import pipeline
+from prunebench.harness.pruning.base import PruneContext
+from prunebench.harness.pruning.config import PruningConfig
 from prunebench.harness.train import DEFAULT_RECIPE, Recipe
-from torch import nn
 
 MAX_TIMING_EXAMPLES = 256  # real examples cycled through by latency/energy/effective MACs
 
@@ -139,14 +142,22 @@ def prepare(workload: Workload, *, progress: bool = True) -> PreparedWorkload:
                             num_classes)
 
 
+def prune_context(prepared: PreparedWorkload, *, profile: HardwareProfile | None = None,
+                  run_dir: Path | None = None, progress: bool = True) -> PruneContext:
+    """What a method may use besides the model: the workload's data, recipe, seed, profile."""
+    return PruneContext(example_input=prepared.example_input, splits=prepared.splits,
+                        recipe=prepared.workload.recipe, profile=profile, run_dir=run_dir,
+                        seed=prepared.workload.seed, progress=progress)
+
+
 def build_pruned(prepared: PreparedWorkload, config: PruningConfig, *,
                  profile: HardwareProfile | None = None, run_dir: Path | None = None,
-                 progress: bool = True) -> nn.Module:
-    """Apply ``config.method`` to (a copy of) the base model; returns it in eval mode."""
-    ctx = PruneContext(example_input=prepared.example_input, splits=prepared.splits,
-                       recipe=prepared.workload.recipe, profile=profile, run_dir=run_dir,
-                       seed=prepared.workload.seed, progress=progress)
-    return get_method(config.method).apply(prepared.base_model, config, ctx).eval()
+                 progress: bool = True,
+                 epoch_callback: pipeline.EpochCallback | None = None) -> nn.Module:
+    """The network ``config`` describes, built from the base model through
+    :func:`harness.pruning.pipeline.build` (cut -> recovery -> gating), in eval mode."""
+    ctx = prune_context(prepared, profile=profile, run_dir=run_dir, progress=progress)
+    return pipeline.build(prepared.base_model, config, ctx, epoch_callback=epoch_callback)
 
 
 class _InProfileDtype(nn.Module):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from prunebench.harness.errors import ProfileError
 from prunebench.harness.fingerprint import MachineFingerprint, machine_fingerprint
 from prunebench.harness.profile_schema import parse_profile, read_toml

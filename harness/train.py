@@ -21,10 +21,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from prunebench.harness.datasets import DatasetSplits, make_loader
-from prunebench.harness.errors import CheckpointError, PrunebenchError
 from torch import nn
 from tqdm import tqdm
+
+from prunebench.harness.datasets import DatasetSplits, make_loader
+from prunebench.harness.errors import CheckpointError, PrunebenchError
 
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 EpochCallback = Callable[[int, nn.Module], None]
@@ -285,6 +286,7 @@ def get_base_model(model_name: str, dataset_name: str, splits: DatasetSplits, re
     eval mode and the checkpoint path.
     """
     from filelock import FileLock
+
     from prunebench.harness.measure.accuracy import accuracy
 
     source = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else splits.source

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 
 import optuna
-from prunebench.harness.measurement import Measurement
 from sqlalchemy import (
     Column,
     DateTime,
@@ -30,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
+
+from prunebench.harness.measurement import Measurement
 
 TABLE_NAME = "prunebench_measurement_cache"
 

@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from filelock import FileLock
+
 from prunebench.harness.errors import PrunebenchError
 
 if TYPE_CHECKING:
     import pandas as pd
+
     from prunebench.search.runs import RunData
 
 DIALECTS = ("postgresql", "mysql", "sqlite")

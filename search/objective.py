@@ -9,7 +9,6 @@ one constraint per budget with ``trial.set_constraint`` (value <= 0 is feasible)
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -17,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.pruning import PruningConfig
 from prunebench.search.space import SearchSpace, SpaceSpec, TrialConfig
-from torch import nn
 
 SPEC_ATTR = "prunebench_spec"
 # The dense p50 (ms) that anchors an "anchored" study's latency frame; set once per study.
@@ -250,45 +250,25 @@ class SearchObjective:
         return m, m.latency_p50_ms
 
     def build(self, chosen: TrialConfig, *, trial: optuna.Trial | None = None) -> nn.Module:
-        """The network a trial evaluates: static cut, fine-tune, then dynamic gating.
+        """The network a trial evaluates, built from its record by the pruning pipeline
+        (static cut, fine-tune, then dynamic gating: ``harness.pruning.pipeline``).
 
         With ``trial``, validation accuracy after each fine-tune epoch is stored as user attr
         ``val_accuracy_epoch_<k>`` and, in single-objective studies, reported to the pruner.
         """
         from prunebench.harness.evaluate import build_pruned
 
-        prepared = self.prepared
-        model = prepared.base_model
-        if chosen.static is not None:
-            model = build_pruned(prepared, chosen.static, profile=self.profile, progress=False)
-        if chosen.finetune_epochs > 0:
-            model = self._finetune(model, chosen.finetune_epochs, trial)
-        if chosen.dynamic is not None:
-            from prunebench.harness.pruning import PruneContext, get_method
+        callback = self._epoch_reporter(trial) if trial is not None else None
+        return build_pruned(self.prepared, chosen.record, profile=self.profile, progress=False,
+                            epoch_callback=callback)
 
-            ctx = PruneContext(example_input=prepared.example_input, splits=prepared.splits,
-                               recipe=prepared.workload.recipe, profile=self.profile,
-                               seed=self.spec.seed, progress=False)
-            model = get_method(chosen.dynamic.method).apply(model, chosen.dynamic, ctx)
-        return model.eval()
-
-    def _finetune(self, model: nn.Module, epochs: int, trial: optuna.Trial | None) -> nn.Module:
+    def _epoch_reporter(self, trial: optuna.Trial) -> Any:
         from prunebench.harness.measure.accuracy import accuracy
-        from prunebench.harness.train import train_model
 
         splits = self.prepared.splits
-        if splits is None:
-            raise PrunebenchError("fine-tuning needs a data set; give --dataset or "
-                                  "--finetune-epochs 0")
-        # the recipe's own lr in a fresh cosine schedule (learning-rate rewinding), exactly as
-        # harness.pruning.static.recovery fine-tunes the baseline sweeps, so searched and swept
-        # points on one plot had the same recovery
-        recipe = dataclasses.replace(self.prepared.workload.recipe, epochs=epochs)
-        single = trial is not None and len(trial.study.directions) == 1
+        single = len(trial.study.directions) == 1
 
         def on_epoch(epoch: int, net: nn.Module) -> None:
-            if trial is None:
-                return
             acc = accuracy(net, splits.val).top1
             trial.set_user_attr(f"val_accuracy_epoch_{epoch}", acc)
             if single:  # Optuna's report/should_prune are single-objective only
@@ -296,7 +276,4 @@ class SearchObjective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"val accuracy {acc:.4f} after epoch {epoch}")
 
-        net = copy.deepcopy(model) if model is self.prepared.base_model else model
-        net = train_model(net, splits, recipe, epoch_callback=on_epoch, progress=False,
-                          desc="fine-tune")
-        return net.eval()
+        return on_epoch

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from prunebench.harness.errors import PrunebenchError
 
 MINIMIZE = "minimize"

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
+
 from prunebench.search.pareto import MINIMIZE, Objective  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design"; black is kept for the dense reference.

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.search import pareto, plots
 from prunebench.search.pareto import ACCURACY, LATENCY, OBJECTIVES, Objective

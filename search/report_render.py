@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
 from prunebench.search.runs import distinct
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from prunebench.harness.errors import PrunebenchError
 
 POINT_FILES = ("points.csv", "trials.csv", "remeasured.csv")

@@ -19,14 +19,15 @@ from the storage alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
 import torch
-from prunebench.harness.errors import PrunebenchError
-from prunebench.harness.pruning import METHODS, PruningConfig
 from torch import nn
+
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning import METHODS, PruningConfig, pipeline
 
 SPACES = ("static", "dynamic", "hybrid")
 CRITERION = "criterion"
@@ -108,17 +109,30 @@ def _check_kind(name: str, kind: str) -> None:
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """What one trial evaluates: the static cut and/or the dynamic gating, and fine-tuning.
+    """What one trial evaluates: one :class:`PruningConfig` that describes the whole network.
 
-    ``record`` is the one :class:`PruningConfig` that describes the whole network in the
-    Measurement (for ``hybrid``: the dynamic method with the static ratios and
-    ``options["static_method"]``).
+    ``record`` is built by :func:`harness.pruning.pipeline.build` (static cut, fine-tune
+    ``record.finetune_epochs``, dynamic gating; for ``hybrid`` the dynamic method with
+    ``static_method`` and the static ratios) and is the config the Measurement records, so a
+    trial replays from it alone. ``static`` / ``dynamic`` / ``finetune_epochs`` are its stages.
     """
 
-    static: PruningConfig | None
-    dynamic: PruningConfig | None
-    finetune_epochs: int = 0
-    record: PruningConfig = field(default_factory=PruningConfig)
+    record: PruningConfig
+
+    @property
+    def static(self) -> PruningConfig | None:
+        """The static stage (``None`` for the dynamic space)."""
+        return pipeline.stages(self.record).static
+
+    @property
+    def dynamic(self) -> PruningConfig | None:
+        """The dynamic stage (``None`` for the static space)."""
+        return pipeline.stages(self.record).dynamic
+
+    @property
+    def finetune_epochs(self) -> int:
+        """Fine-tune epochs between the static stage and the gating."""
+        return self.record.finetune_epochs
 
 
 @dataclass(frozen=True)
@@ -183,20 +197,23 @@ class SearchSpace:
             raise PrunebenchError(f"trial parameters lack {missing[:3]}; the study was made for "
                                   "another network or space (use a new --study name)")
         epochs = int(params.get(FINETUNE, s.finetune_epochs))
-        static = dynamic = None
+        ratios: dict[str, float] = {}
+        keep: dict[str, float] = {}
+        static_method = None
+        static_options: dict[str, Any] = {"round_to": s.round_to} if s.round_to else {}
         if self.groups:
-            method = str(params.get(CRITERION, s.static_methods[0]))
-            opts: dict[str, Any] = {"finetune_epochs": 0}
-            if s.round_to:
-                opts["round_to"] = s.round_to
-            static = PruningConfig(
-                method=method, options=opts,
-                ratios={g: round(float(params[self.ratio_param(g)]), 6) for g in self.groups})
+            static_method = str(params.get(CRITERION, s.static_methods[0]))
+            ratios = {g: round(float(params[self.ratio_param(g)]), 6) for g in self.groups}
         if self.gated:
-            dynamic = PruningConfig(
-                method=str(s.dynamic_method), exec_mode=s.exec_mode,
-                keep={g: round(float(params[self.keep_param(g)]), 6) for g in self.gated})
-        return TrialConfig(static, dynamic, epochs, _record(static, dynamic, epochs))
+            keep = {g: round(float(params[self.keep_param(g)]), 6) for g in self.gated}
+        if not self.gated:  # static: the static method itself
+            return TrialConfig(PruningConfig(method=str(static_method), ratios=ratios,
+                                             options=static_options, finetune_epochs=epochs))
+        hybrid = static_method is not None
+        return TrialConfig(PruningConfig(
+            method=str(s.dynamic_method), exec_mode=s.exec_mode, keep=keep, ratios=ratios,
+            finetune_epochs=epochs, static_method=static_method,
+            static_options=static_options if hybrid else {}))
 
     def param_names(self) -> list[str]:
         """Every per-layer parameter name of this space (without criterion/fine-tune)."""
@@ -213,24 +230,6 @@ def _top(max_ratio: float, step: float) -> float:
     """The largest multiple of ``step`` not above ``max_ratio`` (Optuna needs whole steps)."""
     n = int(max_ratio / step + 1e-9)
     return round(n * step, 10)
-
-
-def _record(static: PruningConfig | None, dynamic: PruningConfig | None,
-            epochs: int) -> PruningConfig:
-    """The single config that names the whole network in the Measurement record."""
-    if static is not None and dynamic is None:
-        return PruningConfig(method=static.method, ratios=static.ratios,
-                             options={**static.options, "finetune_epochs": epochs})
-    if dynamic is not None and static is None:
-        opts = {"finetune_epochs": epochs} if epochs else {}
-        return PruningConfig(method=dynamic.method, keep=dynamic.keep,
-                             exec_mode=dynamic.exec_mode, options=opts)
-    if static is None or dynamic is None:  # pragma: no cover - SearchSpace always has one
-        raise PrunebenchError("a search space needs prunable groups or gated layers")
-    return PruningConfig(method=dynamic.method, ratios=static.ratios, keep=dynamic.keep,
-                         exec_mode=dynamic.exec_mode,
-                         options={**static.options, "static_method": static.method,
-                                  "finetune_epochs": epochs})
 
 
 def uniform_params(space: SearchSpace, ratio: float, keep: float = 1.0,

@@ -28,6 +28,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.search.objective import (
     SEARCH_OBJECTIVES,

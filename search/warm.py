@@ -33,6 +33,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
 from prunebench.search.space import SearchSpace, uniform_line_params, warm_start_params
 
 T_ATTR = "prunebench_warm_start_t"

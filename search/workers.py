@@ -26,6 +26,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from torch import nn
+
 from prunebench.harness.errors import ProfileError, PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.pruning import PruningConfig
@@ -40,7 +42,6 @@ from prunebench.search.distributed import (
 )
 from prunebench.search.objective import ANCHOR_ATTR, SPEC_ATTR, SearchObjective, SearchSpec
 from prunebench.search.space import TrialConfig
-from torch import nn
 
 BUDGET_ATTR = "prunebench_n_trials"  # study user attr: total trials the study should get
 SAMPLER_ATTR = "prunebench_sampler"  # study user attr: sampler name every worker uses

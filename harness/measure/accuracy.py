@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from prunebench.harness.errors import DataError
 from torch import nn
 from torch.utils.data import Dataset
+
+from prunebench.harness.errors import DataError
 
 
 @dataclass(frozen=True)

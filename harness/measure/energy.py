@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import ProfileError
 from prunebench.harness.measure.latency import gc_disabled
 from prunebench.harness.measure.meter_base import METERS, EnergyMeter, MeterUnavailable
 from prunebench.harness.measure.nvml import NvmlMeter
 from prunebench.harness.profiles import HardwareProfile, applied
-from torch import nn
 
 RAPL_ROOT = Path("/sys/class/powercap")
 

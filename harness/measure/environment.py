@@ -6,9 +6,10 @@ import platform
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.fingerprint import machine_fingerprint
 from prunebench.harness.profiles import HardwareProfile
-from torch import nn
 
 
 def _driver_version() -> str | None:

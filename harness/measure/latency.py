@@ -22,9 +22,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.measure.stats import iqr, median_ci, median_ci_rel, percentile
 from prunebench.harness.profiles import HardwareProfile, TimingSettings, applied
-from torch import nn
 
 
 @dataclass(frozen=True)

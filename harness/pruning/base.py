@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from prunebench.harness.pruning.config import PruningConfig
 from prunebench.harness.registry import Registry
-from torch import nn
 
 if TYPE_CHECKING:
     from prunebench.harness.datasets import DatasetSplits

@@ -27,6 +27,15 @@ class PruningConfig:
     - ``global_keep``: one keep-ratio/threshold for every gated layer; ``keep`` overrides it.
     - ``exec_mode``: dynamic execution mode (``masked``, ``gathered``, ``fast``), else ``None``.
     - ``options``: method-specific settings (``round_to``, ``finetune_epochs``, ``criterion``...).
+    - ``finetune_epochs``: the pipeline's recovery stage (:mod:`harness.pruning.pipeline`):
+      epochs of plain fine-tuning after the static stage and before any dynamic gating, with the
+      recipe's lr in a fresh cosine schedule (0: none). A static method's own
+      ``options["finetune_epochs"]`` is that method's recovery (it can iterate and distil).
+    - ``static_method`` / ``static_options``: a hybrid network's static stage. Only with a
+      dynamic ``method``; ``ratios`` / ``global_ratio`` then belong to the static stage.
+
+    Every network :func:`harness.pruning.pipeline.build` makes is described by this one record,
+    so a recorded trial or sweep point can be rebuilt from it.
     """
 
     method: str = "dense"
@@ -36,6 +45,9 @@ class PruningConfig:
     global_keep: float | None = None
     exec_mode: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    finetune_epochs: int = 0
+    static_method: str | None = None
+    static_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, r in {**self.ratios, **({"global_ratio": self.global_ratio}
@@ -45,10 +57,21 @@ class PruningConfig:
                     f"pruning ratio {r!r} for {name!r} is outside [0, 1); use e.g. 0.5 to remove "
                     "half of the filters"
                 )
+        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
+                or self.finetune_epochs < 0:
+            raise PrunebenchError(f"finetune_epochs {self.finetune_epochs!r} must be a whole "
+                                  "number >= 0 (e.g. 2)")
+        if self.static_options and self.static_method is None:
+            raise PrunebenchError("static_options need a static_method (the hybrid network's "
+                                  "static stage, e.g. 'l1')")
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict (sorted keys) for JSON."""
-        return {
+        """A plain dict (sorted keys) for JSON.
+
+        The pipeline fields appear only when set, so a single-stage config keeps the JSON (and
+        :attr:`key`) it had before they existed.
+        """
+        out: dict[str, Any] = {
             "method": self.method,
             "ratios": dict(sorted(self.ratios.items())),
             "global_ratio": self.global_ratio,
@@ -57,6 +80,12 @@ class PruningConfig:
             "exec_mode": self.exec_mode,
             "options": dict(sorted(self.options.items())),
         }
+        if self.finetune_epochs:
+            out["finetune_epochs"] = self.finetune_epochs
+        if self.static_method is not None:
+            out["static_method"] = self.static_method
+            out["static_options"] = dict(sorted(self.static_options.items()))
+        return out
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), stable across runs."""
@@ -66,7 +95,7 @@ class PruningConfig:
     def from_dict(cls, data: dict[str, Any]) -> PruningConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
         allowed = {"method", "ratios", "global_ratio", "keep", "global_keep", "exec_mode",
-                   "options"}
+                   "options", "finetune_epochs", "static_method", "static_options"}
         extra = sorted(set(data) - allowed)
         if extra:
             raise PrunebenchError(

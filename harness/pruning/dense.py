@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
-from torch import nn
 
 
 class Dense(PruningMethod):

@@ -194,13 +194,14 @@ def _check_resume(run_dir: Path, resolved: dict[str, Any]) -> dict[str, Any] | N
 
 def run(args: argparse.Namespace) -> int:
     """Entry of ``prunebench baseline``."""
+    from tqdm import tqdm
+
     from prunebench.harness.evaluate import Workload, evaluate, prepare
     from prunebench.harness.measurement import Measurement
     from prunebench.harness.models import MODELS
     from prunebench.harness.profiles import check_usable, load_profile
     from prunebench.harness.pruning import DENSE
     from prunebench.harness.train import DEFAULT_RECIPE
-    from tqdm import tqdm
 
     MODELS.get(args.model)
     points = _points(args, parse_ratios(args.ratios))

@@ -107,6 +107,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     import torch
+
     from prunebench.harness.measure.energy import open_meter
     from prunebench.harness.profiles import applied, check_usable, cuda_usable, load_profile
 

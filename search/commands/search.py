@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from prunebench.harness.errors import PrunebenchError
 
 NAME = "search"
@@ -167,6 +168,7 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) a search and write its run folder; returns the exit code."""
     import optuna
+
     from prunebench.search.study import SAMPLERS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bar reports trials
@@ -248,6 +250,7 @@ class SearchRun:
                 remeasure_max: int = 20) -> SearchRun:
         """Do the whole run; the run folder is written even when trials fail or are stopped."""
         import optuna
+
         from prunebench.search.objective import ANCHOR_ATTR, SearchObjective, measurement_row
         from prunebench.search.study import (
             create_or_load_study,

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def run_create(args: argparse.Namespace) -> int:
     """Validate everything, then create the study; a failure leaves no study behind."""
     import optuna
+
     from prunebench.harness.datasets import DATASETS
     from prunebench.harness.models import MODELS
     from prunebench.harness.profiles import load_profile
@@ -175,6 +176,7 @@ def run_status(args: argparse.Namespace) -> int:
 def run_delete(args: argparse.Namespace) -> int:
     """Delete the study and its cache entries (needs ``--yes``)."""
     import optuna
+
     from prunebench.search.cache import drop_study_entries
     from prunebench.search.distributed import load_study, open_storage
 

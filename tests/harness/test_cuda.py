@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from prunebench.harness.evaluate import Workload, evaluate, prepare
 from prunebench.harness.measure.flops import effective_macs
 from prunebench.harness.models import create_model

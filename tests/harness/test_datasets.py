@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from prunebench.harness.datasets import DATASETS, TensorImageDataset, load_dataset, make_loader
 from prunebench.harness.errors import DataError, PrunebenchError
 

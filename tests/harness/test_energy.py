@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from prunebench.harness.errors import ProfileError
 from prunebench.harness.measure import energy
 from prunebench.harness.measure.energy import (
@@ -20,7 +22,6 @@ from prunebench.harness.measure.energy import (
     open_meter,
 )
 from prunebench.harness.profiles import EnergySettings, load_profile
-from torch import nn
 
 
 def profile(meter: str = "auto", device: str = "cpu") -> object:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from prunebench.harness.errors import ProfileError
 from prunebench.harness.evaluate import Workload, evaluate, prepare
 from prunebench.harness.measurement import Measurement

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from prunebench.harness.measure.flops import count_macs, effective_macs, record_effective_macs
 from prunebench.harness.models import create_model
-from torch import nn
 
 
 def test_conv_exact() -> None:

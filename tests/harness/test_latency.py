@@ -10,6 +10,8 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
+
 from prunebench.harness.measure.latency import (
     LatencyResult,
     in_reference_frame,
@@ -21,7 +23,6 @@ from prunebench.harness.measure.latency import (
 )
 from prunebench.harness.measure.stats import iqr, mad, median_ci, median_ci_ranks, percentile
 from prunebench.harness.profiles import TimingSettings, load_profile
-from torch import nn
 
 FAST = TimingSettings(warmup_iters=1, min_samples=5, min_time_s=0.0, max_time_s=0.1,
                       target_rel_ci=0.5)

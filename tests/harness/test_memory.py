@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from prunebench.harness.measure.memory import count_params, measure_memory, model_size_bytes
 from torch import nn
+
+from prunebench.harness.measure.memory import count_params, measure_memory, model_size_bytes
 
 
 def test_params_and_size_count_buffers() -> None:

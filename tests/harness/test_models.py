@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from prunebench.harness.errors import UnknownNameError
 from prunebench.harness.models import MODELS, create_model, nominal_input_size
 

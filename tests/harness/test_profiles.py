@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from prunebench.harness.errors import ProfileError
 from prunebench.harness.fingerprint import MachineFingerprint
 from prunebench.harness.profiles import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from prunebench.harness.errors import PrunebenchError, UnknownNameError
 from prunebench.harness.registry import Registry
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import prunebench.harness.train as train_mod
 import pytest
 import torch
+
+import prunebench.harness.train as train_mod
 from prunebench.harness.datasets import DatasetSplits
 from prunebench.harness.errors import CheckpointError, PrunebenchError
 from prunebench.harness.measure.accuracy import accuracy

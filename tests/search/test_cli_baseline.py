@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from prunebench.search.cli import main
 
 CPU_1T = Path(__file__).parents[2] / "hw_profiles" / "cpu-1t.toml"

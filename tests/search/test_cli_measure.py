@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from prunebench.search.cli import main
 
 FAST_PROFILE = """name = "fast"

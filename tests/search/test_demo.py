@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
 from prunebench.search.demo import _unmet
 from prunebench.search.runs import load_run
 

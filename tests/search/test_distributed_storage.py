@@ -11,6 +11,7 @@ import time
 
 import optuna
 import pytest
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.search import cache as cache_mod

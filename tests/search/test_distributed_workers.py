@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+
 from prunebench.search.cli import main
 from prunebench.search.distributed import load_study, open_storage, trials_frame
 from prunebench.search.pareto import pareto_front, parse_objectives
@@ -125,6 +126,7 @@ def wait_timing(timeout: float = 120) -> None:
     case these tests are about.
     """
     from filelock import Timeout
+
     from prunebench.search.distributed import timing_lock
 
     deadline = time.monotonic() + timeout

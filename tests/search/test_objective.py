@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.search.objective import SPEC_ATTR, SearchObjective, SearchSpec, constraint_values

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.search import pareto
 from prunebench.search.pareto import ACCURACY, LATENCY, MAXIMIZE, MINIMIZE, Objective

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from prunebench.harness.measurement import Measurement
 from prunebench.search import pareto, plots
 from prunebench.search.pareto import ACCURACY, OBJECTIVES

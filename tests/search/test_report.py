@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.pruning.config import PruningConfig

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from prunebench.harness.measurement import Measurement
 from prunebench.search.cli import main
 
@@ -68,6 +69,7 @@ def test_run_folder_is_complete(first_run: tuple[Path, dict]) -> None:
 def test_latencies_are_in_the_study_anchored_frame(first_run: tuple[Path, dict]) -> None:
     """Every latency of the run (trials, dense, re-measured) is anchor / interleaved speedup."""
     import optuna
+
     from prunebench.search.objective import ANCHOR_ATTR
 
     out, _ = first_run

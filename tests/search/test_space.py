@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.models import create_model
 from prunebench.harness.pruning import METHODS
@@ -57,8 +58,9 @@ def test_criterion_and_finetune_are_searched_when_asked() -> None:
     assert 0 <= trial.params[FINETUNE] <= 3
     assert chosen.static.method == trial.params[CRITERION]
     assert chosen.finetune_epochs == trial.params[FINETUNE]
-    assert chosen.record.options["finetune_epochs"] == chosen.finetune_epochs
-    assert chosen.static.options["finetune_epochs"] == 0  # the objective fine-tunes itself
+    assert chosen.record.finetune_epochs == chosen.finetune_epochs
+    # the pipeline's recovery stage fine-tunes, not the static method's own recovery
+    assert chosen.static.finetune_epochs == 0 and "finetune_epochs" not in chosen.static.options
 
 
 def test_config_from_stored_params_matches_suggestion() -> None:
@@ -94,8 +96,9 @@ def test_dynamic_and_hybrid_param_names() -> None:
     trial = _study().ask()
     chosen = hybrid.suggest(trial)
     assert {p.split("/")[0] for p in trial.params} == {"ratio", "keep"}
-    assert chosen.record.options["static_method"] == "l1"
+    assert chosen.record.static_method == "l1" and chosen.record.options == {}
     assert chosen.record.ratios and chosen.record.keep
+    assert chosen.static.ratios == chosen.record.ratios and chosen.dynamic.keep == chosen.record.keep
 
 
 @pytest.mark.parametrize("kwargs, match", [

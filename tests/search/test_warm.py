@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 import torch
+
 from prunebench.harness.models import create_model
 from prunebench.search.space import SearchSpace, SpaceSpec
 from prunebench.search.warm import T_ATTR, BudgetLineStart

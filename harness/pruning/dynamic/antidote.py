@@ -25,6 +25,8 @@ import copy
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
@@ -46,7 +48,6 @@ from prunebench.harness.pruning.dynamic.sites import (
     resolve_keep,
     set_module,
 )
-from torch import nn
 
 ANTIDOTE_CITATION = ("Yu, Liu, Wang, Wang, Chen. AntiDote: Attention-based Dynamic Optimization "
                      "for Neural Network Runtime Efficiency. DATE 2020")

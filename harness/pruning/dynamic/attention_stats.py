@@ -10,10 +10,11 @@ from __future__ import annotations
 import warnings
 
 import torch
+from torch import nn
+
 from prunebench.harness.pruning.base import PruneContext
 from prunebench.harness.pruning.dynamic.gates import channel_attention
 from prunebench.harness.pruning.dynamic.sites import GatedSite, get_module
-from torch import nn
 
 
 def calibration_inputs(ctx: PruneContext, n: int = 256) -> tuple[torch.Tensor, str]:

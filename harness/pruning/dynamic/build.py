@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.dynamic.gates import (
     EXACT_MODES,
@@ -36,7 +38,6 @@ from prunebench.harness.pruning.dynamic.sites import (
     get_module,
     set_module,
 )
-from torch import nn
 
 __all__ = ["EXEC_MODES", "GateRule", "build_gated", "check_exec_mode", "find_sites",
            "gated_layers"]

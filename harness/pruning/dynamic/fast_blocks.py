@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from prunebench.harness.measure.flops import record_effective_macs, recording_active
 from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.dynamic.folding import folded_weights
-from torch import nn
 
 
 @torch.no_grad()

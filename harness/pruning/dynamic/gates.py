@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from prunebench.harness.measure.flops import record_effective_macs, recording_active
 from torch import nn
+
+from prunebench.harness.measure.flops import record_effective_macs, recording_active
 
 EXACT_MODES = ("masked", "gathered")
 

@@ -16,6 +16,8 @@ in ``keep`` are always gated.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
@@ -24,7 +26,6 @@ from prunebench.harness.pruning.dynamic.attention_stats import calibration_input
 from prunebench.harness.pruning.dynamic.build import build_gated, check_exec_mode
 from prunebench.harness.pruning.dynamic.gates import EXACT_MODES, GateRule
 from prunebench.harness.pruning.dynamic.sites import require_sites, resolve_fraction, resolve_keep
-from torch import nn
 
 CITATION = ("Liu, Wang, Yu, Chen, Huang. Learning Instance-wise Sparsity for Accelerating Deep "
             "Models. IJCAI 2019")

@@ -20,10 +20,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.models import BasicBlock, TinyConvNet
 from prunebench.harness.pruning.config import PruningConfig
-from torch import nn
 
 _ACTS = (nn.ReLU, nn.ReLU6)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)

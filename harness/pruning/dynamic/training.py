@@ -28,10 +28,11 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.dynamic.gates import channel_attention
 from prunebench.harness.pruning.dynamic.sites import get_module, require_sites
-from torch import nn
 
 
 def _bottom_mask(att: torch.Tensor, fraction: float | torch.Tensor) -> torch.Tensor:

@@ -42,12 +42,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
 from prunebench.harness.pruning.static.cut import Group
-from torch import nn
-from torch.utils.data import Dataset, Subset
 
 SHARES = ("params", "macs")
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import PruneContext
 from prunebench.harness.pruning.static.aap import (
@@ -33,7 +35,6 @@ from prunebench.harness.pruning.static.aap import (
     resource_limit,
     select_below_threshold,
 )
-from torch import nn
 
 TARGETS = ("accuracy-loss", "params", "macs", "latency-ms")
 _EXAMPLE = "accuracy-loss=0.5"

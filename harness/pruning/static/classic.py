@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
@@ -32,7 +34,6 @@ from prunebench.harness.pruning.static.recovery import (
     prune_and_recover,
     sparsity_train,
 )
-from torch import nn
 
 _COMMON = {"round_to": int, "allocation": str, "finetune_epochs": int, "finetune_lr": float,
            "kd": bool, "kd_alpha": float, "kd_temperature": float, "iterative_steps": int,

@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
-from prunebench.harness.errors import CheckpointError, PrunebenchError
 from torch import nn
+
+from prunebench.harness.errors import CheckpointError, PrunebenchError
 
 ARCH_FORMAT = 1
 _SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features",

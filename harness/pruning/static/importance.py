@@ -16,10 +16,11 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.static.cut import Group, keep_count
 from prunebench.harness.registry import Registry
-from torch import nn
 
 Criterion = Callable[[nn.Module, Group, int], torch.Tensor]
 CRITERIA: Registry[Criterion] = Registry("importance criterion")

@@ -42,6 +42,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
@@ -53,7 +55,6 @@ from prunebench.harness.pruning.static.aap import (
     resource_limit,
 )
 from prunebench.harness.pruning.static.cut import Group
-from torch import nn
 
 BUDGETS = ("params", "macs")
 

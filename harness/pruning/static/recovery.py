@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import PruneContext
 from prunebench.harness.pruning.static.cut import Group, coupled_groups, keep_count
-from torch import nn
 
 # (model, per-group ratios relative to its current channels, global ratio) -> pruned model
 PruneStep = Callable[[nn.Module, Mapping[str, float], float | None], nn.Module]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import effective_macs
 from prunebench.harness.models import create_model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import count_macs, effective_macs
 from prunebench.harness.models import create_model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from prunebench.harness.models import create_model
 from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
 from prunebench.harness.pruning.dynamic.instance_sparsity import (

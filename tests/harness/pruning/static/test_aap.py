@@ -9,6 +9,9 @@ import json
 
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import Dataset
+
 from prunebench.harness.datasets import DatasetSplits
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.models import create_model
@@ -23,8 +26,6 @@ from prunebench.harness.pruning.static.aap import (
 )
 from prunebench.harness.pruning.static.aap_policy import AapSettings
 from prunebench.harness.pruning.static.cut import coupled_groups
-from torch import nn
-from torch.utils.data import Dataset
 
 
 class _Forbidden(Dataset):

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+
 from prunebench.harness.datasets import DatasetSplits
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.models import create_model

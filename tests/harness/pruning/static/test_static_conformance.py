@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
+
 from prunebench.harness.models import create_model
 from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
 from prunebench.harness.pruning.static.cut import Group, coupled_groups, keep_count, rebuild_pruned
 from prunebench.harness.train import load_checkpoint, save_checkpoint
-from torch import nn
 
 
 @dataclass(frozen=True)

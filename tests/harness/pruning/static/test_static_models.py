@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from prunebench.harness.errors import PrunebenchError, UnknownNameError
 from prunebench.harness.models import create_model
 from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
 from prunebench.harness.pruning.static.cut import coupled_groups, cut_filters, keep_count
 from prunebench.harness.pruning.static.importance import slimming_loss_hook
-from torch import nn
 
 
 def _ctx(size: int = 32, seed: int = 0) -> PruneContext:
