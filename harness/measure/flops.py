@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunebench.harness.measure.stats import percentile
+
 _ACTIVE: contextvars.ContextVar[EffectiveMacsRecorder | None] = contextvars.ContextVar(
     "prunebench_effective_macs", default=None
 )
@@ -112,8 +114,8 @@ class EffectiveMacsStats:
     dynamic: bool  # True when layers reported effective MACs (an input-dependent network)
 
 
-def count_macs(model: nn.Module, example_input: torch.Tensor) -> ComputeResult:
-    """MACs and FLOPs of ``model(example_input)`` (the batch as given; use batch 1 per input)."""
+def _counted(model: nn.Module, example_input: torch.Tensor) -> FlopCounterMode:
+    """The counter after one eval-mode forward of ``example_input`` (training mode restored)."""
     was_training = model.training
     model.eval()
     try:
@@ -121,15 +123,38 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> ComputeResult:
             model(example_input)
     finally:
         model.train(was_training)
-    flops = int(counter.get_total_flops())
+    return counter
+
+
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> ComputeResult:
+    """MACs and FLOPs of ``model(example_input)`` (the batch as given; use batch 1 per input)."""
+    flops = int(_counted(model, example_input).get_total_flops())
     return ComputeResult(macs=flops // 2, flops=flops)
 
 
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+def module_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """MACs each module computes itself in ``model(example_input)``, by module name.
+
+    The same count as :func:`count_macs` (one ``FlopCounterMode`` forward, the batch as given:
+    pass one input for per-input figures), split by where it happens: a module's entry is what
+    it computes outside its submodules (a convolution or linear layer: all of its MACs; ``""``:
+    the model's own forward). Modules that compute nothing are left out, so the values sum to
+    ``count_macs(model, example_input).macs``.
+    """
+    counter = _counted(model, example_input)
+    root = type(model).__name__  # FlopCounterMode names modules "<root class>.<module name>"
+    inclusive: dict[str, int] = {}
+    for key, by_op in counter.get_flop_counts().items():
+        if key == root or key.startswith(root + "."):
+            inclusive[key[len(root) + 1:]] = int(sum(by_op.values()))
+    own: dict[str, int] = {}
+    for name, mod in model.named_modules():
+        prefix = name + "." if name else ""
+        flops = inclusive.get(name, 0) - sum(inclusive.get(prefix + child, 0)
+                                             for child, _ in mod.named_children())
+        if flops:
+            own[name] = flops // 2
+    return own
 
 
 def effective_macs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> EffectiveMacsStats:
@@ -153,6 +178,6 @@ def effective_macs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Effectiv
         one = float(count_macs(model, inputs[0][:1]).macs)
         per_input = [one] * sum(int(x.shape[0]) for x in inputs)
     s = sorted(per_input)
-    return EffectiveMacsStats(mean=math.fsum(s) / len(s), p50=_quantile(s, 0.5),
-                              p90=_quantile(s, 0.9), per_input=tuple(per_input),
+    return EffectiveMacsStats(mean=math.fsum(s) / len(s), p50=percentile(s, 50.0),
+                              p90=percentile(s, 90.0), per_input=tuple(per_input),
                               dynamic=bool(rec.calls))

@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from prunebench.harness.measure.flops import count_macs, effective_macs, record_effective_macs
+from prunebench.harness.measure.flops import (
+    count_macs,
+    effective_macs,
+    module_macs,
+    record_effective_macs,
+)
 from prunebench.harness.models import create_model
 
 
@@ -22,6 +27,38 @@ def test_grouped_conv_and_linear_exact() -> None:
     assert count_macs(dw, torch.randn(2, 8, 10, 10)).macs == 2 * 8 * 10 * 10 * 9
     fc = nn.Linear(20, 7)
     assert count_macs(fc, torch.randn(3, 20)).macs == 3 * 20 * 7
+
+
+def test_module_macs_split_the_count_by_module() -> None:
+    # test_resnet at 32x32: the stem and block 1's convs run at 32x32, block 2 at 16x16
+    model = create_model("test_resnet")
+    x = torch.randn(1, 3, 32, 32)
+    per = module_macs(model, x)
+    assert per["conv1"] == 4 * 3 * 9 * 1024
+    assert per["layer1.0.conv2"] == 4 * 4 * 9 * 1024
+    assert per["layer2.0.conv1"] == 8 * 4 * 9 * 256
+    assert per["layer2.0.shortcut.0"] == 8 * 4 * 256
+    assert per["fc"] == 16 * 10
+    assert "layer1.0.bn1" not in per and "layer1.0" not in per  # nothing of their own
+    for name in ("test_resnet", "test_convnet", "resnet20", "mobilenetv2"):
+        model = create_model(name)
+        assert sum(module_macs(model, x).values()) == count_macs(model, x).macs
+
+
+def test_module_macs_count_what_a_parent_computes_itself() -> None:
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 4)
+            self.w = nn.Parameter(torch.randn(4, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) @ self.w  # the matmul belongs to Head itself
+
+    model = nn.Sequential(nn.Linear(5, 6), Head())
+    per = module_macs(model, torch.randn(2, 5))
+    assert per == {"0": 2 * 5 * 6, "1.fc": 2 * 6 * 4, "1": 2 * 4 * 3}
+    assert sum(per.values()) == count_macs(model, torch.randn(2, 5)).macs
 
 
 def test_count_restores_training_mode() -> None:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.flops import module_macs
 from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
@@ -41,7 +42,6 @@ from prunebench.harness.pruning.dynamic.fast_blocks import (
 from prunebench.harness.pruning.dynamic.folding import fold_batchnorm
 from prunebench.harness.pruning.dynamic.gates import EXACT_MODES, DynamicNetwork, GateRule
 from prunebench.harness.pruning.dynamic.sites import (
-    dense_layer_macs,
     get_module,
     require_sites,
     resolve_fraction,
@@ -130,7 +130,7 @@ class AntiDoteFast(PruningMethod):
         if need:
             inputs, calib = calibration_inputs(ctx, int(opts.get("calibration_samples", 512)))
             stats = block_statistics(base, need, inputs)
-        per_layer = dense_layer_macs(base, ctx.example_input)
+        per_layer = module_macs(base, ctx.example_input[:1])
         net = fold_batchnorm(base)
         block_macs = 0.0
         for s, b in zip(sites, blocks, strict=True):

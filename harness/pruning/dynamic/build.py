@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.flops import module_macs
 from prunebench.harness.pruning.dynamic.gates import (
     EXACT_MODES,
     DynamicNetwork,
@@ -32,7 +33,6 @@ from prunebench.harness.pruning.dynamic.gates import (
 )
 from prunebench.harness.pruning.dynamic.sites import (
     GatedSite,
-    dense_layer_macs,
     find_sites,
     gated_layers,
     get_module,
@@ -91,7 +91,7 @@ def build_gated(model: nn.Module, rules: dict[str, GateRule], mode: str,
         raise PrunebenchError(f"unknown gated layer(s) {unknown}; gated layers are: "
                               f"{sorted(sites)}")
     net = copy.deepcopy(model).eval()
-    per_layer = dense_layer_macs(net, example_input)
+    per_layer = module_macs(net, example_input[:1])
     ungated = sum(per_layer.values())
     for name, rule in rules.items():
         site = sites[name]

@@ -1,4 +1,4 @@
-"""Where dynamic gates go, what they are asked to keep, and what each layer costs densely.
+"""Where dynamic gates go and what they are asked to keep.
 
 A *gated site* is a producer feature map (the output of a conv -> BN -> activation chain, keyed by
 the producer conv's module name) whose channels are pruned per input, and the consumer
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
@@ -140,33 +139,6 @@ def resolve_fraction(config: PruningConfig, key: str, default: float = 1.0) -> f
         raise PrunebenchError(f"option {key}={config.options.get(key)!r} is outside (0, 1]; use "
                               f"e.g. {key}=0.75 to compute 75% of the spatial positions")
     return value
-
-
-@torch.no_grad()
-def dense_layer_macs(model: nn.Module, example_input: torch.Tensor) -> dict[str, float]:
-    """Dense MACs per input of every Conv2d/Linear (module name -> MACs), counted as
-    ``torch.utils.flop_counter`` does (output elements x input fan-in), from one forward."""
-    macs: dict[str, float] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
-            def hook(mod: nn.Module, inp: tuple, out: torch.Tensor, name: str = name) -> None:
-                per_out = out[0].numel()
-                if isinstance(mod, nn.Conv2d):
-                    fan_in = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
-                else:
-                    fan_in = mod.in_features
-                macs[name] = macs.get(name, 0.0) + float(per_out * fan_in)
-            hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        model(example_input[:1])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return macs
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
