@@ -30,7 +30,7 @@ from prunebench.harness.errors import PrunebenchError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from prunebench.search.runs import RunData
+    from prunebench.search.runs.folders import RunData
 
 DIALECTS = ("postgresql", "mysql", "sqlite")
 DEFAULT_HEARTBEAT_S = 30
@@ -219,8 +219,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def storage_run(url: str, study_name: str) -> RunData:
-    """A :class:`search.runs.RunData` read from a study in a storage (for ``prunebench report``)."""
-    from prunebench.search.runs import run_from_frame
+    """A :class:`~prunebench.search.runs.folders.RunData` read from a study in a storage (for
+    ``prunebench report``)."""
+    from prunebench.search.runs.folders import run_from_frame
 
     study = load_study(open_storage(url), study_name)
     frame = trials_frame(study)

@@ -3,8 +3,8 @@
 :func:`analyse` computes everything (fronts, hypervolumes with one shared reference point, the
 best configuration under each budget, dynamic-vs-static dominance) with ``search.pareto``;
 :func:`write_report` draws the plots with ``search.plots`` and renders the document through
-``search.report_render``. Inputs are :class:`search.runs.RunData`, so a run read from an Optuna
-storage works the same as one read from a folder.
+``search.report_render``. Inputs are :class:`~prunebench.search.runs.folders.RunData`, so a
+run read from an Optuna storage works the same as one read from a folder.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ import pandas as pd
 from prunebench.harness.errors import PrunebenchError
 from prunebench.search import pareto, plots
 from prunebench.search.pareto import ACCURACY, LATENCY, OBJECTIVES, Objective
-from prunebench.search.runs import RunData, check_comparable, distinct, merge_runs, select_split
+from prunebench.search.runs.folders import (
+    RunData,
+    check_comparable,
+    distinct,
+    merge_runs,
+    select_split,
+)
 
 DEFAULT_OBJECTIVES = "accuracy,latency_p50"
 DEFAULT_BUDGET_FRACTIONS = (0.5, 0.75)  # of the dense p50, when no budget is given anywhere

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from prunebench.search.runs import distinct
+from prunebench.search.runs.folders import distinct
 
 if TYPE_CHECKING:
     from prunebench.search.report import Analysis

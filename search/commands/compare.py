@@ -90,7 +90,7 @@ def _write(runs: list, out: Path, args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Merge several runs on common axes and write one comparison report."""
-    from prunebench.search.runs import load_run
+    from prunebench.search.runs.folders import load_run
 
     runs = [load_run(p) for p in args.runs]
     out = args.out or Path("results") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -107,7 +107,7 @@ def run_report(args: argparse.Namespace) -> int:
                                   "--study NAME (see `prunebench study status`)")
         out = args.out or Path("results") / f"study-{args.study}" / "report"
         return _write([storage_run(args.run, args.study)], out, args)
-    from prunebench.search.runs import load_run
+    from prunebench.search.runs.folders import load_run
 
     run = load_run(Path(args.run))
     return _write([run], args.out or Path(args.run) / "report", args)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from prunebench.search.demo import _unmet
-from prunebench.search.runs import load_run
+from prunebench.search.runs.folders import load_run
 
 
 def _search_folder(tmp_path: Path, error: str | None) -> Path:

@@ -12,8 +12,9 @@ import pytest
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.pruning.config import PruningConfig
-from prunebench.search import pareto, report, runs
+from prunebench.search import pareto, report
 from prunebench.search.cli import main
+from prunebench.search.runs import folders as run_folders
 
 LAYERS = ["layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"]
 GATES = ["layer1.0.gate", "layer2.0.gate", "layer3.0.gate"]
@@ -98,33 +99,34 @@ def make_runs(root: Path, *, profile: str = "cpu-2t", energy_method: str = "mode
 
 
 def test_merge_series_kinds_and_dense(tmp_path: Path) -> None:
-    loaded = [runs.load_run(p) for p in make_runs(tmp_path)]
+    loaded = [run_folders.load_run(p) for p in make_runs(tmp_path)]
     assert [r.excluded for r in loaded] == [0, 1, 1]  # the failed trials
-    merged = runs.merge_runs(loaded)
+    merged = run_folders.merge_runs(loaded)
     assert set(merged["series"]) == {"dense", "l1 uniform", "l1 search", "attention search"}
     assert set(merged["kind"]) == {"dense", "static", "dynamic"}
     assert (merged["series"] == "dense").sum() == 3  # one per run (from CSV or dense.json)
     dyn = merged[merged["series"] == "attention search"]
     assert (dyn["macs_effective"] < DENSE_MACS).all()
     # auto: val trials and the searches' val dense points give way to the test re-measurements
-    test_rows, note = runs.select_split(merged)
+    test_rows, note = run_folders.select_split(merged)
     assert set(test_rows["accuracy_split"]) == {"test"} and "left out" in note
     assert (test_rows["series"] == "dense").sum() == 1
-    val_rows, _ = runs.select_split(merged, "val")
+    val_rows, _ = run_folders.select_split(merged, "val")
     assert set(val_rows["series"]) == {"dense", "l1 search", "attention search"}
 
 
 def test_split_mismatch_refused(tmp_path: Path) -> None:
-    merged = runs.merge_runs([runs.load_run(p) for p in make_runs(tmp_path, remeasure=False)])
+    merged = run_folders.merge_runs([run_folders.load_run(p)
+                                     for p in make_runs(tmp_path, remeasure=False)])
     with pytest.raises(PrunebenchError, match="--split test or --split val"):
-        runs.select_split(merged)
-    assert len(runs.select_split(merged, allow_mixed=True)[0]) == len(merged)
+        run_folders.select_split(merged)
+    assert len(run_folders.select_split(merged, allow_mixed=True)[0]) == len(merged)
 
 
 def test_report_has_every_section(tmp_path: Path) -> None:
     folders = make_runs(tmp_path / "runs")
     out = tmp_path / "out"
-    summary = report.write_report([runs.load_run(p) for p in folders], out,
+    summary = report.write_report([run_folders.load_run(p) for p in folders], out,
                                   formats=("png",), widths=("full",))
     md = (out / "report.md").read_text()
     for heading in ("## Setup", "## Trade-off plots", "## Hypervolume", "## Pareto fronts",
@@ -188,10 +190,10 @@ def test_compare_allow_mixed_writes_marked_report(tmp_path: Path,
 
 def test_compare_bad_input_errors(tmp_path: Path) -> None:
     with pytest.raises(PrunebenchError, match="does not exist"):
-        runs.load_run(tmp_path / "nope")
+        run_folders.load_run(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(PrunebenchError, match="points.csv"):
-        runs.load_run(tmp_path / "empty")
+        run_folders.load_run(tmp_path / "empty")
     folders = make_runs(tmp_path / "runs")
     assert main(["compare", str(folders[0]), "--objectives", "accuracy,speed",
                  "--out", str(tmp_path / "x")]) == 2

@@ -98,7 +98,8 @@ def test_dynamic_and_hybrid_param_names() -> None:
     assert {p.split("/")[0] for p in trial.params} == {"ratio", "keep"}
     assert chosen.record.static_method == "l1" and chosen.record.options == {}
     assert chosen.record.ratios and chosen.record.keep
-    assert chosen.static.ratios == chosen.record.ratios and chosen.dynamic.keep == chosen.record.keep
+    assert chosen.static.ratios == chosen.record.ratios
+    assert chosen.dynamic.keep == chosen.record.keep
 
 
 @pytest.mark.parametrize("kwargs, match", [
