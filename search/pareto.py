@@ -244,17 +244,6 @@ def best_under_budget(df: pd.DataFrame, budget: float, *, cost: Objective = LATE
     return _best_row(rows[fits], quality, cost)
 
 
-def cheapest_at_quality(df: pd.DataFrame, target: float, *, cost: Objective = LATENCY,
-                        quality: Objective = ACCURACY) -> pd.Series | None:
-    """The lowest-``cost`` row whose ``quality`` reaches ``target`` (e.g. accuracy >= 0.9).
-
-    Ties go to the better-quality row. ``None`` when no measured row reaches the target.
-    """
-    rows = _valid(df, [cost, quality])
-    ok = _costs(rows, [quality])[:, 0] <= target * quality.sign
-    return _best_row(rows[ok], cost, quality)
-
-
 def compare_fronts(base: pd.DataFrame, other: pd.DataFrame, *, cost: Objective = LATENCY,
                    quality: Objective = ACCURACY) -> pd.DataFrame:
     """How ``other`` (e.g. the dynamic front) fares against each point of ``base`` (static).

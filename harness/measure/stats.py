@@ -72,10 +72,3 @@ def iqr(values: Sequence[float]) -> float:
     """Interquartile range (p75 - p25) with linear interpolation; 0 for a single value."""
     s = sorted(values)
     return percentile(s, 75.0) - percentile(s, 25.0)
-
-
-def mad(values: Sequence[float]) -> float:
-    """Median absolute deviation from the median (unscaled)."""
-    s = sorted(values)
-    med = percentile(s, 50.0)
-    return percentile(sorted(abs(v - med) for v in s), 50.0)

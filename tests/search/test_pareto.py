@@ -116,14 +116,11 @@ def test_hypervolume_4d_slicing_matches_optuna() -> None:
     assert via_optuna == pytest.approx(_grid_count(pts, ref))
 
 
-def test_best_under_budget_and_cheapest_at_accuracy() -> None:
+def test_best_under_budget() -> None:
     df = _frame([(0.90, 10.0), (0.85, 5.0), (0.85, 4.0), (0.70, 2.0), (float("nan"), 0.1)])
     assert pareto.best_under_budget(df, 5.0)["label"] == "p2"  # tie on accuracy -> faster
     assert pareto.best_under_budget(df, 10.0)["label"] == "p0"
     assert pareto.best_under_budget(df, 1.0) is None
-    assert pareto.cheapest_at_quality(df, 0.85)["label"] == "p2"
-    assert pareto.cheapest_at_quality(df, 0.86)["label"] == "p0"
-    assert pareto.cheapest_at_quality(df, 0.95) is None
 
 
 def test_compare_fronts_savings_and_gains() -> None:

@@ -251,17 +251,3 @@ def _reshape_tensor(mod: nn.Module, tname: str, shape: Sequence[int], where: str
     else:
         raise CheckpointError(f"pruned architecture has tensor {where}.{tname} that the model "
                               "lacks; is the checkpoint for this model?")
-
-
-def load_pruned(model_name: str, arch: Mapping[str, Any], state_dict: Mapping[str, Any],
-                num_classes: int, in_channels: int) -> nn.Module:
-    """Rebuild a pruned network from ``arch`` and load ``state_dict`` into it (strict)."""
-    model = rebuild_pruned(model_name, arch, num_classes, in_channels)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"pruned checkpoint does not match its architecture: {first}") \
-            from None
-    return model
-
