@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from prunebench.harness.pruning.base import (
-    METHODS,
-    MethodInfo,
-    PruneContext,
-    PruningMethod,
-    get_method,
-)
+from prunebench.harness.pruning.base import METHODS, MethodInfo, PruneContext, PruningMethod
 from prunebench.harness.pruning.config import DENSE, PruningConfig
 
 # Method modules register themselves on import; each line adds one family.
@@ -24,6 +18,16 @@ _METHOD_MODULES = (
 )
 for _mod in _METHOD_MODULES:
     importlib.import_module(_mod)
+
+
+def get_method(name: str) -> PruningMethod:
+    """The registered method ``name`` (an unknown name raises, listing the registered ones).
+
+    This package is the registry's loader: importing it imports every method module above.
+    Method modules import :mod:`harness.pruning.base` (``register_method``), never this package.
+    """
+    return METHODS.get(name)
+
 
 __all__ = ["DENSE", "METHODS", "MethodInfo", "PruneContext", "PruningConfig", "PruningMethod",
            "get_method"]

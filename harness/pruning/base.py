@@ -70,10 +70,3 @@ def register_method(method: PruningMethod) -> PruningMethod:
     METHODS.add(info.name, method, kind=info.kind, description=info.description,
                 citation=info.citation)
     return method
-
-
-def get_method(name: str) -> PruningMethod:
-    """The registered method ``name`` (importing every method module first)."""
-    import prunebench.harness.pruning  # noqa: F401  (registers all methods)
-
-    return METHODS.get(name)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.harness.pruning.base import METHODS, PruneContext, get_method
+from prunebench.harness.pruning import get_method
+from prunebench.harness.pruning.base import METHODS, PruneContext
 from prunebench.harness.pruning.config import PruningConfig
 
 EpochCallback = Callable[[int, nn.Module], None]
