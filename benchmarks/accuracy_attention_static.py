@@ -40,10 +40,11 @@ import torch
 from prunebench.harness.datasets import load_dataset
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.accuracy import accuracy
+from prunebench.harness.measure.flops import count_macs
 from prunebench.harness.measure.latency import measure_latency, measure_speedup
+from prunebench.harness.measure.memory import count_params
 from prunebench.harness.profiles import load_profile
 from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
-from prunebench.harness.pruning.static.aap import model_cost
 from prunebench.harness.pruning.static.classic import prune_by_criterion
 from prunebench.harness.pruning.static.recovery import RecoveryOptions, finetune
 from prunebench.harness.train import DEFAULT_RECIPE, get_base_model
@@ -63,8 +64,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _cost(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """``(params, MACs per input)`` of ``model``."""
+    return count_params(model), count_macs(model, x[:1]).macs
+
+
 def _costs(model: torch.nn.Module, x: torch.Tensor, dense: tuple[int, int]) -> dict:
-    params, macs = model_cost(model, x)
+    params, macs = _cost(model, x)
     return {"params": params, "macs": macs, "params_reduction": round(1 - params / dense[0], 4),
             "macs_reduction": round(1 - macs / dense[1], 4)}
 
@@ -131,7 +137,7 @@ def _uniform_l1(base, x, limit: float):
     lo, hi = 0.0, 0.95  # largest global ratio whose params fit (params fall as the ratio grows)
     for _ in range(14):
         mid = (lo + hi) / 2
-        fits = model_cost(prune_by_criterion(base, x, "l1", {}, mid), x)[0] <= limit
+        fits = count_params(prune_by_criterion(base, x, "l1", {}, mid)) <= limit
         lo, hi = (lo, mid) if fits else (mid, hi)
     return prune_by_criterion(base, x, "l1", {}, hi), hi
 
@@ -166,7 +172,7 @@ def run_dataset(name: str, data_dir: str | None) -> dict:
     splits = load_dataset(name, data_dir)
     base, _ = get_base_model("resnet20", name, splits, DEFAULT_RECIPE, data_dir=data_dir)
     x = splits.train[0][0][None]
-    dense = model_cost(base, x)
+    dense = _cost(base, x)
     dense_test = accuracy(base, splits.test).top1
     profile = load_profile("cpu-1t")
     ctx = PruneContext(example_input=x, splits=splits, recipe=DEFAULT_RECIPE, profile=profile,
