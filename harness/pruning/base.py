@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.pruning.options import OptionSchema
 from prunebench.harness.registry import Registry
 
 if TYPE_CHECKING:
@@ -52,9 +53,13 @@ class PruningMethod(abc.ABC):
     Static methods return a physically smaller ``nn.Module`` with no masks left in it. Dynamic
     methods return a module whose forward decides per input what to compute and reports
     effective MACs through ``prunebench.harness.measure.flops.record_effective_macs``.
+    ``options`` is the schema of the ``PruningConfig.options`` it takes (``OptionSchema()`` for
+    none); ``apply`` parses ``config.options`` with it, and the command line and ``prunebench
+    methods`` read it too.
     """
 
     info: MethodInfo
+    options: OptionSchema
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
@@ -67,6 +72,9 @@ METHODS: Registry[PruningMethod] = Registry("pruning method")
 def register_method(method: PruningMethod) -> PruningMethod:
     """Add an instance to :data:`METHODS` under ``method.info.name`` with its metadata."""
     info = method.info
+    if not isinstance(getattr(method, "options", None), OptionSchema):
+        raise TypeError(f"pruning method {info.name!r} declares no `options: OptionSchema` "
+                        "(use OptionSchema() for a method without options)")
     METHODS.add(info.name, method, kind=info.kind, description=info.description,
                 citation=info.citation)
     return method

@@ -117,24 +117,20 @@ def _points(args: argparse.Namespace, ratios: list[float]) -> list[tuple[str, An
 
 
 def _check_method(args: argparse.Namespace, configs: list[tuple[str, Any]]) -> None:
+    """A static method, and every option the flags build valid by its schema (before the dense
+    model is measured)."""
     from prunebench.harness.pruning import METHODS
-    from prunebench.harness.pruning.static.classic import StaticFilterPruning, parse_options
 
     method = METHODS.get(args.method)
     if METHODS.metadata(args.method)["kind"] != "static":
         raise PrunebenchError(f"method {args.method!r} is not static; baseline sweeps static "
                               "methods (use `prunebench search` for dynamic ones)")
-    if args.finetune_epochs < 0:
-        raise PrunebenchError(f"--finetune-epochs {args.finetune_epochs} must be >= 0")
-    if args.bn_recalibrate < 0:
-        raise PrunebenchError(f"--bn-recalibrate {args.bn_recalibrate} must be >= 0 (e.g. 16 "
-                              "batches; 0 turns it off)")
-    if isinstance(method, StaticFilterPruning):  # fail before the dense model is measured
-        parse_options(args.method, configs[0][1].options, method.allowed)
-    if args.round_to < 1:
-        raise PrunebenchError(f"--round-to {args.round_to} must be >= 1 (e.g. 8)")
-    if args.finetune_lr is not None and not args.finetune_lr > 0:
-        raise PrunebenchError(f"--finetune-lr {args.finetune_lr} must be > 0 (e.g. 0.01)")
+    for key, value in configs[0][1].options.items():
+        try:
+            method.options.parse(args.method, {key: value})
+        except PrunebenchError as exc:
+            flag = f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}")
+            raise PrunebenchError(f"{flag}: {exc}") from None
 
 
 def write_atomic(path: Path, text: str) -> None:

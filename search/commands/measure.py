@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dynamic execution mode")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option, repeatable: e.g. --option inputs=1 --option "
-                        "columns=0.5 for antidote, --option round_to=8 for l1 (options per "
-                        "method: `prunebench methods`)")
+                        "columns=0.5 for antidote, --option round_to=8 --option kd=true for l1 "
+                        "(options per method: `prunebench methods --options`)")
     p.add_argument("--speedup", action="store_true",
                    help="also measure time(dense)/time(pruned) in interleaved rounds")
     p.add_argument("--force", action="store_true",
@@ -52,23 +53,19 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def parse_option_values(items: list[str]) -> dict[str, Any]:
-    """``["inputs=1", "columns=0.5", "criterion=l1"]`` -> typed dict (int, float, else text)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip() or not text.strip():
-            raise PrunebenchError(f"--option {item!r} is not KEY=VALUE; use e.g. --option "
-                                  "inputs=1")
-        value: Any = text.strip()
-        for kind in (int, float):
-            try:
-                value = kind(value)
-                break
-            except ValueError:
-                continue
-        out[key.strip()] = value
-    return out
+def parse_option_values(method: str, items: Sequence[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` items -> typed options, parsed by the method's option schema.
+
+    ``["inputs=1", "columns=0.5"]`` for antidote -> ``{"inputs": 1, "columns": 0.5}``; a bool
+    reads 1/0, true/false, yes/no, on/off. Each bad item is one error naming the option, its type,
+    its range and an example (``prunebench methods --options`` lists every method's options).
+    """
+    if not items:
+        return {}
+    from prunebench.harness.pruning import get_method
+
+    schema = get_method(method).options
+    return dict(schema.parse_text(method, item) for item in items)
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -80,10 +77,11 @@ def build_config(args: argparse.Namespace) -> Any:
                               "(see `prunebench methods`)")
     if args.keep is not None and not 0.0 < args.keep <= 1.0:
         raise PrunebenchError(f"--keep {args.keep} is outside (0, 1]; use e.g. 0.5")
-    options = parse_option_values(getattr(args, "option", []))
-    if args.method == "dense" and options:
+    items = getattr(args, "option", [])
+    if args.method == "dense" and items:
         raise PrunebenchError("--option needs a pruning method; add --method NAME (see "
                               "`prunebench methods`)")
+    options = parse_option_values(args.method, items)
     return PruningConfig(method=args.method, global_ratio=args.ratio, global_keep=args.keep,
                          exec_mode=args.exec_mode, options=options)
 

@@ -65,6 +65,37 @@ def test_measure_passes_method_options(fast_profile: Path,
     assert macs[True] < macs[False]  # the block inputs are gated too
 
 
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_measure_bool_option_from_text(value: str, fast_profile: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", "--model", "test_convnet", "--method", "l1", "--ratio", "0.5",
+                 "--option", f"kd={value}", "--option", "round_to=2", "--profile",
+                 str(fast_profile), "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["options"] == {"kd": True, "round_to": 2}
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("kd=maybe", "option kd=maybe of method 'l1' must be a bool (1/0, true/false, yes/no, "
+                 "on/off); e.g. kd=true"),
+    ("round_to=0", "option round_to=0 of method 'l1' must be an int >= 1; e.g. round_to=8"),
+    ("round_to=x", "option round_to=x of method 'l1' must be an int >= 1; e.g. round_to=8"),
+    ("finetune_lr=0", "option finetune_lr=0 of method 'l1' must be a float > 0"),
+    ("allocation=best", "option allocation=best of method 'l1' must be a str, one of local, "
+                        "global"),
+    ("target=params=0.5", "unknown option 'target' for method 'l1'; its options: allocation, "
+                          "bn_recalibrate, finetune_epochs, finetune_lr, iterative_steps, kd, "
+                          "kd_alpha, kd_temperature, round_to"),
+])
+def test_measure_bad_option_value_exits_2(option: str, message: str, fast_profile: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", "--model", "test_convnet", "--method", "l1", "--ratio", "0.5",
+                 "--option", option, "--profile", str(fast_profile)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prunebench: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 def test_measure_table_says_modelled(fast_profile: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["measure", "--model", "test_convnet", "--input-shape", "3x16x16",
@@ -79,9 +110,10 @@ def test_measure_table_says_modelled(fast_profile: Path,
     (["--input-shape", "3x16"], "--input-shape '3x16' is not CxHxW"),
     (["--method", "no-such-method"], "unknown pruning method 'no-such-method'"),
     (["--method", "antidote", "--keep", "0.5", "--option", "inputs"],
-     "--option 'inputs' is not KEY=VALUE"),
+     "option 'inputs' of method 'antidote' is not KEY=VALUE"),
     (["--method", "antidote", "--keep", "0.5", "--option", "colums=0.5"],
-     "unknown option(s) ['colums'] for method 'antidote'"),
+     "unknown option 'colums' for method 'antidote' (did you mean 'columns'?); its options: "
+     "columns, inputs, p, rule"),
     (["--option", "inputs=1"], "--option needs a pruning method"),
 ])
 def test_measure_bad_input_exits_2(argv: list[str], message: str,

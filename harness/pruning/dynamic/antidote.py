@@ -1,5 +1,9 @@
 """AntiDote (Yu et al., DATE 2020): attention-based dynamic feature-map pruning.
 
+The attention formulas below are a *reconstruction*: the paper's exact channel and column
+attention formulas were not available to us, so these follow its description (attention from
+the magnitude of the activations), not its equations (``docs/methods.md``).
+
 For each input, the feature map a gated layer produces gets a *channel attention* (the p-norm
 mean of |activation| over each channel's spatial map) and a *column attention* (the mean
 |activation| over channels at each spatial position). Channels below the layer's keep-ratio
@@ -22,7 +26,6 @@ pre-packed widths (``dynamic/fast_blocks.py``).
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
@@ -31,8 +34,9 @@ from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import module_macs
 from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
+from prunebench.harness.pruning.calibration import calibration_inputs, samples_option
 from prunebench.harness.pruning.config import PruningConfig
-from prunebench.harness.pruning.dynamic.attention_stats import block_statistics, calibration_inputs
+from prunebench.harness.pruning.dynamic.attention_stats import block_statistics
 from prunebench.harness.pruning.dynamic.build import EXEC_MODES, build_gated, check_exec_mode
 from prunebench.harness.pruning.dynamic.fast_blocks import (
     FastBasicBlock,
@@ -44,21 +48,13 @@ from prunebench.harness.pruning.dynamic.gates import EXACT_MODES, DynamicNetwork
 from prunebench.harness.pruning.dynamic.sites import (
     get_module,
     require_sites,
-    resolve_fraction,
     resolve_keep,
     set_module,
 )
+from prunebench.harness.pruning.options import Option, OptionSchema
 
 ANTIDOTE_CITATION = ("Yu, Liu, Wang, Wang, Chen. AntiDote: Attention-based Dynamic Optimization "
                      "for Neural Network Runtime Efficiency. DATE 2020")
-
-
-def check_options(options: dict[str, Any], allowed: set[str], method: str) -> None:
-    """Unknown option keys are an error naming them and the allowed ones."""
-    extra = sorted(set(options) - allowed)
-    if extra:
-        raise PrunebenchError(f"unknown option(s) {extra} for method {method!r}; allowed: "
-                              f"{sorted(allowed)}")
 
 
 class AntiDote(PruningMethod):
@@ -69,27 +65,27 @@ class AntiDote(PruningMethod):
                       "feature map, and with inputs=1 on each block's input (exact rule; "
                       "options: rule=ratio|threshold, columns, p, inputs)",
                       ANTIDOTE_CITATION)
+    options = OptionSchema(
+        Option("rule", str, "ratio", "ratio: each input keeps its ceil(keep*C) highest-attention "
+               "channels; threshold: channels whose attention is at least (1 - keep) x the "
+               "input's largest", choices=("ratio", "threshold")),
+        Option("columns", float, 1.0, "fraction of the consumer's output positions computed "
+               "(highest column attention)", min=0, max=1, min_exclusive=True, example=0.5),
+        Option("p", float, 1.0, "channel attention is the p-norm mean of |activation| (1: mean "
+               "|activation|)", min=0, min_exclusive=True),
+        Option("inputs", int, 0, "1 also gates each residual block's input channels", min=0,
+               max=1, example=1),
+    )
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """A gated copy of ``model``. Rule ``ratio``: each input keeps its ``ceil(keep*C)``
         highest-attention channels. Rule ``threshold``: a channel is kept when its attention is
         at least ``(1 - keep)`` x the input's largest (so keep 1.0 keeps all in both rules)."""
-        opts = config.options
-        check_options(opts, {"rule", "columns", "p", "inputs"}, self.info.name)
+        opts = {**self.options.defaults(), **self.options.parse(self.info.name, config.options)}
         mode = check_exec_mode(config.exec_mode, self.info.name, EXACT_MODES)
-        rule = opts.get("rule", "ratio")
-        if rule not in ("ratio", "threshold"):
-            raise PrunebenchError(f"option rule={rule!r} is unknown; use 'ratio' or 'threshold'")
-        power = float(opts.get("p", 1.0))
-        if not power > 0:
-            raise PrunebenchError(f"option p={opts['p']!r} must be > 0 (1 = mean |activation|)")
-        inputs = opts.get("inputs", 0)
-        if inputs not in (0, 1):  # True/False compare equal to 1/0
-            raise PrunebenchError(f"option inputs={inputs!r} must be 0 or 1 (1 also gates each "
-                                  "residual block's input channels)")
+        rule, power, inputs, columns = opts["rule"], opts["p"], opts["inputs"], opts["columns"]
         sites = require_sites(model, self.info.name, inputs=bool(inputs))
         keep = resolve_keep(config, sites)
-        columns = resolve_fraction(config, "columns")
         kind = "topk" if rule == "ratio" else "relative"
         rules = {s.name: GateRule(kind, keep[s.name] if kind == "topk" else 1.0 - keep[s.name],
                                   1.0 if s.is_input else columns, power) for s in sites}
@@ -106,11 +102,15 @@ class AntiDoteFast(PruningMethod):
                       "predicted from the block input; channels in calibrated attention order, "
                       "BN folded, pre-packed widths (options: widths, round_to, "
                       "calibration_samples)", ANTIDOTE_CITATION + " (fast execution variant)")
+    options = OptionSchema(
+        Option("widths", int, 4, "pre-packed widths per block", min=1),
+        Option("round_to", int, 4, "widths are multiples of N channels", min=1),
+        samples_option(512),
+    )
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """A BN-folded copy of ``model`` whose basic blocks choose their width per input."""
-        opts = config.options
-        check_options(opts, {"widths", "round_to", "calibration_samples"}, self.info.name)
+        opts = {**self.options.defaults(), **self.options.parse(self.info.name, config.options)}
         mode = check_exec_mode(config.exec_mode, self.info.name, EXEC_MODES)
         sites = require_sites(model, self.info.name)
         blocks = [s.name.rpartition(".")[0] for s in sites]
@@ -119,16 +119,13 @@ class AntiDoteFast(PruningMethod):
             raise PrunebenchError(f"method {self.info.name!r} needs a residual network of basic "
                                   "blocks (resnet20/32/56/110, test_resnet); use 'antidote'")
         keep = resolve_keep(config, sites)
-        n_widths, round_to = int(opts.get("widths", 4)), int(opts.get("round_to", 4))
-        if n_widths < 1 or round_to < 1:
-            raise PrunebenchError(f"options widths={n_widths} and round_to={round_to} must be "
-                                  ">= 1; use e.g. widths=4, round_to=4")
+        n_widths, round_to = opts["widths"], opts["round_to"]
         base = copy.deepcopy(model).eval()
         need = [b for s, b in zip(sites, blocks, strict=True) if keep[s.name] < 1.0]
         calib = "none"
         stats = {}
         if need:
-            inputs, calib = calibration_inputs(ctx, int(opts.get("calibration_samples", 512)))
+            inputs, calib = calibration_inputs(ctx, opts["calibration_samples"], self.info.name)
             stats = block_statistics(base, need, inputs)
         per_layer = module_macs(base, ctx.example_input[:1])
         net = fold_batchnorm(base)

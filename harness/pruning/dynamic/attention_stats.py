@@ -1,33 +1,16 @@
-"""Calibration data for dynamic methods: a few training inputs and feature statistics on them.
+"""Feature statistics of dynamic methods on their calibration inputs.
 
-Methods read the **train** split only. Without a data set (cost-only measurement) they calibrate on
-seeded standard-normal images of the example input's shape and say so in the network's
-``prunebench_dynamic["calibration"]`` (the choice of channels is then not meaningful, the cost is).
+The inputs come from :func:`prunebench.harness.pruning.calibration.calibration_inputs` (the first
+``calibration_samples`` train items, or seeded standard-normal images without a data set).
 """
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
-from prunebench.harness.pruning.base import PruneContext
 from prunebench.harness.pruning.dynamic.gates import channel_attention
 from prunebench.harness.pruning.dynamic.sites import GatedSite, get_module
-
-
-def calibration_inputs(ctx: PruneContext, n: int = 256) -> tuple[torch.Tensor, str]:
-    """Up to ``n`` training images (first ``n`` of the train split) and where they came from."""
-    if ctx.splits is not None:
-        train = ctx.splits.split("train")
-        xs = [train[i][0] for i in range(min(n, len(train)))]
-        return torch.stack(xs).float(), f"train[:{len(xs)}]"
-    warnings.warn("no data set given: dynamic gates are calibrated on random normal images; "
-                  "accuracy of this configuration is not meaningful", stacklevel=3)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    shape = tuple(ctx.example_input.shape[1:])
-    return torch.randn((n, *shape), generator=gen), "synthetic-normal"
 
 
 @torch.no_grad()

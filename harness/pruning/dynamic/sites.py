@@ -128,19 +128,6 @@ def resolve_keep(config: PruningConfig, sites: list[GatedSite], *, default: floa
     return out
 
 
-def resolve_fraction(config: PruningConfig, key: str, default: float = 1.0) -> float:
-    """A keep-fraction option such as ``options["columns"]``, validated to (0, 1]."""
-    value = config.options.get(key, default)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 < value <= 1.0:
-        raise PrunebenchError(f"option {key}={config.options.get(key)!r} is outside (0, 1]; use "
-                              f"e.g. {key}=0.75 to compute 75% of the spatial positions")
-    return value
-
-
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name``."""
     return model.get_submodule(name)

@@ -1,15 +1,16 @@
 """AAP's adaptive policy: prune-then-fine-tune rounds to an accuracy, memory or latency target.
 
-See :mod:`harness.pruning.static.aap` for the method (scores, thresholds, options).
-Each round raises
-the global threshold ``T`` by ``step``; a round that breaks the target restores the last good
-network and halves the step. Rounds are logged to ``aap_rounds.{jsonl,csv}`` in the run folder.
+See :mod:`harness.pruning.static.aap` for the method; its scores and threshold rule are in
+:mod:`harness.pruning.static.attention_scores`, its options (:data:`AAP_OPTIONS`) here. Each round
+raises the global threshold ``T`` by ``step``; a round that breaks the target restores the last
+good network and halves the step. Rounds are logged to ``aap_rounds.{jsonl,csv}`` in the run folder.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -23,26 +24,54 @@ import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.flops import count_macs
+from prunebench.harness.measure.memory import count_params
 from prunebench.harness.pruning.base import PruneContext
-from prunebench.harness.pruning.static.aap import (
+from prunebench.harness.pruning.calibration import calibration_set, samples_option
+from prunebench.harness.pruning.options import Option, OptionSchema
+from prunebench.harness.pruning.static.attention_scores import (
     SHARES,
-    calibration_set,
     filter_attention,
     group_shares,
     median_score,
-    model_cost,
-    parse_spec,
-    resource_limit,
     select_below_threshold,
 )
+from prunebench.harness.pruning.static.recovery import FINETUNE_EPOCHS, FINETUNE_LR, ROUND_TO
+from prunebench.harness.pruning.static.targets import parse_spec, resource_limit
 
 TARGETS = ("accuracy-loss", "params", "macs", "latency-ms")
 _EXAMPLE = "accuracy-loss=0.5"
+# AAP's options (``AAP.options``), the policy's and the ratio mode's: here, beside the
+# settings they fill, so that aap.py imports this module and not the reverse
+AAP_OPTIONS = OptionSchema(
+    Option("target", str, None, "what the adaptive policy keeps: accuracy-loss=X (val top-1 "
+           "points), params=Y or macs=Y (a count, or a fraction of dense when <= 1), "
+           "latency-ms=Z (p50 on the profile); or give ratios instead",
+           example="accuracy-loss=0.5"),
+    Option("p", float, 1.0, "exponent of the attention mean |A|^p", min=0, min_exclusive=True),
+    Option("share", str, "params", "what scales each group's threshold: its share of the "
+           "weights or of the MACs", choices=SHARES),
+    Option("step", float, 0.25, "threshold increase per round, in units of the dense median "
+           "filter score", min=0, min_exclusive=True),
+    Option("min_step", float, None, "stop once the halved step falls below this (default: "
+           "step / 8)", min=0, min_exclusive=True, example=0.03),
+    Option("max_rounds", int, 8, "trained rounds at most", min=0),
+    Option("round_epochs", int, 1, "fine-tuning epochs per round", min=0),
+    FINETUNE_LR,
+    samples_option(512),
+    Option("guard", float, 5.0, "with a resource target, reject a round whose val top-1 "
+           "falls more than this many points below dense", min=0, max=100,
+           min_exclusive=True),
+    dataclasses.replace(ROUND_TO, help=ROUND_TO.help + " (with ratios only)"),
+    dataclasses.replace(FINETUNE_EPOCHS, help=FINETUNE_EPOCHS.help + " (with ratios only)"),
+)
+_DEFAULTS = AAP_OPTIONS.defaults()
 
 
 @dataclass(frozen=True)
 class AapSettings:
-    """The adaptive policy's settings (``PruningConfig.options`` keys of the same name).
+    """The adaptive policy's settings (``PruningConfig.options`` keys of the same name; their
+    types, ranges and defaults are :data:`AAP_OPTIONS`).
 
     ``step`` and ``min_step`` are in units of the dense network's median filter score;
     ``round_epochs`` is the fine-tuning per round (train split, lr ``finetune_lr`` or the
@@ -51,35 +80,29 @@ class AapSettings:
 
     target_kind: str
     target_value: float
-    p: float = 1.0
-    share: str = "params"
-    step: float = 0.25
-    min_step: float = 0.25 / 8
-    max_rounds: int = 8
-    round_epochs: int = 1
-    finetune_lr: float | None = None
-    calib_samples: int = 512
-    guard: float = 5.0
+    p: float = _DEFAULTS["p"]
+    share: str = _DEFAULTS["share"]
+    step: float = _DEFAULTS["step"]
+    min_step: float = _DEFAULTS["step"] / 8
+    max_rounds: int = _DEFAULTS["max_rounds"]
+    round_epochs: int = _DEFAULTS["round_epochs"]
+    finetune_lr: float | None = _DEFAULTS["finetune_lr"]
+    calibration_samples: int = _DEFAULTS["calibration_samples"]
+    guard: float = _DEFAULTS["guard"]
 
     @classmethod
-    def from_options(cls, opts: Mapping[str, Any]) -> AapSettings:
-        """Validated settings; each bad value raises naming the option and the fix."""
+    def from_options(cls, options: Mapping[str, Any]) -> AapSettings:
+        """Settings from AAP's options (parsed with :data:`AAP_OPTIONS`); bad values raise
+        naming the option and the fix."""
+        opts = {**_DEFAULTS, **AAP_OPTIONS.parse("aap", options)}
         kind, value = parse_spec(opts["target"], TARGETS, "target", _EXAMPLE)
-        step = opts.get("step", cls.step)
-        kw = {k: opts[k] for k in ("p", "share", "max_rounds", "round_epochs", "finetune_lr",
-                                   "calib_samples", "guard") if k in opts}
-        s = cls(kind, value, step=step, min_step=opts.get("min_step", step / 8), **kw)
-        for name, ok, fix in (("p", s.p > 0, "e.g. 1 or 2"), ("step", s.step > 0, "e.g. 0.25"),
-                              ("min_step", 0 < s.min_step <= s.step, "in (0, step]"),
-                              ("max_rounds", s.max_rounds >= 0, "e.g. 8"),
-                              ("round_epochs", s.round_epochs >= 0, "e.g. 1"),
-                              ("calib_samples", s.calib_samples >= 1, "e.g. 512"),
-                              ("guard", 0 < s.guard <= 100, "points in (0, 100], e.g. 5"),
-                              ("share", s.share in SHARES, " or ".join(SHARES))):
-            if not ok:
-                raise PrunebenchError(f"AAP option {name}={getattr(s, name)!r} is invalid; use "
-                                      f"{fix}")
-        return s
+        if opts["min_step"] is None:
+            opts["min_step"] = opts["step"] / 8
+        if opts["min_step"] > opts["step"]:
+            raise PrunebenchError(f"AAP option min_step={opts['min_step']!r} is invalid; use a "
+                                  f"value in (0, step] (step is {opts['step']!r})")
+        fields = {f.name for f in dataclasses.fields(cls)} - {"target_kind", "target_value"}
+        return cls(kind, value, **{k: opts[k] for k in fields})
 
 
 class _RoundLog:
@@ -122,7 +145,7 @@ def _measure(model: nn.Module, ctx: PruneContext, latency: bool,
     """
     from prunebench.harness.measure.accuracy import accuracy
 
-    params, macs = model_cost(model, ctx.example_input)
+    params, macs = count_params(model), count_macs(model, ctx.example_input[:1]).macs
     out: dict[str, Any] = {"params": params, "macs": macs,
                            "val_top1": accuracy(model, ctx.splits.val).top1,  # type: ignore
                            "latency_p50_ms": None}
@@ -164,7 +187,7 @@ class _Policy:
         from prunebench.harness.pruning.static.cut import coupled_groups
 
         self.s, self.ctx, self.x = s, ctx, ctx.example_input
-        self.calib = calibration_set(ctx, s.calib_samples)
+        self.calib = calibration_set(ctx, s.calibration_samples, "aap")
         self.need_lat = s.target_kind == "latency-ms"
         self.acc_mode = s.target_kind == "accuracy-loss"
         self.start = time.perf_counter()

@@ -8,14 +8,14 @@
 ``global``), ``finetune_epochs``, ``finetune_lr``, ``kd``, ``kd_alpha``, ``kd_temperature``,
 ``iterative_steps``, ``bn_recalibrate`` (adaptive BN: re-estimate BatchNorm statistics on N
 train batches after each cut); ``bn_scale`` also ``slimming_epochs`` and ``slimming_lambda``
-(sparsity training before the cut). Any other option is an error naming the allowed ones.
+(sparsity training before the cut). Types, defaults and ranges are the schemas below
+(``STATIC_OPTIONS``, ``SLIMMING_OPTIONS``); any other option is an error naming the allowed ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch import nn
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
+from prunebench.harness.pruning.options import Option, OptionSchema
 from prunebench.harness.pruning.static.cut import coupled_groups, cut_filters, resolve_ratios
 from prunebench.harness.pruning.static.importance import (
     ALLOCATIONS,
@@ -30,15 +31,24 @@ from prunebench.harness.pruning.static.importance import (
     select_prune_idxs,
 )
 from prunebench.harness.pruning.static.recovery import (
+    RECOVERY_OPTIONS,
+    ROUND_TO,
     RecoveryOptions,
     prune_and_recover,
     sparsity_train,
 )
 
-_COMMON = {"round_to": int, "allocation": str, "finetune_epochs": int, "finetune_lr": float,
-           "kd": bool, "kd_alpha": float, "kd_temperature": float, "iterative_steps": int,
-           "bn_recalibrate": int}
-_SLIMMING = {"slimming_epochs": int, "slimming_lambda": float}
+STATIC_OPTIONS = OptionSchema(
+    ROUND_TO,
+    Option("allocation", str, "local", "local: every group loses its own ratio; global: one "
+           "ratio ranked across all groups", choices=ALLOCATIONS),
+) + RECOVERY_OPTIONS
+SLIMMING_OPTIONS = OptionSchema(
+    Option("slimming_epochs", int, 0, "L1-sparsity training of the BatchNorm scales before the "
+           "cut (0: off)", min=0, example=2),
+    Option("slimming_lambda", float, 1e-4, "weight of the sparsity penalty per BatchNorm scale",
+           min=0),
+)
 
 
 def prune_by_criterion(model: nn.Module, example_input: torch.Tensor, criterion: str,
@@ -56,38 +66,14 @@ def prune_by_criterion(model: nn.Module, example_input: torch.Tensor, criterion:
     return cut_filters(model, example_input, idxs)
 
 
-def parse_options(method: str, options: Mapping[str, Any],
-                  allowed: Mapping[str, type]) -> dict[str, Any]:
-    """Type-checked options; unknown keys and wrong types raise naming the allowed ones."""
-    out = {}
-    for key, value in options.items():
-        kind = allowed.get(key)
-        if kind is None:
-            raise PrunebenchError(f"method {method!r} takes no option {key!r}; its options: "
-                                  f"{', '.join(sorted(allowed))}")
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise PrunebenchError(f"option {key}={value!r} of method {method!r} must be a "
-                                  f"{kind.__name__}")
-        out[key] = value
-    for key in ("finetune_epochs", "slimming_epochs", "bn_recalibrate"):
-        if out.get(key, 0) < 0:
-            raise PrunebenchError(f"option {key}={out[key]} must be >= 0")
-    if out.get("allocation", "local") not in ALLOCATIONS:
-        raise PrunebenchError(f"option allocation={out['allocation']!r} must be one of "
-                              f"{list(ALLOCATIONS)}")
-    return out
-
-
 class StaticFilterPruning(PruningMethod):
     """Score filters with one criterion, cut them physically, then recover."""
 
-    def __init__(self, info: MethodInfo, criterion: str, extra: Mapping[str, type] = ()) -> None:
+    def __init__(self, info: MethodInfo, criterion: str, extra: OptionSchema | None = None
+                 ) -> None:
         self.info = info
         self.criterion = criterion
-        self.allowed = {**_COMMON, **dict(extra)}
+        self.options = STATIC_OPTIONS + extra if extra is not None else STATIC_OPTIONS
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """A pruned, recovered copy of ``model``; ``model`` is not modified."""
@@ -98,16 +84,12 @@ class StaticFilterPruning(PruningMethod):
         if not config.ratios and config.global_ratio is None:
             raise PrunebenchError(f"method {name!r} needs a ratio: give --ratio R (global) or "
                                   "per-layer ratios")
-        opts = parse_options(name, config.options, self.allowed)
-        allocation, round_to = opts.get("allocation", "local"), opts.get("round_to", 1)
-        if round_to < 1:
-            raise PrunebenchError(f"option round_to={round_to} must be >= 1 (e.g. 8)")
+        opts = {**self.options.defaults(), **self.options.parse(name, config.options)}
+        allocation, round_to = opts["allocation"], opts["round_to"]
         recovery = RecoveryOptions(**{f.name: opts[f.name]
-                                      for f in dataclasses.fields(RecoveryOptions)
-                                      if f.name in opts})
-        if opts.get("slimming_epochs", 0):
-            model = sparsity_train(model, ctx, opts["slimming_epochs"],
-                                   opts.get("slimming_lambda", 1e-4))
+                                      for f in dataclasses.fields(RecoveryOptions)})
+        if opts.get("slimming_epochs"):
+            model = sparsity_train(model, ctx, opts["slimming_epochs"], opts["slimming_lambda"])
         groups = coupled_groups(model, ctx.example_input)
         ratios = resolve_ratios(groups, config.ratios,
                                 None if allocation == "global" else config.global_ratio)
@@ -123,7 +105,7 @@ class StaticFilterPruning(PruningMethod):
         return pruned.eval()
 
 
-def _register(name: str, description: str, citation: str, extra: Mapping[str, type] = ()
+def _register(name: str, description: str, citation: str, extra: OptionSchema | None = None
               ) -> None:
     register_method(StaticFilterPruning(MethodInfo(name, "static", description, citation),
                                         criterion=name, extra=extra))
@@ -134,7 +116,7 @@ _register("l1", "remove filters with the smallest L1 norm",
 _register("bn_scale", "network slimming: remove channels with the smallest BatchNorm scale "
           "(optional L1-sparsity training first)",
           "Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming "
-          "(ICCV)", _SLIMMING)
+          "(ICCV)", SLIMMING_OPTIONS)
 _register("fpgm", "remove filters nearest the layer's geometric median (most redundant)",
           "He et al. 2019, Filter Pruning via Geometric Median (CVPR)")
 _register("random", "remove randomly chosen filters (seeded; sanity baseline)",

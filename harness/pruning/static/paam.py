@@ -37,6 +37,7 @@ static methods.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,18 +46,22 @@ import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.flops import count_macs
+from prunebench.harness.measure.memory import count_params
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.config import PruningConfig
-from prunebench.harness.pruning.static.aap import (
-    amount_options,
-    model_cost,
-    parse_spec,
-    ratio_prune_idxs,
-    resource_limit,
-)
+from prunebench.harness.pruning.options import Option, OptionSchema
+from prunebench.harness.pruning.static.attention_scores import ratio_prune_idxs
 from prunebench.harness.pruning.static.cut import Group
+from prunebench.harness.pruning.static.recovery import FINETUNE_EPOCHS, FINETUNE_LR, ROUND_TO
+from prunebench.harness.pruning.static.targets import parse_spec, resource_limit, uses_ratios
 
 BUDGETS = ("params", "macs")
+
+
+def _cost(net: nn.Module, example_input: torch.Tensor, kind: str) -> int:
+    """The network's parameter count, or its MACs per input (``kind``: a budget kind)."""
+    return count_params(net) if kind == "params" else count_macs(net, example_input[:1]).macs
 
 
 def leaky_exp(x: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
@@ -219,7 +224,7 @@ def select_by_budget(net: nn.Module, example_input: torch.Tensor,
     def cost(k: int) -> int:
         idxs = {g: ii for g, ii in prune_idxs(k).items() if ii}
         cut = cut_filters(net, example_input, idxs) if idxs else net
-        return model_cost(cut, example_input)[0 if kind == "params" else 1]
+        return _cost(cut, example_input, kind)
 
     if cost(0) > limit:
         raise PrunebenchError(f"budget {kind}={limit:.4g} is below what one filter per layer "
@@ -238,13 +243,6 @@ def select_by_budget(net: nn.Module, example_input: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------- method
-PAAM_OPTIONS: dict[str, type] = {
-    "budget": object, "epochs": int, "lr": float, "lam": float, "from_scratch": bool,
-    "hidden": int, "alpha": float, "finetune_epochs": int, "finetune_lr": float,
-    "round_to": int,
-}
-
-
 class PAAM(PruningMethod):
     """Pruning by Active Attention Manipulation: learned analog filter scores, global budget."""
 
@@ -255,16 +253,30 @@ class PAAM(PruningMethod):
         "filters under a global params/MACs budget",
         "Babaiee, Liebenwein, Hasani, Rus, Grosu 2022, Pruning by Active Attention "
         "Manipulation (arXiv:2210.11114)")
+    options = OptionSchema(
+        Option("budget", str, None, "global budget: params=Y or macs=Y (a fraction of dense when "
+               "<= 1, else a count); or give ratios instead", example="params=0.5"),
+        Option("epochs", int, None, "score-training epochs (default: the recipe's epochs from "
+               "scratch, a third of them from a pretrained network)", min=0, example=2),
+        Option("lr", float, None, "score-training learning rate (default: the recipe's lr from "
+               "scratch, lr / 10 from a pretrained network)", min=0, min_exclusive=True,
+               example=0.01),
+        Option("lam", float, 1e-3, "weight of the score-sum penalty, per filter score", min=0),
+        Option("from_scratch", bool, False, "re-initialise the weights before the score training"),
+        Option("hidden", int, 16, "width of each attention network", min=1),
+        Option("alpha", float, 0.1, "leak of the leaky exponential activation", min=0),
+        FINETUNE_EPOCHS,
+        FINETUNE_LR,
+        dataclasses.replace(ROUND_TO, help=ROUND_TO.help + " (with ratios only)"),
+    )
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """Train scores on a copy of ``model``, cut it to the budget; ``model`` is untouched."""
-        opts, has_ratio = amount_options("paam", config, PAAM_OPTIONS, "budget",
-                                         "--budget params=0.5 or macs=0.5")
-        for key in ("epochs", "hidden", "finetune_epochs", "round_to"):
-            if opts.get(key, 1) < (1 if key in ("hidden", "round_to") else 0):
-                raise PrunebenchError(f"PAAM option {key}={opts[key]} is invalid; use a "
-                                      "non-negative count (hidden, round_to >= 1)")
-        if ctx.splits is None and opts.get("epochs", 1) > 0:
+        given = self.options.parse(self.info.name, config.options)
+        has_ratio = uses_ratios(self.info.name, config, given, "budget",
+                                "--budget params=0.5 or macs=0.5")
+        opts = {**self.options.defaults(), **given}
+        if ctx.splits is None and opts["epochs"] != 0:
             raise PrunebenchError("method 'paam' trains its scores on data; give --dataset "
                                   "(e.g. digits), or epochs=0 to cut on the initial scores")
         x = ctx.example_input
@@ -273,11 +285,11 @@ class PAAM(PruningMethod):
         net = wrapped.fold_and_detach().eval()
         if has_ratio:  # PAAM's scores choose the filters, the search's ratios the amount
             idxs = ratio_prune_idxs(net, x, final, config.ratios, config.global_ratio,
-                                    opts.get("round_to", 1))
+                                    opts["round_to"])
             summary: dict[str, Any] = {"ratios": True}
         else:
             kind, value = parse_spec(opts["budget"], BUDGETS, "budget", "params=0.5")
-            limit = resource_limit(value, model_cost(model, x)[0 if kind == "params" else 1])
+            limit = resource_limit(value, _cost(model, x, kind))
             idxs, summary = select_by_budget(net, x, final, kind, limit)
         return self._cut(net, idxs, summary, final, ctx, opts)
 
@@ -297,12 +309,16 @@ class PAAM(PruningMethod):
 
 
 def train_scores(model: nn.Module, ctx: PruneContext, opts: Mapping[str, Any]) -> PaamNetwork:
-    """A copy of ``model`` wrapped with attention networks, trained jointly (one stage)."""
+    """A copy of ``model`` wrapped with attention networks, trained jointly (one stage).
+
+    ``opts`` are PAAM's parsed options; missing ones take ``PAAM.options``' defaults.
+    """
     from prunebench.harness.pruning.static.cut import coupled_groups
     from prunebench.harness.train import DEFAULT_RECIPE, train_model
 
+    opts = {**PAAM.options.defaults(), **opts}
     net = copy.deepcopy(model)
-    scratch = opts.get("from_scratch", False)
+    scratch = opts["from_scratch"]
     if scratch:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
@@ -311,12 +327,16 @@ def train_scores(model: nn.Module, ctx: PruneContext, opts: Mapping[str, Any]) -
                     m.reset_parameters()
     groups = coupled_groups(net, ctx.example_input)
     sites = scale_sites(net, groups, ctx.example_input)
-    wrapped = PaamNetwork(net, groups, sites, opts.get("hidden", 16), opts.get("alpha", 0.1))
+    wrapped = PaamNetwork(net, groups, sites, opts["hidden"], opts["alpha"])
     base = ctx.recipe or DEFAULT_RECIPE
-    epochs = opts.get("epochs", base.epochs if scratch else max(1, base.epochs // 3))
+    epochs = opts["epochs"]
+    if epochs is None:
+        epochs = base.epochs if scratch else max(1, base.epochs // 3)
     if epochs:
-        lr = opts.get("lr", base.lr if scratch else base.lr / 10)
-        lam = opts.get("lam", 1e-3)
+        lr = opts["lr"]
+        if lr is None:
+            lr = base.lr if scratch else base.lr / 10
+        lam = opts["lam"]
         train_model(wrapped, ctx.splits, base.with_(epochs=epochs, lr=lr),
                     loss_hook=lambda m, x, o, y: lam * m.regulariser(),
                     progress=ctx.progress, desc="paam")

@@ -20,6 +20,7 @@ from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.pruning.base import PruneContext
+from prunebench.harness.pruning.options import Option, OptionSchema
 from prunebench.harness.pruning.static.cut import Group, coupled_groups, keep_count
 
 # (model, per-group ratios relative to its current channels, global ratio) -> pruned model
@@ -41,6 +42,29 @@ class RecoveryOptions:
     # adaptive BN (Li et al. 2020, EagleEye): re-estimate BatchNorm statistics on this many
     # train batches right after each cut, before any fine-tuning (0: off)
     bn_recalibrate: int = 0
+
+
+_DEFAULT = RecoveryOptions()
+ROUND_TO = Option("round_to", int, 1, "keep channel counts multiples of N", min=1, example=8)
+FINETUNE_EPOCHS = Option("finetune_epochs", int, _DEFAULT.finetune_epochs,
+                         "fine-tuning epochs after the cut, on the train split", min=0, example=2)
+FINETUNE_LR = Option("finetune_lr", float, _DEFAULT.finetune_lr,
+                     "peak fine-tuning learning rate (default: the training recipe's lr, rewound)",
+                     min=0, min_exclusive=True, example=0.01)
+RECOVERY_OPTIONS = OptionSchema(
+    FINETUNE_EPOCHS, FINETUNE_LR,
+    Option("kd", bool, _DEFAULT.kd, "distil from the dense network while fine-tuning"),
+    Option("kd_alpha", float, _DEFAULT.kd_alpha,
+           "weight of the distillation loss (1 - kd_alpha weighs the cross-entropy)", min=0, max=1),
+    Option("kd_temperature", float, _DEFAULT.kd_temperature, "distillation temperature", min=0,
+           min_exclusive=True),
+    Option("iterative_steps", int, _DEFAULT.iterative_steps,
+           "prune in N steps, each followed by its recovery (1: one-shot)", min=1, example=3),
+    Option("bn_recalibrate", int, _DEFAULT.bn_recalibrate,
+           "adaptive BN: re-estimate BatchNorm statistics on N train batches after each cut "
+           "(0: off)", min=0, example=16),
+)
+"""The recovery options of :class:`RecoveryOptions` (same names and defaults)."""
 
 
 def prune_and_recover(model: nn.Module, ratios: Mapping[str, float], global_ratio: float | None,

@@ -2,15 +2,19 @@
 
 AAP's ``target`` (``accuracy-loss=0.5``, ``params=0.5``, ``macs=...``, ``latency-ms=1.2``) and
 PAAM's ``budget`` (``params=0.5``, ``macs=...``) are parsed by :func:`parse_spec`; a params or
-MACs value at most 1 is a fraction of the dense network's (:func:`resource_limit`).
+MACs value at most 1 is a fraction of the dense network's (:func:`resource_limit`). Such a method
+takes either its own amount or ratios, never both (:func:`uses_ratios`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunebench.harness.errors import PrunebenchError
+
+if TYPE_CHECKING:
+    from prunebench.harness.pruning.config import PruningConfig
 
 
 def parse_spec(text: Any, kinds: Sequence[str], what: str, example: str) -> tuple[str, float]:
@@ -38,3 +42,21 @@ def parse_spec(text: Any, kinds: Sequence[str], what: str, example: str) -> tupl
 def resource_limit(value: float, dense: float) -> float:
     """A count, or a fraction of the dense figure when ``value <= 1``."""
     return value * dense if value <= 1 else value
+
+
+def uses_ratios(method: str, config: PruningConfig, opts: Mapping[str, Any], amount_key: str,
+                example: str) -> bool:
+    """Whether ratios (not the method's own amount) set how much an attention method prunes.
+
+    Such a method takes exactly one of its own amount (``amount_key`` in the parsed ``opts``,
+    e.g. AAP's target or PAAM's budget) or ratios; keep-ratios and execution modes are
+    dynamic-only.
+    """
+    if config.keep or config.global_keep is not None or config.exec_mode:
+        raise PrunebenchError(f"static method {method!r} takes a {amount_key} (or ratios), not "
+                              "keep-ratios or an execution mode")
+    has_ratio = bool(config.ratios) or config.global_ratio is not None
+    if has_ratio == (amount_key in opts):
+        raise PrunebenchError(f"method {method!r} needs exactly one of a {amount_key} "
+                              f"({example}) or ratios")
+    return has_ratio

@@ -16,16 +16,14 @@ from prunebench.harness.datasets import DatasetSplits
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.models import create_model
 from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
-from prunebench.harness.pruning.static.aap import (
-    coerce_options,
+from prunebench.harness.pruning.static.aap_policy import AapSettings
+from prunebench.harness.pruning.static.attention_scores import (
     filter_attention,
     group_shares,
-    parse_spec,
-    resource_limit,
     select_below_threshold,
 )
-from prunebench.harness.pruning.static.aap_policy import AapSettings
 from prunebench.harness.pruning.static.cut import coupled_groups
+from prunebench.harness.pruning.static.targets import parse_spec, resource_limit
 
 
 class _Forbidden(Dataset):
@@ -100,19 +98,23 @@ def test_specs_and_options_are_validated() -> None:
         with pytest.raises(PrunebenchError):
             parse_spec(bad, ("params",), "target", "params=0.5")
     assert resource_limit(0.5, 1000) == 500 and resource_limit(300, 1000) == 300
-    assert coerce_options("aap", {"max_rounds": "3", "p": "2"},
-                          {"max_rounds": int, "p": float}) == {"max_rounds": 3, "p": 2.0}
-    with pytest.raises(PrunebenchError, match="takes no option"):
-        coerce_options("aap", {"ratio": 1}, {"p": float})
+    s = AapSettings.from_options({"target": "params=0.5", "max_rounds": 3, "p": 2})
+    assert (s.target_kind, s.target_value, s.max_rounds, s.p, s.min_step) == (
+        "params", 0.5, 3, 2.0, 0.25 / 8)
+    with pytest.raises(PrunebenchError, match="unknown option 'ratio' for method 'aap'"):
+        AapSettings.from_options({"target": "params=0.5", "ratio": 1})
     with pytest.raises(PrunebenchError, match="min_step"):
         AapSettings.from_options({"target": "params=0.5", "step": 0.1, "min_step": 0.2})
+    with pytest.raises(PrunebenchError, match=r"option guard=0 of method 'aap' must be a float "
+                                              r"in \(0, 100\]"):
+        AapSettings.from_options({"target": "params=0.5", "guard": 0})
 
 
 def test_accuracy_target_holds_on_val_and_rounds_are_logged(tiny, tmp_path) -> None:
     model, splits = tiny
     before = copy.deepcopy(model.state_dict())
     cfg = PruningConfig("aap", options={"target": "accuracy-loss=3", "max_rounds": 3,
-                                        "step": 0.5, "calib_samples": 64})
+                                        "step": 0.5, "calibration_samples": 64})
     pruned = get_method("aap").apply(model, cfg, _ctx(splits, run_dir=tmp_path))
     info = pruned.prunebench_aap
     dense_val = info["dense"]["val_top1"]
@@ -132,7 +134,7 @@ def test_accuracy_target_holds_on_val_and_rounds_are_logged(tiny, tmp_path) -> N
 def test_params_target_is_met(tiny) -> None:
     model, splits = tiny
     cfg = PruningConfig("aap", options={"target": "params=0.7", "max_rounds": 4, "step": 0.5,
-                                        "round_epochs": 0, "calib_samples": 64, "guard": 100})
+                                        "round_epochs": 0, "calibration_samples": 64, "guard": 100})
     pruned = get_method("aap").apply(model, cfg, _ctx(splits))
     dense = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() for p in pruned.parameters()) <= 0.7 * dense
@@ -155,7 +157,7 @@ def test_resource_target_never_trades_accuracy_beyond_the_guard(learned, tmp_pat
     """Without fine-tuning, deep cuts lose accuracy: the guard rejects them (or the run fails)."""
     model, splits = learned
     cfg = PruningConfig("aap", options={"target": "params=0.3", "max_rounds": 6, "step": 1.0,
-                                        "round_epochs": 0, "calib_samples": 64, "guard": 1})
+                                        "round_epochs": 0, "calibration_samples": 64, "guard": 1})
     try:
         pruned = get_method("aap").apply(model, cfg, _ctx(splits, run_dir=tmp_path))
     except PrunebenchError as exc:
@@ -192,7 +194,7 @@ def test_latency_target_is_met_on_profile(tiny) -> None:
         budget = 0.75 * measure_latency(model, batch, profile).p50_ms
         cfg = PruningConfig("aap", options={"target": f"latency-ms={budget:.4f}",
                                             "max_rounds": 12, "step": 1.0, "round_epochs": 0,
-                                            "calib_samples": 32, "guard": 100})
+                                            "calibration_samples": 32, "guard": 100})
         try:
             pruned = get_method("aap").apply(model, cfg, _ctx(splits, profile=profile))
         except PrunebenchError as exc:
@@ -209,7 +211,7 @@ def test_latency_target_is_met_on_profile(tiny) -> None:
 
 def test_ratio_mode_cuts_lowest_attention(tiny) -> None:
     model, splits = tiny
-    cfg = PruningConfig("aap", global_ratio=0.5, options={"calib_samples": 64})
+    cfg = PruningConfig("aap", global_ratio=0.5, options={"calibration_samples": 64})
     pruned = get_method("aap").apply(model, cfg, _ctx(splits))
     got = {g.name: g.channels for g in coupled_groups(pruned, torch.zeros(1, 1, 32, 32))}
     assert got == {"conv1": 4, "conv2": 8, "conv3": 8}
@@ -236,7 +238,7 @@ def test_user_errors_name_the_fix(tiny, config, ctx_kw, match) -> None:
 def test_unreachable_target_raises_with_what_was_reached(tiny) -> None:
     model, splits = tiny
     cfg = PruningConfig("aap", options={"target": "params=10", "max_rounds": 1, "step": 0.1,
-                                        "round_epochs": 0, "calib_samples": 32})
+                                        "round_epochs": 0, "calibration_samples": 32})
     with pytest.raises(PrunebenchError, match="did not reach target params=10"):
         get_method("aap").apply(model, cfg, _ctx(splits))
 
@@ -252,21 +254,22 @@ def test_latency_met_in_rounds_but_not_on_remeasure_says_so(tiny, monkeypatch) -
     """Noise can make a round look in budget; the returned network must hold on re-measure."""
     import inspect
 
+    from prunebench.harness.measure.flops import count_macs
+    from prunebench.harness.measure.memory import count_params
     from prunebench.harness.profiles import load_profile
     from prunebench.harness.pruning.static import aap_policy
-    from prunebench.harness.pruning.static.aap import model_cost
 
     model, splits = tiny
 
     def fake_measure(net, ctx, latency, dense=None):  # noqa: ANN001, ANN202
-        params, macs = model_cost(net, ctx.example_input)
+        params, macs = count_params(net), count_macs(net, ctx.example_input).macs
         caller = inspect.stack()[1].function
         ms = 10.0 if caller == "__init__" else 20.0 if caller == "_best_met" else 5.0
         return {"params": params, "macs": macs, "val_top1": 0.9, "latency_p50_ms": ms}
 
     monkeypatch.setattr(aap_policy, "_measure", fake_measure)
     cfg = PruningConfig("aap", options={"target": "latency-ms=8", "max_rounds": 3, "step": 0.5,
-                                        "round_epochs": 0, "calib_samples": 32})
+                                        "round_epochs": 0, "calibration_samples": 32})
     with pytest.raises(PrunebenchError, match=r"met target latency-ms=8.0 when measured, but "
                                               r"none held when re-measured \(p50 20"):
         get_method("aap").apply(model, cfg, _ctx(splits, profile=load_profile("cpu-1t")))

@@ -116,14 +116,15 @@ def test_random_is_seeded() -> None:
     (_l1(0.6, round_to=8), "would remove all"),
     (PruningConfig("l1", ratios={"conv9": 0.5}), "unknown prunable layer 'conv9'.*conv1, conv2"),
     (PruningConfig("l1", global_ratio=0.5, options={"target": "latency=2"}),
-     "takes no option 'target'"),
+     "unknown option 'target' for method 'l1'; its options: allocation, bn_recalibrate"),
     (PruningConfig("l1", global_ratio=0.5, options={"round_to": 0}), "round_to=0"),
     (PruningConfig("l1", global_ratio=0.5, options={"allocation": "best"}), "allocation"),
     (PruningConfig("l1"), "needs a ratio"),
     (PruningConfig("l1", global_keep=0.5), "not keep-ratios"),
     (PruningConfig("l1", global_ratio=0.5, options={"finetune_epochs": 1}), "needs a data set"),
     (PruningConfig("l1", global_ratio=0.5, options={"bn_recalibrate": 4}), "needs a data set"),
-    (PruningConfig("l1", global_ratio=0.5, options={"bn_recalibrate": -1}), "must be >= 0"),
+    (PruningConfig("l1", global_ratio=0.5, options={"bn_recalibrate": -1}),
+     "bn_recalibrate=-1 of method 'l1' must be an int >= 0"),
 ])
 def test_user_errors(cfg: PruningConfig, match: str) -> None:
     with pytest.raises(PrunebenchError, match=match):
