@@ -149,16 +149,12 @@ class SearchSpace:
         groups: tuple[str, ...] = ()
         gated: tuple[str, ...] = ()
         if spec.kind in ("static", "hybrid"):
-            from prunebench.harness.pruning.static.cut import coupled_groups
-
-            groups = tuple(g.name for g in coupled_groups(model, example_input))
+            groups = tuple(pipeline.prunable_groups(model, example_input))
             if not groups:
                 raise PrunebenchError("the network has no prunable layer groups; pick another "
                                       "--model or --space dynamic")
         if spec.kind in ("dynamic", "hybrid"):
-            from prunebench.harness.pruning.dynamic.build import gated_layers
-
-            gated = tuple(gated_layers(model))
+            gated = tuple(pipeline.gated_layers(model))
             if not gated:
                 raise PrunebenchError(f"the network has no layer that method "
                                       f"{spec.dynamic_method!r} can gate; pick another --model "

@@ -23,6 +23,7 @@ import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -105,3 +106,17 @@ def finetune(model: nn.Module, epochs: int, ctx: PruneContext,
     train_model(model, ctx.splits, recipe, epoch_callback=epoch_callback,
                 progress=ctx.progress, desc="fine-tune")
     return model.eval()
+
+
+def prunable_groups(model: nn.Module, example_input: Any) -> list[str]:
+    """Names of the coupled layer groups a static stage can cut (the keys of ``ratios``)."""
+    from prunebench.harness.pruning.static.cut import coupled_groups
+
+    return [g.name for g in coupled_groups(model, example_input)]
+
+
+def gated_layers(model: nn.Module) -> list[str]:
+    """Names of the layers a dynamic stage gates (the keys of ``keep``)."""
+    from prunebench.harness.pruning.dynamic.build import gated_layers as layers
+
+    return list(layers(model))

@@ -16,13 +16,20 @@ HELP = "measure accuracy, latency, energy, MACs and memory of one configuration 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Workload, pruning and profile options."""
-    p.add_argument("--model", required=True, help="registered model (see `prunebench models`)")
+    p.add_argument("--model", help="registered model (see `prunebench models`); not with --from")
+    p.add_argument("--from", dest="from_run", type=Path, metavar="RUN_DIR",
+                   help="re-measure a recorded point of a run folder from the configuration it "
+                        "recorded (with --trial N for a search, --point LABEL for a baseline); "
+                        "the workload and profile come from the run (--profile overrides it)")
+    p.add_argument("--trial", type=int, help="with --from: the search trial number")
+    p.add_argument("--point", help="with --from: the baseline point label, e.g. 'l1 r=0.5'")
     p.add_argument("--dataset", help="data set for accuracy (omit to measure cost only)")
     p.add_argument("--data-dir", type=Path, help="folder holding the data set's files")
     p.add_argument("--input-shape", help="cost-only input size CxHxW, e.g. 3x224x224")
     p.add_argument("--num-classes", type=int, help="cost-only number of classes")
-    p.add_argument("--profile", default="cpu-1t",
-                   help="hardware profile name or .toml path (default cpu-1t)")
+    p.add_argument("--profile",
+                   help="hardware profile name or .toml path (default cpu-1t; with --from the "
+                        "run's profile)")
     p.add_argument("--checkpoint", type=Path, help="dense checkpoint to start from")
     p.add_argument("--method", default="dense", help="pruning method (see `prunebench methods`)")
     p.add_argument("--ratio", type=float, help="static pruning ratio for every layer, in [0, 1)")
@@ -37,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also measure time(dense)/time(pruned) in interleaved rounds")
     p.add_argument("--force", action="store_true",
                    help="measure even if the profile's fingerprint does not match (recorded)")
-    p.add_argument("--split", default="val", choices=("val", "test"),
-                   help="split for accuracy (default val)")
+    p.add_argument("--split", choices=("val", "test"),
+                   help="split for accuracy (default val; with --from the recorded split)")
     p.add_argument("--seed", type=int, default=0, help="split / input seed (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,12 +93,69 @@ def build_config(args: argparse.Namespace) -> Any:
                          exec_mode=args.exec_mode, options=options)
 
 
+# flags that describe the workload or the pruning, which --from takes from the run instead
+_FROM_CONFLICTS = ("model", "dataset", "data_dir", "input_shape", "num_classes", "checkpoint",
+                   "ratio", "keep", "exec_mode")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print."""
+    if args.from_run is not None:
+        return _replay(args)
+    if args.trial is not None or args.point is not None:
+        raise PrunebenchError("--trial/--point need --from RUN_DIR (the run folder they belong "
+                              "to)")
+    if args.model is None:
+        raise PrunebenchError("measure needs --model NAME (see `prunebench models`), or --from "
+                              "RUN_DIR to re-measure a recorded point")
+    return _measure(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from prunebench.search.replay import comparison, recorded_point, replay
+
+    given = [f"--{k.replace('_', '-')}" for k in _FROM_CONFLICTS if getattr(args, k)]
+    given += ["--method"] * (args.method != "dense") + ["--option"] * bool(args.option)
+    given += ["--seed"] * (args.seed != 0)
+    if given:
+        raise PrunebenchError(f"--from takes the workload and configuration from the run; drop "
+                              f"{', '.join(dict.fromkeys(given))}")
+    point = recorded_point(args.from_run, trial=args.trial, point=args.point)
+    m = replay(point, profile=args.profile, split=args.split, force=args.force,
+               speedup_vs_dense=args.speedup, progress=not args.quiet)
+    same = comparison(point, m)
+    if args.json:
+        out = _json(m)
+        out["replay"] = {"run_dir": str(point.run_dir), "label": point.label,
+                         "command": point.command, "columns": same}
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    _table(m)
+    print(f"\nreplayed {point.label} of {point.run_dir} ({point.command}):")
+    for key, c in same.items():
+        verdict = {True: "same", False: "DIFFERENT", None: "-"}[c["same"]]
+        note = " (moves with the machine)" if key.startswith("latency") else ""
+        print(f"  {key.ljust(15)} recorded {c['recorded']!s:>14}  now {c['replayed']!s:>14}  "
+              f"{verdict}{note}")
+    return 0
+
+
+def _json(m: Any) -> dict[str, Any]:
+    out = m.to_dict()
+    out.pop("latency_samples_ms")
+    out["latency_ms"] = {"p50": m.latency_p50_ms, "p90": m.latency_p90_ms,
+                         "p99": m.latency_p99_ms, "mean": m.latency_mean_ms,
+                         "n": m.latency_n, "ci_rel": m.latency_ci_rel}
+    return out
+
+
+def _measure(args: argparse.Namespace) -> int:
     from prunebench.harness.evaluate import Workload, evaluate, prepare
     from prunebench.harness.profiles import check_usable, load_profile
     from prunebench.harness.pruning import get_method
 
+    args.profile = args.profile or "cpu-1t"
+    args.split = args.split or "val"
     if args.dataset is not None and (args.input_shape or args.num_classes):
         raise PrunebenchError("--input-shape/--num-classes are for cost-only runs; the data set "
                               f"{args.dataset!r} defines them, drop them")
@@ -107,12 +171,7 @@ def run(args: argparse.Namespace) -> int:
     m = evaluate(prepared, config, profile, split=args.split, force=args.force,
                  speedup_vs_dense=args.speedup, progress=not args.quiet)
     if args.json:
-        out = m.to_dict()
-        out.pop("latency_samples_ms")
-        out["latency_ms"] = {"p50": m.latency_p50_ms, "p90": m.latency_p90_ms,
-                             "p99": m.latency_p99_ms, "mean": m.latency_mean_ms,
-                             "n": m.latency_n, "ci_rel": m.latency_ci_rel}
-        print(json.dumps(out, sort_keys=True))
+        print(json.dumps(_json(m), sort_keys=True))
     else:
         _table(m)
     return 0
