@@ -63,7 +63,7 @@ OUT = Path(os.environ.get("PRUNEBENCH_BENCH_OUT", "results/bench-search"))
 
 def _arm(name: str, spec, objective, sampler: str, remeasure_max: int,
          warm_start: int = 0) -> dict:
-    from prunebench.search.commands.search import SearchRun
+    from prunebench.search.runs.search_run import SearchRun
 
     run = SearchRun(spec, OUT / name, args={"bench": name}, sampler=sampler, study_name=name,
                     progress=True, objective=objective, warm_start=warm_start)
@@ -75,7 +75,8 @@ def _uniform(spec, prepared, profile, anchor: float) -> dict:
     """The uniform sweep as enqueued trials of a study with a fine ratio grid (0.01)."""
     from prunebench.search.objective import SearchObjective
     from prunebench.search.space import uniform_params
-    from prunebench.search.study import create_or_load_study, open_storage, run_trials, trials_frame
+    from prunebench.search.storage import open_storage
+    from prunebench.search.study import create_or_load_study, run_trials, trials_frame
 
     uspec = dataclasses.replace(spec, space=dataclasses.replace(spec.space, ratio_step=0.01))
     objective = SearchObjective(uspec, prepared=prepared, profile=profile)
@@ -109,7 +110,7 @@ def _retime(frames: dict[str, pd.DataFrame], objective, prepared, profile) -> di
     from tqdm import tqdm
 
     from prunebench.harness.evaluate import build_pruned
-    from prunebench.search.study import open_storage
+    from prunebench.search.storage import open_storage
 
     jobs, configs = [], {}
     for name, frame in frames.items():
@@ -153,21 +154,19 @@ def main() -> int:
                                       finetune_epochs=FINETUNE_EPOCHS))
     probe = SearchObjective(base, prepared=prepared, profile=profile)
     from prunebench.harness.pruning import DENSE
-    from prunebench.search.study import strict_profile
+    from prunebench.search.objective import strict_profile
 
     # one latency frame for all three arms: the dense p50 timed once, strictly; every point is
     # this anchor / its speedup over dense from interleaved rounds (see --latency-frame)
     dense = probe.measure(DENSE, prepared.base_model, profile=strict_profile(profile))
     anchor = dense.latency_p50_ms
     budget = round(BUDGET_FRACTION * anchor, 4)
-    from prunebench.search.commands.search import DEFAULT_LATENCY_MARGIN
+    from prunebench.search.runs.search_settings import DEFAULT_LATENCY_MARGIN, DEFAULT_WARM_START
 
     spec = dataclasses.replace(base, budgets={"latency_ms": budget},
                                latency_margin=DEFAULT_LATENCY_MARGIN)
     objective = SearchObjective(spec, prepared=prepared, profile=profile)
     objective.latency_anchor_ms = anchor
-
-    from prunebench.search.commands.search import DEFAULT_WARM_START
 
     search = _arm("search", spec, objective, "tpe", remeasure_max=12,
                   warm_start=DEFAULT_WARM_START)  # as `prunebench search` runs by default

@@ -20,6 +20,7 @@ from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
+from prunebench.harness.profiles import HardwareProfile
 from prunebench.harness.pruning import PruningConfig
 from prunebench.search.space import SearchSpace, SpaceSpec, TrialConfig
 
@@ -107,6 +108,19 @@ class SearchSpec:
                       "space": SpaceSpec.from_dict(data["space"]),
                       "objectives": tuple(data["objectives"]),
                       "budgets": dict(data.get("budgets") or {})})
+
+
+def strict_profile(profile: HardwareProfile, factor: float = 4.0) -> HardwareProfile:
+    """``profile`` with ``factor`` x more samples and time and a ``factor`` x tighter CI target.
+
+    The timing of the dense anchor and of every re-measurement of a search's front.
+    """
+    t = profile.timing
+    timing = dataclasses.replace(
+        t, warmup_iters=int(t.warmup_iters * 2), min_samples=int(t.min_samples * factor),
+        min_time_s=t.min_time_s * factor, max_time_s=t.max_time_s * factor,
+        target_rel_ci=t.target_rel_ci / factor)
+    return dataclasses.replace(profile, timing=timing)
 
 
 def measurement_row(m: Measurement) -> dict[str, Any]:
@@ -243,8 +257,6 @@ class SearchObjective:
             return self.measure(DENSE, base, split="val"), None
         if self.latency_anchor_ms is not None:
             return self.measure(DENSE, base, split="val"), self.latency_anchor_ms
-        from prunebench.search.study import strict_profile
-
         m = self.measure(DENSE, base, split="val", profile=strict_profile(self.profile))
         self.latency_anchor_ms = m.latency_p50_ms
         return m, m.latency_p50_ms

@@ -1,18 +1,15 @@
-"""Samplers, storages, study creation/loading, and the trial loop.
+"""The Optuna study of a search: samplers, pruners, creating or resuming it, the trial loop.
 
-Kept apart so that a multi-worker search reuses each piece: :func:`open_storage` turns a URL
-(or the run folder's default journal file) into an Optuna storage, :func:`create_or_load_study`
-makes or resumes a study whose :class:`~search.objective.SearchSpec` is stored in its user attrs,
-and :func:`run_trials` runs trials with ``catch=`` (a failing trial is recorded, not a crash), a
-progress bar showing the best feasible point so far, and a first Ctrl-C that stops after the
-current trial. :func:`remeasure` re-times the feasible front and the near-budget trials with a
-stricter timing setting and evaluates them on the test split.
+Kept apart so that a multi-worker search reuses each piece: :func:`create_or_load_study` makes or
+resumes a study whose :class:`~prunebench.search.objective.SearchSpec` is stored in its user
+attrs (its storage comes from :mod:`prunebench.search.storage`), and :func:`run_trials` runs
+trials with ``catch=`` (a failing trial is recorded, not a crash), a progress bar showing the
+best feasible point so far, and a first Ctrl-C that stops after the current trial.
+:func:`trials_frame` gives every trial as one row of ``trials.csv``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import signal
 import threading
@@ -21,32 +18,17 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.search.objective import (
-    SEARCH_OBJECTIVES,
-    SPEC_ATTR,
-    SearchObjective,
-    SearchSpec,
-    constraint_values,
-    measurement_row,
-)
-from prunebench.search.pareto import non_dominated_mask
-
-if TYPE_CHECKING:
-    from prunebench.harness.profiles import HardwareProfile
+from prunebench.search.objective import SEARCH_OBJECTIVES, SPEC_ATTR, SearchSpec
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TPE_STARTUP_TRIALS = 5  # random trials (warm-start ones included) before TPE models
-DEFAULT_STORAGE_FILE = "study.journal"
-_RDB_PREFIXES = ("sqlite:", "postgresql", "postgres:", "mysql")
 
 
 def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
@@ -78,41 +60,7 @@ def make_pruner(n_objectives: int, finetune_epochs: int) -> optuna.pruners.BaseP
     return optuna.pruners.NopPruner()
 
 
-# --------------------------------------------------------------------------- storage
-def storage_url(storage: str | None, run_dir: Path) -> str:
-    """The storage a run uses: ``storage`` as given, or the run folder's journal file.
-
-    Database URLs (``sqlite:///...``, ``postgresql://...``, ``mysql://...``) go to Optuna's
-    RDB storage; anything else is a journal file path (``journal:`` prefix optional).
-    """
-    if storage is None:
-        return f"journal:{run_dir / DEFAULT_STORAGE_FILE}"
-    if storage.startswith(_RDB_PREFIXES) or storage.startswith("journal:"):
-        return storage
-    if "://" in storage:
-        raise PrunebenchError(f"storage {storage.split('@')[-1]!r} is not a known storage URL; "
-                              "use sqlite:///study.db, postgresql://USER:PW@HOST/DB or a "
-                              "journal file path")
-    return f"journal:{Path(storage).expanduser()}"
-
-
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna storage for a URL from :func:`storage_url`."""
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
-        path = Path(url[len("journal:"):])
-        if not path.parent.is_dir():
-            raise PrunebenchError(f"journal file directory {str(path.parent)!r} does not exist; "
-                                  "create it or give another --storage")
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    from prunebench.search.distributed import DEFAULT_HEARTBEAT_S
-    from prunebench.search.distributed import open_storage as open_rdb
-
-    # A heartbeat, so a trial of a crashed `search` process is failed and re-queued by others.
-    return open_rdb(url, heartbeat_interval_s=DEFAULT_HEARTBEAT_S)
-
-
+# --------------------------------------------------------------------------- studies
 def create_or_load_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec,
                          sampler: optuna.samplers.BaseSampler,
                          pruner: optuna.pruners.BasePruner | None = None) -> tuple[
@@ -263,7 +211,6 @@ def trial_summary(study: optuna.Study) -> dict[str, int]:
     return out
 
 
-
 # --------------------------------------------------------------------------- tables
 def trial_row(trial: FrozenTrial, objectives: Sequence[str]) -> dict[str, Any]:
     """One trials.csv row: number/state/params/values/constraints + every stored field."""
@@ -285,114 +232,3 @@ def trials_frame(study: optuna.Study, objectives: Sequence[str]) -> pd.DataFrame
     """Every trial of ``study`` as one row (failed and pruned ones too)."""
     rows = [trial_row(t, objectives) for t in study.get_trials(deepcopy=False)]
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- re-measuring
-def strict_profile(profile: HardwareProfile, factor: float = 4.0) -> HardwareProfile:
-    """``profile`` with ``factor`` x more samples and time and a ``factor`` x tighter CI target."""
-    t = profile.timing
-    timing = dataclasses.replace(
-        t, warmup_iters=int(t.warmup_iters * 2), min_samples=int(t.min_samples * factor),
-        min_time_s=t.min_time_s * factor, max_time_s=t.max_time_s * factor,
-        target_rel_ci=t.target_rel_ci / factor)
-    return dataclasses.replace(profile, timing=timing)
-
-
-def remeasure_candidates(study: optuna.Study, spec: SearchSpec, *, near: float = 0.15,
-                         limit: int = 20) -> list[FrozenTrial]:
-    """The feasible front (by the search's values) plus trials within ``near`` of a budget.
-
-    Near-budget trials (relative violation in ``[-near, near]``) on either side are re-timed too,
-    since noise can move them across the budget. One trial per distinct config; front first,
-    then by closeness to the budget; at most ``limit``.
-    """
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    feasible = [t for t in complete if is_feasible(t)]
-    signs = np.array([1.0 if d == "minimize" else -1.0 for d in spec.directions])
-    front: list[FrozenTrial] = []
-    if feasible:
-        costs = np.array([t.values for t in feasible], dtype=float) * signs
-        front = [t for t, keep in zip(feasible, non_dominated_mask(costs), strict=True) if keep]
-    near_budget = sorted(
-        (t for t in complete if t.constraints
-         and max(abs(v) for v in t.constraints.values()) <= near),
-        key=lambda t: max(abs(v) for v in t.constraints.values()))
-    out, seen = [], set()
-    for t in [*front, *near_budget]:
-        key = t.user_attrs.get("config_key") or json.dumps(t.params, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(t)
-    return out[:limit]
-
-
-@dataclass
-class Remeasured:
-    """Re-measured candidates (test split, strict timing), the feasible front among them, and
-    the budget hit rate (share of search-feasible candidates still feasible when re-measured)."""
-
-    rows: pd.DataFrame
-    front: pd.DataFrame
-    hit_rate: float | None
-    n_reported_feasible: int
-
-
-def remeasure(study: optuna.Study, objective: SearchObjective, *, near: float = 0.15,
-              limit: int = 20, factor: float = 4.0, progress: bool = True) -> Remeasured:
-    """Re-time candidates with :func:`strict_profile` and evaluate them on the test split.
-
-    The front is chosen with the search's *validation* accuracy (never the test accuracy) and the
-    re-measured costs; rows report the test accuracy in ``accuracy_top1`` and the validation one
-    in ``val_accuracy_top1``.
-    """
-    from tqdm.auto import tqdm
-
-    spec = objective.spec
-    profile = strict_profile(objective.profile, factor)
-    rows = []
-    for t in tqdm(remeasure_candidates(study, spec, near=near, limit=limit), desc="re-measure",
-                  unit="config", disable=not progress, leave=False):
-        chosen = objective.space.config(t.params)
-        m = objective.measure(chosen.record, objective.build(chosen), split="test",
-                              profile=profile, speedup_vs_dense=True)
-        row = measurement_row(m)
-        cons = constraint_values(row, spec.budgets, noise_margin=False)
-        row.update({"run_kind": "search", "label": f"trial {t.number}",
-                    "trial_number": t.number, "val_accuracy_top1": t.user_attrs.get(
-                        "accuracy_top1"), "search_latency_p50_ms": t.user_attrs.get(
-                        "latency_p50_ms"), "feasible_search": is_feasible(t),
-                    "feasible": all(v <= 0 for v in cons.values()), "remeasured": True})
-        row.update({f"constraint_{k}": v for k, v in cons.items()})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    return Remeasured(frame, feasible_front(frame, spec), *_hit_rate(frame))
-
-
-def feasible_front(frame: pd.DataFrame, spec: SearchSpec,
-                   accuracy_column: str = "val_accuracy_top1") -> pd.DataFrame:
-    """Non-dominated feasible rows of ``frame``; accuracy is judged on ``accuracy_column``."""
-    if frame.empty:
-        return frame
-    ok = frame[frame["feasible"].astype(bool)]
-    if ok.empty:
-        return ok
-    cols = []
-    for name in spec.objectives:
-        column, direction = SEARCH_OBJECTIVES[name]
-        column = accuracy_column if name == "accuracy" else column
-        sign = 1.0 if direction == "minimize" else -1.0
-        cols.append(pd.to_numeric(ok[column], errors="coerce").to_numpy(float) * sign)
-    front = ok[non_dominated_mask(np.column_stack(cols))]
-    first_col = SEARCH_OBJECTIVES[spec.objectives[0]][0]
-    first_col = accuracy_column if spec.objectives[0] == "accuracy" else first_col
-    ascending = SEARCH_OBJECTIVES[spec.objectives[0]][1] == "minimize"
-    return front.sort_values(first_col, ascending=ascending, kind="stable")
-
-
-def _hit_rate(frame: pd.DataFrame) -> tuple[float | None, int]:
-    if frame.empty or "feasible_search" not in frame:
-        return None, 0
-    reported = frame[frame["feasible_search"].astype(bool)]
-    if reported.empty:
-        return None, 0
-    return float(reported["feasible"].astype(bool).mean()), len(reported)

@@ -9,7 +9,7 @@ timing_lock`; measurements are kept in the study's :class:`~search.cache.Measure
 Ending cleanly: SIGINT (Ctrl-C) or SIGTERM (SLURM/Kubernetes preemption) abandons the running
 trial, which is recorded as FAIL with ``fail_reason = "interrupted"`` and re-queued with the
 same parameters; a worker killed outright (SIGKILL, lost node) stops its heartbeat and the next
-worker fails and re-queues its trial (see :mod:`prunebench.search.distributed`).
+worker fails and re-queues its trial (see :mod:`prunebench.search.storage`).
 """
 
 from __future__ import annotations
@@ -32,16 +32,15 @@ from prunebench.harness.errors import ProfileError, PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.pruning import PruningConfig
 from prunebench.search.cache import MeasurementCache
-from prunebench.search.distributed import (
+from prunebench.search.distributed import timing_lock, worker_identity
+from prunebench.search.objective import ANCHOR_ATTR, SPEC_ATTR, SearchObjective, SearchSpec
+from prunebench.search.space import TrialConfig
+from prunebench.search.storage import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_RETRY,
     load_study,
     open_storage,
-    timing_lock,
-    worker_identity,
 )
-from prunebench.search.objective import ANCHOR_ATTR, SPEC_ATTR, SearchObjective, SearchSpec
-from prunebench.search.space import TrialConfig
 
 BUDGET_ATTR = "prunebench_n_trials"  # study user attr: total trials the study should get
 SAMPLER_ATTR = "prunebench_sampler"  # study user attr: sampler name every worker uses
@@ -214,7 +213,8 @@ def join(storage_url: str, study_name: str, options: WorkerOptions, *,
          interrupts: _Interrupts | None = None,
          progress: bool = False) -> tuple[optuna.Study, WorkerObjective]:
     """Connect, load the study, check this machine against its profile, build the objective."""
-    storage = open_storage(storage_url, heartbeat_interval_s=options.heartbeat_interval_s,
+    storage = open_storage(storage_url, database_only=True,
+                           heartbeat_interval_s=options.heartbeat_interval_s,
                            grace_period_s=options.grace_period_s, max_retry=options.max_retry)
     data = load_study(storage, study_name).user_attrs
     if SPEC_ATTR not in data:

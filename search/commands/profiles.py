@@ -181,15 +181,10 @@ def _init(args: argparse.Namespace) -> int:
         'source = "placeholder figures for the modelled meter; replace with your CPU\'s"', "",
         "[fingerprint]", f"cpu_model = {_toml_str(glob.escape(fp.cpu_model))}",
         f"gpu_name = {_toml_str(glob.escape(fp.gpu_name) if fp.gpu_name else '*')}", ""])
+    from prunebench.search.runs.files import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    try:
-        _validate_written(tmp, path)
-    except ProfileError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    write_atomic(path, text, check=lambda tmp: _validate_written(tmp, path))
     print(f"wrote {path}")
     return 0
 

@@ -6,18 +6,12 @@ import argparse
 import json
 import sys
 
-from prunebench.search.distributed import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY
+from prunebench.search.commands.arguments import add_storage_arguments
+from prunebench.search.storage import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY
 
 NAME = "worker"
 HELP = ("join a study in a shared storage and run its trials on this machine (start as many "
         "as you like, on as many machines as match the study's profile)")
-
-
-def add_storage_arguments(p: argparse.ArgumentParser) -> None:
-    """``--storage URL --study NAME`` (shared with ``prunebench study``)."""
-    p.add_argument("--storage", required=True, metavar="URL",
-                   help="database URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DB")
-    p.add_argument("--study", required=True, metavar="NAME", help="study name in the storage")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

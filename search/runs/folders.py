@@ -2,8 +2,9 @@
 
 A run folder (``results/<run>/``, see ``docs/CONTRACTS.md``) holds ``config.json``, ``points.csv``
 (baselines) or ``trials.csv`` (searches), and ``dense.json``. :func:`load_run` reads one;
-:func:`run_from_frame` wraps points that come from elsewhere (an Optuna storage URL, a notebook),
-so every consumer (``report``, ``compare``) works from :class:`RunData` only.
+:func:`storage_run` reads a study straight from its storage (many workers, no run folder), and
+:func:`run_from_frame` wraps points that come from elsewhere (a notebook), so every consumer
+(``report``, ``compare``) works from :class:`RunData` only.
 
 :func:`merge_runs` adds the columns the analysis groups by: ``run``, ``series`` (one colour and
 marker in plots: ``dense``, ``l1 uniform``, ``l1 search``, ``attention search``...), ``kind``
@@ -16,12 +17,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from prunebench.harness.errors import PrunebenchError
+
+if TYPE_CHECKING:
+    import optuna
 
 POINT_FILES = ("points.csv", "trials.csv", "remeasured.csv")
 BUDGET_KEYS = ("budget_ms", "latency_budget_ms")
@@ -88,6 +92,38 @@ def load_run(path: str | Path) -> RunData:
     run = run_from_frame(path.name, points, config=config, dense=dense)
     run.path = path
     return run
+
+
+def study_points(study: optuna.Study) -> pd.DataFrame:
+    """One row per complete trial: the stored Measurement row plus trial and worker columns.
+
+    The columns follow ``docs/CONTRACTS.md`` (``run_kind = "search"``, ``label = "trial N"``,
+    ``trial_number``), plus ``feasible`` (every constraint <= 0), ``worker_id`` and
+    ``cache_hit``, so a study in a storage reads like a run folder.
+    """
+    from optuna.trial import TrialState
+
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        row = {k: v for k, v in t.user_attrs.items() if not k.startswith("val_accuracy_epoch_")}
+        row.update(run_kind="search", label=f"trial {t.number}", trial_number=t.number,
+                   feasible=all(v <= 0.0 for v in t.constraints.values()))
+        row.setdefault("cache_hit", False)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def storage_run(url: str, study_name: str) -> RunData:
+    """A run read from study ``study_name`` in the database at ``url`` (``prunebench report``)."""
+    from prunebench.search.storage import load_study, open_storage, redact
+
+    study = load_study(open_storage(url, database_only=True), study_name)
+    frame = study_points(study)
+    if frame.empty:
+        raise PrunebenchError(f"study {study_name!r} has no complete trials yet; run workers "
+                              "first (`prunebench worker --storage URL --study NAME`)")
+    config = {"storage": redact(url), "study": study_name, **study.user_attrs}
+    return run_from_frame(study_name, frame, config=config)
 
 
 def _read_points(path: Path) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.search import cache as cache_mod
 from prunebench.search import distributed as dist
+from prunebench.search import storage as st
 
 
 @pytest.mark.parametrize("url, fragment", [
@@ -25,43 +26,43 @@ from prunebench.search import distributed as dist
 ])
 def test_bad_urls_are_rejected_without_leaking_passwords(url: str, fragment: str) -> None:
     with pytest.raises(PrunebenchError, match=fragment) as info:
-        dist.normalise_url(url)
+        st.normalise_url(url)
     assert "secret" not in str(info.value)
 
 
 def test_postgres_scheme_alias_is_accepted() -> None:
-    assert dist.normalise_url("postgres://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
+    assert st.normalise_url("postgres://u:p@h/db") == "postgresql+psycopg2://u:p@h/db"
 
 
 def test_bare_postgresql_url_uses_the_shipped_psycopg2_driver() -> None:
-    url = dist.normalise_url("postgresql://u:secret@db.example:5432/studies")
+    url = st.normalise_url("postgresql://u:secret@db.example:5432/studies")
     assert url == "postgresql+psycopg2://u:secret@db.example:5432/studies"
     keep = "postgresql+psycopg2://u:p@h/db"
-    assert dist.normalise_url(keep) == keep
+    assert st.normalise_url(keep) == keep
 
 
 def test_wrong_password_unreachable_and_missing_database(postgres_server) -> None:  # noqa: ANN001
     with pytest.raises(PrunebenchError, match="wrong password") as info:
-        dist.open_storage(postgres_server.url("postgres", password="nope-secret"))
+        st.open_storage(postgres_server.url("postgres", password="nope-secret"))
     assert "nope-secret" not in str(info.value)
     closed = postgres_server.url("postgres").replace(f":{postgres_server.port}/", ":1/")
     with pytest.raises(PrunebenchError, match="cannot reach"):
-        dist.open_storage(closed)
+        st.open_storage(closed)
     with pytest.raises(PrunebenchError, match="does not exist"):
-        dist.open_storage(postgres_server.url("no_such_db"))
+        st.open_storage(postgres_server.url("no_such_db"))
 
 
 def test_missing_study_names_existing_ones(pg_url: str) -> None:
-    storage = dist.open_storage(pg_url)
+    storage = st.open_storage(pg_url)
     optuna.create_study(storage=storage, study_name="present")
     with pytest.raises(PrunebenchError, match="'absent' does not exist.*present"):
-        dist.load_study(storage, "absent")
+        st.load_study(storage, "absent")
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_stale_trial_is_failed_and_requeued(pg_url: str) -> None:
-    storage = dist.open_storage(pg_url, heartbeat_interval_s=1, grace_period_s=2)
+    storage = st.open_storage(pg_url, heartbeat_interval_s=1, grace_period_s=2)
     study = optuna.create_study(storage=storage, study_name="s")
     trial = study.ask()
     trial.suggest_float("x", 0.0, 1.0)
@@ -77,7 +78,7 @@ def test_stale_trial_is_failed_and_requeued(pg_url: str) -> None:
 
 def test_grace_period_must_exceed_interval(pg_url: str) -> None:
     with pytest.raises(PrunebenchError, match="grace period"):
-        dist.open_storage(pg_url, heartbeat_interval_s=5, grace_period_s=5)
+        st.open_storage(pg_url, heartbeat_interval_s=5, grace_period_s=5)
 
 
 def test_timing_lock_excludes_another_process(tmp_path) -> None:  # noqa: ANN001
@@ -103,7 +104,7 @@ def _measurement(key: str, latency: float) -> Measurement:
 
 
 def test_cache_first_wins_disabled_and_deleted_with_study(pg_url: str) -> None:
-    storage = dist.open_storage(pg_url)
+    storage = st.open_storage(pg_url)
     study = optuna.create_study(storage=storage, study_name="c")
     other = optuna.create_study(storage=storage, study_name="other")
     cache = cache_mod.MeasurementCache(storage, study)

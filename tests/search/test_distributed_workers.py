@@ -19,8 +19,9 @@ import pytest
 from optuna.trial import TrialState
 
 from prunebench.search.cli import main
-from prunebench.search.distributed import load_study, open_storage, trials_frame
 from prunebench.search.pareto import pareto_front, parse_objectives
+from prunebench.search.runs.folders import study_points
+from prunebench.search.storage import load_study, open_storage
 
 REPO = Path(__file__).resolve().parents[2]
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
@@ -197,7 +198,7 @@ def test_killed_worker_trial_is_retried_and_front_matches(pg_url: str,
     assert retries[0].user_attrs["worker_id"] == survivor["worker_id"]
     assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
     # the study's own front (Optuna) equals the front computed from the stored trials
-    frame = trials_frame(study)
+    frame = study_points(study)
     front = pareto_front(frame, parse_objectives("accuracy,latency_p50"))
     assert sorted(front["trial_number"]) == sorted(t.number for t in study.best_trials)
 

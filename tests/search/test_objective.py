@@ -11,17 +11,16 @@ import pytest
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
-from prunebench.search.objective import SPEC_ATTR, SearchObjective, SearchSpec, constraint_values
-from prunebench.search.space import SpaceSpec, uniform_params
-from prunebench.search.study import (
-    create_or_load_study,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    run_trials,
-    storage_url,
+from prunebench.search.objective import (
+    SPEC_ATTR,
+    SearchObjective,
+    SearchSpec,
+    constraint_values,
     strict_profile,
 )
+from prunebench.search.space import SpaceSpec, uniform_params
+from prunebench.search.storage import open_storage, storage_url
+from prunebench.search.study import create_or_load_study, make_pruner, make_sampler, run_trials
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -180,8 +180,8 @@ def test_ctrl_c_stops_after_the_trial_and_writes_the_folder(assets: dict[str, st
     import os
     import signal
 
-    from prunebench.search.commands.search import SearchRun
     from prunebench.search.objective import SearchObjective, SearchSpec
+    from prunebench.search.runs.search_run import SearchRun
     from prunebench.search.space import SpaceSpec
 
     class Interrupting(SearchObjective):

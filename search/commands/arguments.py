@@ -1,0 +1,158 @@
+"""Option groups, and the report printer, that several subcommands share (not a subcommand).
+
+``prunebench search`` and ``prunebench study create`` take the search options, ``prunebench
+worker`` and ``prunebench study`` the storage options, ``prunebench compare``/``report`` and
+``prunebench study report`` the report options. Defaults come from the library
+(:data:`~prunebench.search.runs.search_settings.SEARCH_DEFAULTS`), so that the command and
+:func:`~prunebench.search.runs.run_search` default alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prunebench.harness.errors import PrunebenchError
+from prunebench.search.runs.search_settings import (
+    DEFAULT_LATENCY_MARGIN,
+    DEFAULT_TRIALS,
+    SEARCH_DEFAULTS,
+)
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a search run (``prunebench search``, ``prunebench study create``)."""
+    d = SEARCH_DEFAULTS
+    p.add_argument("--model", required=True, help="registered model (see `prunebench models`)")
+    p.add_argument("--dataset", required=True, help="registered data set")
+    p.add_argument("--data-dir", help="where the data set lives on disk")
+    p.add_argument("--checkpoint", help="trained checkpoint to prune (default: cached base model)")
+    p.add_argument("--space", default=d["space"], help="static | dynamic | hybrid")
+    p.add_argument("--method", help="static method(s), comma-separated (several: searched as "
+                   "'criterion'), and for dynamic/hybrid one dynamic method, e.g. l1,antidote")
+    p.add_argument("--exec", dest="exec_mode", help="dynamic execution mode (masked, gathered, "
+                   "fast)")
+    p.add_argument("--profile", default=d["profile"], help="hardware profile name or TOML path")
+    p.add_argument("--latency-budget-ms", type=float, help="p50 latency budget (ms per batch)")
+    p.add_argument("--energy-budget-mj", type=float, help="energy budget (mJ per inference)")
+    p.add_argument("--macs-budget", type=float, help="(effective) MACs budget per input")
+    p.add_argument("--params-budget", type=float, help="parameter-count budget")
+    p.add_argument("--latency-frame", default=d["latency_frame"], metavar="anchored|direct",
+                   help="anchored (default): each latency is the dense p50 timed once when the "
+                   "study starts, divided by the speedup over dense timed in interleaved rounds, "
+                   "so a shared machine's drift between trials cancels; direct: each network's "
+                   "own p50")
+    p.add_argument("--latency-margin", type=float, default=d["latency_margin"],
+                   metavar="FRACTION",
+                   help="a trial meets --latency-budget-ms only if its p50 x (1 + FRACTION) "
+                   f"does (default {DEFAULT_LATENCY_MARGIN}: re-timing the same network on a "
+                   "shared machine moves its p50 by 10-25%%; 0 keeps only the p50's own "
+                   "confidence interval)")
+    p.add_argument("--latency-anchor-ms", type=float, metavar="MS",
+                   help="anchored frame of a new study: use this dense p50 (e.g. from a sweep's "
+                   "dense.json, so several searches share one frame) instead of timing one")
+    p.add_argument("--trials", type=int,
+                   help=f"trials to run now (default {DEFAULT_TRIALS} without --timeout)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--sampler", default=d["sampler"], help="tpe | nsga2 | gp | random")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed for sampler, splits and training")
+    p.add_argument("--objectives", default=d["objectives"], help="comma-separated, from "
+                   "accuracy, latency_p50, latency_p90, energy, macs, params")
+    p.add_argument("--finetune-epochs", type=int, default=d["finetune_epochs"],
+                   help="fine-tune epochs per trial")
+    p.add_argument("--search-finetune", action="store_true",
+                   help="search the fine-tune epochs in 0..--finetune-epochs")
+    p.add_argument("--max-ratio", type=float, default=d["max_ratio"],
+                   help="largest per-layer ratio")
+    p.add_argument("--ratio-step", type=float, default=d["ratio_step"], help="ratio grid step")
+    p.add_argument("--keep-min", type=float, default=d["keep_min"],
+                   help="smallest dynamic keep-ratio")
+    p.add_argument("--round-to", type=int, help="keep channel counts multiples of this")
+    p.add_argument("--storage", help="Optuna storage URL (sqlite:///x.db, postgresql://...) or "
+                   "journal file path (default: the run folder's study.journal)")
+    p.add_argument("--study", help="study name (default: the run folder's name)")
+    p.add_argument("--resume", action="store_true", help="add trials to an existing study "
+                   "(an existing study of the same name is always resumed)")
+    p.add_argument("--warm-start", type=int, default=d["warm_start"],
+                   help="start a new study with N uniform configurations: with a budget, the "
+                   "first find the budget's edge on the uniform line and the rest spread over "
+                   "its feasible stretch; without, spread over the whole line (counted in "
+                   "--trials; default %(default)s; 0: off)")
+    p.add_argument("--remeasure-max", type=int, default=d["remeasure_max"],
+                   help="configs re-measured at most")
+    p.add_argument("--out", help="run folder (default results/search-<model>-...-<hash>)")
+    p.add_argument("--force", action="store_true",
+                   help="measure even if the profile does not match this machine (recorded)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def search_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the search settings, the command line's other entries) of parsed search options;
+    together they are what ``config.json`` records as ``args``."""
+    given = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    settings = {k: v for k, v in given.items() if k in SEARCH_DEFAULTS}
+    return settings, {k: v for k, v in given.items() if k not in SEARCH_DEFAULTS}
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    """``--storage URL --study NAME`` (``prunebench worker``, ``prunebench study``)."""
+    p.add_argument("--storage", required=True, metavar="URL",
+                   help="database URL, e.g. postgresql://USER:PASSWORD@HOST:5432/DB")
+    p.add_argument("--study", required=True, metavar="NAME", help="study name in the storage")
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a report (``prunebench compare``/``report``, ``prunebench study report``)."""
+    p.add_argument("--out", type=Path, default=None,
+                   help="report folder (default: results/compare-<timestamp> or <run>/report)")
+    p.add_argument("--objectives", default="accuracy,latency_p50",
+                   help="comma-separated objectives for fronts and hypervolumes (short names "
+                        "accuracy, latency_p50, latency_p90, energy, macs, params, memory, or "
+                        "COLUMN:min / COLUMN:max); default: accuracy,latency_p50")
+    p.add_argument("--budget-ms", default=None,
+                   help="latency budget(s) in ms, comma-separated (default: the runs' budgets, "
+                        "else 50%% and 75%% of the dense p50 latency)")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="plot latencies from different profiles/machines or energies from "
+                        "different energy methods on one axis anyway (marked in the report)")
+    p.add_argument("--split", default="auto", choices=("auto", "test", "val"),
+                   help="which accuracy split to plot (default auto: the only one, else test)")
+    p.add_argument("--log-latency", action="store_true", help="log-scale latency axis")
+    p.add_argument("--formats", default="png,svg,pdf",
+                   help="plot file formats, comma-separated (default: png,svg,pdf)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+
+
+def report_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`~prunebench.search.runs.compare` the report options give
+    (``out`` apart)."""
+    return {"objectives": args.objectives, "budget_ms": _budgets(args.budget_ms),
+            "allow_mixed": args.allow_mixed, "split": args.split,
+            "log_latency": args.log_latency, "formats": args.formats}
+
+
+def print_report(out: Path, as_json: bool) -> int:
+    """Print where the report went and its warnings (``--json``: its summary); exit code 0."""
+    summary = json.loads((out / "summary.json").read_text())
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(f"report written to {out / 'report.html'} (and report.md, plots/, CSVs, fronts.tex)")
+        for warning in summary["warnings"]:
+            print(f"warning: {warning}")
+    return 0
+
+
+def _budgets(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PrunebenchError(f"--budget-ms {text!r} is not a number or comma-separated list of "
+                              "numbers; give e.g. --budget-ms 4 or --budget-ms 2,4") from None
+

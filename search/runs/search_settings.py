@@ -1,0 +1,130 @@
+"""What a search is asked to do: its settings, their defaults, and the spec they resolve to.
+
+``prunebench search``, ``prunebench study create`` and :func:`~prunebench.search.runs.run_search`
+take the same settings, named as the command's options (``--max-ratio`` is ``max_ratio``), with
+the same defaults (:data:`SEARCH_DEFAULTS`). :func:`build_spec` checks them and resolves them to
+the :class:`~prunebench.search.objective.SearchSpec` stored with the study;
+:func:`default_run_dir` names a run folder after that spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prunebench.harness.errors import PrunebenchError
+
+if TYPE_CHECKING:  # the objective imports torch: only when a spec is built
+    from prunebench.search.objective import SearchSpec
+
+DEFAULT_WARM_START = 8  # uniform configs a new study starts with (search.warm: aim, then fill)
+DEFAULT_LATENCY_MARGIN = 0.1  # see --latency-margin
+DEFAULT_TRIALS = 40  # trials a run gets when neither a trial count nor a timeout is given
+# budget key of SearchSpec.budgets -> the setting that gives it
+BUDGET_SETTINGS = {"latency_ms": "latency_budget_ms", "energy_mj": "energy_budget_mj",
+                   "macs": "macs_budget", "params": "params_budget"}
+# Every setting of a search run and its default (``prunebench search`` uses these too).
+SEARCH_DEFAULTS: dict[str, Any] = {
+    "model": None, "dataset": None, "data_dir": None, "checkpoint": None,
+    "space": "static", "method": None, "exec_mode": None, "profile": "cpu-1t",
+    "latency_budget_ms": None, "energy_budget_mj": None, "macs_budget": None,
+    "params_budget": None, "latency_frame": "anchored",
+    "latency_margin": DEFAULT_LATENCY_MARGIN, "latency_anchor_ms": None,
+    "trials": None, "timeout": None, "sampler": "tpe", "seed": 0,
+    "objectives": "accuracy,latency_p50", "finetune_epochs": 0, "search_finetune": False,
+    "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None,
+    "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
+    "remeasure_max": 20, "out": None, "force": False,
+}
+
+
+def search_settings(given: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`SEARCH_DEFAULTS` updated with ``given``; an unknown setting is named."""
+    unknown = sorted(set(given) - set(SEARCH_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown search setting {unknown[0]!r}; the settings are "
+                        f"{', '.join(SEARCH_DEFAULTS)}")
+    return {**SEARCH_DEFAULTS, **given}
+
+
+def method_names(method: str | Sequence[str] | None) -> list[str]:
+    """``"l1,antidote"`` or ``["l1", "antidote"]`` -> ``["l1", "antidote"]``."""
+    parts = method.split(",") if isinstance(method, str) else list(method or ())
+    return [str(n).strip() for n in parts if str(n).strip()]
+
+
+def resolve_methods(space: str, method: str | Sequence[str] | None
+                    ) -> tuple[tuple[str, ...], str | None]:
+    """(static methods, dynamic method) of ``method`` (defaults: l1 and antidote where the
+    space has a static and a dynamic part)."""
+    from prunebench.harness.pruning import METHODS
+
+    names = method_names(method)
+    static = tuple(n for n in names if n in METHODS and METHODS.metadata(n)["kind"] == "static")
+    dynamic = [n for n in names if n in METHODS and METHODS.metadata(n)["kind"] == "dynamic"]
+    unknown = [n for n in names if n not in static and n not in dynamic]
+    if unknown:
+        choices = [n for n in METHODS.list() if METHODS.metadata(n)["kind"] != "dense"]
+        raise PrunebenchError(f"unknown pruning method {unknown[0]!r}; choose among "
+                              f"{', '.join(choices)}")
+    if len(dynamic) > 1:
+        raise PrunebenchError(f"give one dynamic method, not {','.join(dynamic)}")
+    if space != "dynamic" and not static:
+        static = ("l1",)
+    dyn = dynamic[0] if dynamic else ("antidote" if space != "static" else None)
+    if space == "static" and dynamic:
+        raise PrunebenchError(f"method {dynamic[0]!r} is dynamic; use --space dynamic or hybrid")
+    if space == "dynamic" and static:
+        raise PrunebenchError(f"method {static[0]!r} is static; use --space static or hybrid")
+    return static, dyn
+
+
+def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
+    """The validated :class:`~prunebench.search.objective.SearchSpec` of search settings
+    (:data:`SEARCH_DEFAULTS` fills what ``settings`` leaves out)."""
+    from prunebench.search.objective import SearchSpec
+    from prunebench.search.space import SPACES, SpaceSpec
+
+    s = search_settings(settings)
+    if s["space"] not in SPACES:
+        raise PrunebenchError(f"unknown search space {s['space']!r}; choose one of "
+                              f"{', '.join(SPACES)}")
+    static, dyn = resolve_methods(s["space"], s["method"])
+    if s["exec_mode"] and s["space"] == "static":
+        raise PrunebenchError(f"--exec {s['exec_mode']} applies to dynamic gating; use --space "
+                              "dynamic or hybrid, or drop --exec")
+    space = SpaceSpec(kind=s["space"], static_methods=static, dynamic_method=dyn,
+                      exec_mode=s["exec_mode"], max_ratio=s["max_ratio"],
+                      ratio_step=s["ratio_step"], keep_min=s["keep_min"],
+                      finetune_epochs=s["finetune_epochs"],
+                      search_finetune=s["search_finetune"], round_to=s["round_to"])
+    budgets = {k: s[name] for k, name in BUDGET_SETTINGS.items() if s[name] is not None}
+    objectives = s["objectives"]
+    if isinstance(objectives, str):
+        objectives = objectives.split(",")
+    objectives = tuple(o.strip() for o in objectives if o.strip())
+    return SearchSpec(model=s["model"], dataset=s["dataset"], space=space, profile=s["profile"],
+                      data_dir=s["data_dir"], checkpoint=s["checkpoint"], objectives=objectives,
+                      budgets=budgets, seed=s["seed"], force=s["force"],
+                      latency_frame=s["latency_frame"], latency_margin=s["latency_margin"])
+
+
+def check_anchor(anchor: float | None, spec: SearchSpec) -> float | None:
+    """A given dense anchor (``--latency-anchor-ms``), checked: a positive dense p50, in the
+    anchored frame."""
+    if anchor is not None and (spec.latency_frame != "anchored" or not anchor > 0):
+        raise PrunebenchError(f"--latency-anchor-ms {anchor!r} needs a positive dense p50 and "
+                              "the anchored latency frame; drop it or --latency-frame direct")
+    return anchor
+
+
+def default_run_dir(spec: SearchSpec) -> Path:
+    """``results/search-<model>-<dataset>-<space>-<profile>-<hash of the spec>``."""
+    digest = hashlib.sha256(json.dumps({**spec.to_dict(), "force": False},
+                                       sort_keys=True).encode()).hexdigest()[:6]
+    profile = Path(spec.profile).stem
+    return Path("results") / f"search-{spec.model}-{spec.dataset}-{spec.space.kind}-{profile}-" \
+                             f"{digest}"

@@ -1,0 +1,171 @@
+"""A baseline sweep: one static method at several uniform ratios, each point measured.
+
+A sweep writes one folder (``results/baseline-<model>-<dataset>-<method>-<timestamp>/`` unless
+given another): ``config.json`` (resolved arguments, profile, recipe, environment),
+``dense.json`` (the dense reference) and ``points.csv`` (the dense row, then one
+``Measurement.to_row()`` per point with ``run_kind`` and ``label``), rewritten atomically after
+every point. Accuracy is on the TEST split: a sweep is a report, not a tuning run. Sweeping into
+an existing folder resumes it: finished points are skipped and ratios may be added.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunebench.harness.errors import PrunebenchError
+from prunebench.search.runs.files import write_atomic, write_json
+
+# arguments that may change between a sweep and its resumption
+VOLATILE_ARGS = ("quiet", "json", "force", "ratios", "_run")
+
+
+@dataclass(frozen=True, eq=False)
+class SweepResult:
+    """A finished sweep: its folder, the dense reference and every ``points.csv`` row."""
+
+    run_dir: Path
+    dense: Any  # prunebench.harness.measurement.Measurement
+    rows: list[dict[str, Any]]
+
+
+def parse_ratios(text: str | None) -> list[float]:
+    """``"0.25,0.5"`` -> ``[0.25, 0.5]``; each must lie in [0, 1)."""
+    if not text:
+        return []
+    try:
+        ratios = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PrunebenchError(f"--ratios {text!r} is not a comma-separated list of numbers; give "
+                              "e.g. --ratios 0.25,0.5,0.75") from None
+    bad = [r for r in ratios if not 0.0 <= r < 1.0]
+    if bad:
+        raise PrunebenchError(f"--ratios value {bad[0]} is outside [0, 1); give e.g. "
+                              "--ratios 0.25,0.5,0.75")
+    return list(dict.fromkeys(ratios))
+
+
+def sweep_points(method: str, ratios: Sequence[float],
+                 options: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(label, PruningConfig) per point to measure: one per ratio, or one point for a method
+    that chooses its own amount (``target``/``budget`` in ``options``)."""
+    from prunebench.harness.pruning import PruningConfig
+
+    opts = dict(options)
+    if ratios:
+        return [(f"{method} r={r:g}", PruningConfig(method, global_ratio=r, options=opts))
+                for r in ratios]
+    if not (opts.get("target") or opts.get("budget")):
+        raise PrunebenchError("give --ratios, e.g. --ratios 0.25,0.5,0.75 (or --target K=V for a "
+                              "method that chooses its own amount)")
+    spec = " ".join(f"{k}={opts[k]}" for k in ("target", "budget") if k in opts)
+    return [(f"{method} {spec}", PruningConfig(method, options=opts))]
+
+
+def default_sweep_dir(model: str, dataset: str, method: str) -> Path:
+    """``results/baseline-<model>-<dataset>-<method>-<timestamp>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"baseline-{model}-{dataset}-{method}-{stamp}"
+
+
+def read_points(path: Path) -> list[dict[str, str]]:
+    """Rows of an existing ``points.csv`` (as strings), or ``[]``."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_points(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write every row (union of columns, ``run_kind``/``label`` first) atomically."""
+    cols = ["run_kind", "label"]
+    for row in rows:
+        cols += [c for c in row if c not in cols]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="raise")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_atomic(path, buf.getvalue())
+
+
+def check_resume(run_dir: Path, args: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``config.json`` of a sweep already in ``run_dir`` (``None``: a new folder); a sweep
+    with other arguments there is refused, naming the first that differs."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    old_args = {k: v for k, v in old.get("args", {}).items() if k not in VOLATILE_ARGS}
+    new_args = {k: v for k, v in args.items() if k not in VOLATILE_ARGS}
+    diff = sorted(k for k in set(old_args) | set(new_args) if old_args.get(k) != new_args.get(k))
+    if diff:
+        raise PrunebenchError(f"--out {run_dir} holds a run with different arguments ({diff[0]}: "
+                              f"{old_args.get(diff[0])!r}); use another --out or the same "
+                              "arguments to resume")
+    return old
+
+
+def run_sweep(run_dir: Path, points: list[tuple[str, Any]], *, workload: Any, profile: Any,
+              args: Mapping[str, Any], force: bool = False, progress: bool = True
+              ) -> SweepResult:
+    """Measure the dense network and every point not measured yet; write the folder after each.
+
+    ``workload`` is a ``harness.evaluate.Workload`` (its recipe is recorded), ``profile`` a loaded
+    and usable hardware profile, ``args`` the resolved arguments recorded in ``config.json`` (a
+    folder holding a sweep with other arguments is refused; ``args["ratios"]`` accumulates the
+    ratios of every invocation).
+    """
+    from tqdm import tqdm
+
+    from prunebench.harness.evaluate import evaluate, prepare
+
+    args = dict(args)
+    old = check_resume(run_dir, args)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if old is not None:  # keep ratios a previous invocation asked for
+        done_ratios = parse_ratios(old["args"].get("ratios"))
+        args["ratios"] = ",".join(f"{r:g}" for r in dict.fromkeys(
+            done_ratios + parse_ratios(args.get("ratios"))))
+    prepared = prepare(workload, progress=progress)
+    rows = read_points(run_dir / "points.csv")
+    dense, rows = _dense(run_dir, rows, prepared, profile, force=force, progress=progress)
+    config = {"command": "baseline", "args": args, "profile": dataclasses.asdict(profile),
+              "recipe": workload.recipe.to_dict(), "accuracy_split": "test",
+              "environment": dense.environment}
+    write_json(run_dir / "config.json", config)
+    done = {r["label"] for r in rows}
+    todo = [(label, cfg) for label, cfg in points if label not in done]
+    for label, cfg in tqdm(todo, desc="baseline", disable=not progress, file=sys.stderr):
+        # in the run's dense frame: p50 = the dense point's p50 / the interleaved speedup, so a
+        # busy machine's slow minutes cannot put a pruned point behind its own dense point
+        m = evaluate(prepared, cfg, profile, split="test", force=force,
+                     latency_anchor_ms=dense.latency_p50_ms, progress=progress)
+        rows.append({"run_kind": "baseline", "label": label, **m.to_row()})
+        write_points(run_dir / "points.csv", rows)
+    return SweepResult(run_dir, dense, rows)
+
+
+def _dense(run_dir: Path, rows: list[dict[str, Any]], prepared: Any, profile: Any, *,
+           force: bool, progress: bool) -> tuple[Any, list[dict[str, Any]]]:
+    """The sweep's dense reference: read back when resuming, else measured and written."""
+    from prunebench.harness.evaluate import evaluate
+    from prunebench.harness.measurement import Measurement
+    from prunebench.harness.pruning import DENSE
+
+    if (run_dir / "dense.json").is_file() and any(r["label"] == "dense" for r in rows):
+        return Measurement.from_dict(json.loads((run_dir / "dense.json").read_text())), rows
+    dense = evaluate(prepared, DENSE, profile, split="test", force=force, progress=progress)
+    write_json(run_dir / "dense.json", dense.to_dict())
+    rows = [r for r in rows if r["label"] != "dense"]
+    rows.insert(0, {"run_kind": "dense", "label": "dense", **dense.to_row()})
+    write_points(run_dir / "points.csv", rows)
+    return dense, rows
