@@ -81,6 +81,11 @@ class SpaceSpec:
         if not 0.0 < self.keep_min <= 1.0:
             raise PrunebenchError(f"minimum keep {self.keep_min!r} is outside (0, 1]; use e.g. "
                                   "0.2")
+        if self.round_to is not None and self.kind in ("static", "hybrid"):
+            from prunebench.harness.pruning import get_method
+
+            for name in self.static_methods:  # its schema names the range (e.g. >= 1)
+                get_method(name).options.parse(name, {"round_to": self.round_to})
         if self.finetune_epochs < 0:
             raise PrunebenchError(f"fine-tune epochs {self.finetune_epochs!r} is negative; use "
                                   "0 (off) or more")
@@ -196,7 +201,7 @@ class SearchSpace:
         ratios: dict[str, float] = {}
         keep: dict[str, float] = {}
         static_method = None
-        static_options: dict[str, Any] = {"round_to": s.round_to} if s.round_to else {}
+        static_options: dict[str, Any] = {} if s.round_to is None else {"round_to": s.round_to}
         if self.groups:
             static_method = str(params.get(CRITERION, s.static_methods[0]))
             ratios = {g: round(float(params[self.ratio_param(g)]), 6) for g in self.groups}
