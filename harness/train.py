@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from prunebench.harness.datasets import DatasetSplits, make_loader
 from prunebench.harness.errors import CheckpointError, PrunebenchError
+from prunebench.harness.files import replacing
 
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 EpochCallback = Callable[[int, nn.Module], None]
@@ -221,12 +222,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
     meta = json.loads(json.dumps(meta))
     payload = {"format": CHECKPOINT_FORMAT, "meta": meta,
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import io
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.files import write_atomic
 from prunebench.harness.measure.flops import count_macs
 from prunebench.harness.measure.memory import count_params
 from prunebench.harness.pruning.base import PruneContext
@@ -125,13 +126,12 @@ class _RoundLog:
             return
         with open(self.dir / "aap_rounds.jsonl", "a") as fh:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
-        tmp = self.dir / ".aap_rounds.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, self._CSV, extrasaction="ignore")
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({**r, "kept_one": ";".join(r.get("kept_one", []))})
-        os.replace(tmp, self.dir / "aap_rounds.csv")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, self._CSV, extrasaction="ignore")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({**r, "kept_one": ";".join(r.get("kept_one", []))})
+        write_atomic(self.dir / "aap_rounds.csv", buf.getvalue())
 
 
 def _measure(model: nn.Module, ctx: PruneContext, latency: bool,
