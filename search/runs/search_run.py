@@ -59,7 +59,7 @@ class SearchResult:
 def run_search(*, model: str, dataset: str | None = None, profile: str | Path = "cpu-1t",
                space: str = "static", method: str | Sequence[str] | None = "l1",
                dynamic_method: str | None = None, budget_ms: float | None = None,
-               trials: int | None = 20, out: str | Path | None = None, seed: int = 0,
+               trials: int | None = None, out: str | Path | None = None, seed: int = 0,
                finetune_epochs: int = 0, checkpoint: str | Path | None = None,
                data_dir: str | Path | None = None, sampler: str = "tpe", resume: bool = False,
                progress: bool = True, **more_spec: Any) -> SearchResult:
