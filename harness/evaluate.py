@@ -251,7 +251,7 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
         energy_mj_per_inference=energy.mj_per_inference, energy_method=energy.method,
         idle_power_w=energy.idle_power_w,
         macs=macs, flops=2 * macs if eff.dynamic else compute.flops,
-        effective_macs_mean=eff.mean, effective_macs_p50=eff.p50, effective_macs_p90=eff.p90,
+        effective_macs_p50=eff.p50, effective_macs_p90=eff.p90,
         params=mem.params, model_size_bytes=mem.model_size_bytes,
         peak_memory_bytes=mem.peak_activation_bytes, peak_memory_method=mem.peak_method,
         environment=env, latency_samples_ms=lat.samples_ms)

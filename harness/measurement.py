@@ -51,10 +51,11 @@ class Measurement:
     energy_mj_per_inference: float | None = None
     energy_method: str = "none"
     idle_power_w: float | None = None
-    # compute (MACs = multiply-accumulates; FLOPs = 2 x MACs for conv/linear)
+    # compute (MACs = multiply-accumulates; FLOPs = 2 x MACs for conv/linear). ``macs`` is per
+    # input: the static count, or for a dynamic network the mean of the inputs' effective MACs
+    # (rounded); the p50/p90 of the inputs' effective MACs show their spread
     macs: int | None = None
     flops: int | None = None
-    effective_macs_mean: float | None = None
     effective_macs_p50: float | None = None
     effective_macs_p90: float | None = None
     # memory

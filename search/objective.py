@@ -34,14 +34,14 @@ SEARCH_OBJECTIVES: dict[str, tuple[str, str]] = {
     "latency_p50": ("latency_p50_ms", "minimize"),
     "latency_p90": ("latency_p90_ms", "minimize"),
     "energy": ("energy_mj_per_inference", "minimize"),
-    "macs": ("macs_effective", "minimize"),
+    "macs": ("macs", "minimize"),
     "params": ("params", "minimize"),
 }
 # Budgets: CLI key -> (row column, unit shown in messages).
 BUDGETS: dict[str, tuple[str, str]] = {
     "latency_ms": ("latency_p50_ms", "ms"),
     "energy_mj": ("energy_mj_per_inference", "mJ"),
-    "macs": ("macs_effective", "MACs"),
+    "macs": ("macs", "MACs"),
     "params": ("params", "parameters"),
 }
 
@@ -124,9 +124,8 @@ def strict_profile(profile: HardwareProfile, factor: float = 4.0) -> HardwarePro
 
 
 def measurement_row(m: Measurement) -> dict[str, Any]:
-    """``m.to_row()`` plus ``macs_effective`` (per-input MACs: effective mean when dynamic)."""
+    """``m.to_row()`` plus ``latency_p50_ms_raw`` (the direct p50 before the latency frame)."""
     row = m.to_row()
-    row["macs_effective"] = m.effective_macs_mean if m.effective_macs_mean is not None else m.macs
     row["latency_p50_ms_raw"] = m.environment.get("latency_raw_p50_ms", m.latency_p50_ms)
     return row
 

@@ -51,7 +51,7 @@ OBJECTIVES: dict[str, Objective] = {
     "latency_p90": Objective("latency_p90_ms", MINIMIZE, "latency p90 (ms per batch)"),
     "latency_p99": Objective("latency_p99_ms", MINIMIZE, "latency p99 (ms per batch)"),
     "energy": Objective("energy_mj_per_inference", MINIMIZE, "energy (mJ per inference)"),
-    "macs": Objective("macs_effective", MINIMIZE, "MACs per input (effective, mean)"),
+    "macs": Objective("macs", MINIMIZE, "MACs per input (effective, mean)"),
     "params": Objective("params", MINIMIZE, "parameters"),
     "memory": Objective("peak_memory_bytes", MINIMIZE, "peak memory (bytes)"),
     "size": Objective("model_size_bytes", MINIMIZE, "model size (bytes)"),

@@ -72,7 +72,7 @@ def series_styles(series: Sequence[str]) -> dict[str, Style]:
 def _formatter(obj: Objective) -> PercentFormatter | EngFormatter | None:
     if obj.column.startswith("accuracy"):
         return PercentFormatter(xmax=1.0, decimals=None)
-    if obj.column in ("macs_effective", "macs", "params", "flops") or obj.column.endswith("bytes"):
+    if obj.column in ("macs", "params", "flops") or obj.column.endswith("bytes"):
         return EngFormatter(places=0, sep="")
     return None
 

@@ -34,7 +34,7 @@ COLUMNS = (  # (points column, table header, formatter)
     ("latency_p50_ms", "p50 (ms)", lambda v: f"{v:.3g}"),
     ("latency_p90_ms", "p90 (ms)", lambda v: f"{v:.3g}"),
     ("energy_mj_per_inference", "energy (mJ)", lambda v: f"{v:.3g}"),
-    ("macs_effective", "MACs (M, effective)", lambda v: f"{v / 1e6:.2f}"),
+    ("macs", "MACs (M, effective)", lambda v: f"{v / 1e6:.2f}"),
     ("params", "params (k)", lambda v: f"{v / 1e3:.1f}"),
 )
 

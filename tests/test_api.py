@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import venv
 from dataclasses import replace
@@ -45,10 +46,13 @@ def test_evaluate_measures_one_configuration() -> None:
 def test_a_plain_install_has_one_top_level_name(tmp_path: Path) -> None:
     """``pip install .`` (not editable) into a fresh venv: ``prunebench`` imports and reports its
     version; ``search`` and ``harness`` are not installed as top-level names."""
+    src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "results", "build", "*.egg-info", "__pycache__", ".*_cache"))
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)], check=True,
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(src)], check=True,
                    cwd=tmp_path, timeout=600)
 
     def run(code: str) -> subprocess.CompletedProcess[str]:

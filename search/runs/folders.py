@@ -9,7 +9,7 @@ A run folder (``results/<run>/``, see ``docs/CONTRACTS.md``) holds ``config.json
 :func:`merge_runs` adds the columns the analysis groups by: ``run``, ``series`` (one colour and
 marker in plots: ``dense``, ``l1 uniform``, ``l1 search``, ``attention search``...), ``kind``
 (``dense``/``static``/``dynamic``/``hybrid``, from each row's pruning config) and
-``macs_effective`` (effective MACs for dynamic rows, else static MACs).
+``macs`` (per input: effective mean MACs for dynamic rows, else static MACs).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def _series_name(rows: pd.DataFrame, run_kind: str) -> str:
 
 
 def merge_runs(runs: list[RunData]) -> pd.DataFrame:
-    """All runs' points in one table with ``run``, ``series``, ``kind``, ``macs_effective``."""
+    """All runs' points in one table with ``run``, ``series``, ``kind`` (and numeric ``macs``)."""
     if not runs:
         raise PrunebenchError("no run given; pass at least one run folder")
     names = [r.name for r in runs]
@@ -187,14 +187,13 @@ def merge_runs(runs: list[RunData]) -> pd.DataFrame:
         raise PrunebenchError(f"runs {names} share a name; give each run folder its own name")
     merged = pd.concat(frames, ignore_index=True)
     for col in ("accuracy_top1", "latency_p50_ms", "latency_p90_ms", "energy_mj_per_inference",
-                "macs", "effective_macs_mean"):
+                "macs"):
         if col not in merged.columns:
             merged[col] = np.nan
     if "energy_method" not in merged.columns:
         merged["energy_method"] = "none"
-    merged["macs_effective"] = pd.to_numeric(merged["effective_macs_mean"], errors="coerce")
-    merged["macs_effective"] = merged["macs_effective"].fillna(
-        pd.to_numeric(merged["macs"], errors="coerce"))
+    # one MACs column: a dynamic row's ``macs`` is already its effective mean per input
+    merged["macs"] = pd.to_numeric(merged["macs"], errors="coerce")
     return merged
 
 

@@ -27,7 +27,7 @@ def _points() -> pd.DataFrame:
                             accuracy_top1=acc, latency_p50_ms=lat, latency_p90_ms=lat * 1.1,
                             energy_mj_per_inference=lat * 5.8, energy_method="modelled",
                             macs=int(40e6 * lat / 6.8))
-            rows.append({**m.to_row(), "series": series, "macs_effective": m.macs})
+            rows.append({**m.to_row(), "series": series})
     return pd.DataFrame(rows)
 
 

@@ -31,8 +31,9 @@ def _m(cfg: PruningConfig, acc: float, lat: float, *, macs: float = DENSE_MACS,
         dtype="float32", batch_size=1, threads=2, torch_version="2.4.1", accuracy_top1=acc,
         accuracy_split=split, accuracy_n=5000, latency_p50_ms=lat, latency_p90_ms=lat * 1.09,
         latency_p99_ms=lat * 1.2, latency_n=200, energy_mj_per_inference=lat * 5.8,
-        energy_method=energy_method, macs=int(macs), flops=int(2 * macs),
-        effective_macs_mean=eff, params=int(272_474 * macs / DENSE_MACS),
+        energy_method=energy_method, macs=int(eff if eff is not None else macs),
+        flops=int(2 * (eff if eff is not None else macs)), effective_macs_p50=eff,
+        params=int(272_474 * macs / DENSE_MACS),
         environment={"python": "3.11.2", "cpu_model": "Intel Xeon (synthetic)"})
 
 
@@ -106,7 +107,7 @@ def test_merge_series_kinds_and_dense(tmp_path: Path) -> None:
     assert set(merged["kind"]) == {"dense", "static", "dynamic"}
     assert (merged["series"] == "dense").sum() == 3  # one per run (from CSV or dense.json)
     dyn = merged[merged["series"] == "attention search"]
-    assert (dyn["macs_effective"] < DENSE_MACS).all()
+    assert (dyn["macs"] < DENSE_MACS).all()
     # auto: val trials and the searches' val dense points give way to the test re-measurements
     test_rows, note = run_folders.select_split(merged)
     assert set(test_rows["accuracy_split"]) == {"test"} and "left out" in note
