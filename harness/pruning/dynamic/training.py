@@ -15,9 +15,8 @@ ordinary network, so the trained weights load into the unmodified architecture; 
   order (running mean attention), i.e. the nested-width ("ordered dropout") training that
   matches ``antidote_fast``'s prefix widths. With ``inputs`` (``inputs=1`` in the CLI setting)
   each residual block's input channels are targeted too, in front of its first conv only, for
-  ``antidote`` with its option ``inputs=1``. On digits (resnet20, 10 epochs, lr 0.05) that
-  recipe, gamma=0.75,alpha=1,sample=1, gives antidote_fast 98.1 % test at keep 0.6 (43 % fewer
-  MACs) vs 10 % untrained; see ``benchmarks/accuracy_dynamic.py``.
+  ``antidote`` with its option ``inputs=1``. What each recipe recovers is measured by
+  ``benchmarks/accuracy_dynamic.py`` (its recorded figures: ``docs/benchmarks.md``).
 - :class:`FeatureDecay` (Liu et al. 2019): an l2,1 penalty ``lambda x sum_sites mean_inputs
   sum_channels ||z_c||_2 / sqrt(HW)`` on the gated feature maps, returned by :meth:`loss_hook`
   for ``prunebench.harness.train.train_model(..., loss_hook=...)``.
