@@ -1,4 +1,4 @@
-"""``make demo`` (``python -m search.demo``): the whole main job on the embedded digits data.
+"""``make demo`` (``python -m prunebench.search.demo``): the main job on the embedded digits data.
 
 Stages, each through the real ``prunebench`` CLI so the demo exercises what users run:
 
