@@ -206,3 +206,13 @@ def test_search_has_no_import_cycles() -> None:
     """search/ too (apart from harness/, as search/ is restructured on its own schedule)."""
     cycles = _cycles_in("prunebench.search")
     assert not cycles, _describe(cycles)
+
+
+def test_search_uses_the_pruning_front_door_only() -> None:
+    """search/ builds and names networks through ``harness.pruning`` (its package names) and
+    ``harness.pruning.pipeline``, never a wing's internals (``static/`` or ``dynamic/``)."""
+    graph = import_graph()
+    inside = ("prunebench.harness.pruning.static", "prunebench.harness.pruning.dynamic")
+    reached = sorted(f"{m} -> {t}" for m, targets in graph.items()
+                     if m.startswith("prunebench.search") for t in targets if t.startswith(inside))
+    assert not reached, f"search imports pruning internals: {reached}"

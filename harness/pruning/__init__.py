@@ -6,6 +6,7 @@ import importlib
 
 from prunebench.harness.pruning.base import METHODS, MethodInfo, PruneContext, PruningMethod
 from prunebench.harness.pruning.config import DENSE, PruningConfig
+from prunebench.harness.pruning.dynamic.training import finetune_dynamic, parse_targeted_dropout
 
 # Method modules register themselves on import; each line adds one family.
 _METHOD_MODULES = (
@@ -29,5 +30,7 @@ def get_method(name: str) -> PruningMethod:
     return METHODS.get(name)
 
 
+# the front door for callers outside the package (the search, the CLI): these names, and
+# harness.pruning.pipeline for building networks
 __all__ = ["DENSE", "METHODS", "MethodInfo", "PruneContext", "PruningConfig", "PruningMethod",
-           "get_method"]
+           "finetune_dynamic", "get_method", "parse_targeted_dropout"]

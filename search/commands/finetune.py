@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Fine-tune and save; prints the checkpoint path and the validation accuracy."""
     from prunebench.harness.datasets import load_dataset
     from prunebench.harness.measure.accuracy import accuracy
-    from prunebench.harness.pruning.dynamic.training import finetune_dynamic, parse_targeted_dropout
+    from prunebench.harness.pruning import finetune_dynamic, parse_targeted_dropout
     from prunebench.harness.train import (
         DEFAULT_RECIPE,
         get_base_model,
