@@ -131,13 +131,24 @@ def _replay(args: argparse.Namespace) -> int:
         print(json.dumps(out, sort_keys=True))
         return 0
     _table(m)
-    print(f"\nreplayed {point.label} of {point.run_dir} ({point.command}):")
+    print(f"\nreplayed {point.label} of {point.run_dir} ({point.command}; latency is re-timed "
+          "and moves with the machine's load):")
     for key, c in same.items():
-        verdict = {True: "same", False: "DIFFERENT", None: "-"}[c["same"]]
-        note = " (moves with the machine)" if key.startswith("latency") else ""
-        print(f"  {key.ljust(15)} recorded {c['recorded']!s:>14}  now {c['replayed']!s:>14}  "
-              f"{verdict}{note}")
+        old, new = c["recorded"], c["replayed"]
+        if key.startswith("latency"):  # timing moves with the machine; show by how much
+            verdict = f"{100 * (new / old - 1):+.1f}%" if old and new else "-"
+        else:
+            verdict = {True: "same", False: "DIFFERENT", None: "-"}[c["same"]]
+        print(f"  {key.ljust(15)} recorded {_short(old):>12}  now {_short(new):>12}  {verdict}")
     return 0
+
+
+def _short(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and v.is_integer():
+        return f"{int(v):,}"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.6g}"
 
 
 def _json(m: Any) -> dict[str, Any]:
