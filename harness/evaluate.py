@@ -122,8 +122,14 @@ def prepare(workload: Workload, *, progress: bool = True) -> PreparedWorkload:
     if workload.checkpoint is not None:
         from prunebench.harness.train import load_checkpoint
 
+        # the checkpoint must hold this model, made for this data (cost-only: the sizes given)
+        given = splits is not None
+        expect = {"model": workload.model,
+                  "num_classes": num_classes if given or workload.num_classes else None,
+                  "in_channels": input_size[0] if given or workload.input_size else None}
         base, _ = load_checkpoint(workload.checkpoint,
-                                  create_model(workload.model, num_classes, input_size[0]))
+                                  create_model(workload.model, num_classes, input_size[0]),
+                                  expect=expect)
     elif splits is not None:
         from prunebench.harness.train import get_base_model
 

@@ -9,6 +9,8 @@ folders) write through these.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,14 +19,43 @@ from pathlib import Path
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write; on success it is renamed over ``path``,
-    on any error it is removed and ``path`` is left as it was."""
+    on any error it is removed and ``path`` is left as it was. The data reach the disk before
+    the rename and the rename before return (``fsync``), so not even a power cut leaves a
+    half-written file under ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder; the rename still is atomic
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+def keep_copy(path: str | Path) -> Path:
+    """Copy ``path`` beside itself as ``<name>.bak-<timestamp>`` (synced) before it is repaired;
+    returns the copy's path."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    copy, n = path.with_name(f"{path.name}.bak-{stamp}"), 1
+    while copy.exists():
+        n += 1
+        copy = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+    shutil.copy2(path, copy)
+    _fsync(copy)
+    return copy
 
 
 def write_atomic(path: str | Path, text: str, *,

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from prunebench.harness.files import replacing
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 EpochCallback = Callable[[int, nn.Module], None]
 CHECKPOINT_FORMAT = "prunebench-checkpoint-v1"
+# the metadata a checkpoint is checked against before its weights are loaded
+CHECKED_META = ("model", "num_classes", "in_channels")
 
 
 @dataclass(frozen=True)
@@ -226,13 +228,17 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path, model: nn.Module | None = None,
+def load_checkpoint(path: str | Path, model: nn.Module | None = None, *,
+                    expect: Mapping[str, Any] | None = None,
                     ) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint into ``model`` (or a fresh registered model named in its metadata).
 
-    Raises :class:`CheckpointError` naming the file if it is missing, truncated, corrupt, not a
-    prunebench checkpoint, or does not fit the model. A pruned checkpoint (``meta["arch"]``)
-    needs the rebuilt ``model`` passed in.
+    ``expect`` holds what the caller uses the network as (any of :data:`CHECKED_META`:
+    ``model`` name, ``num_classes``, ``in_channels``; ``None`` values are not checked): the
+    metadata must hold and match each, or no weight is loaded. Raises :class:`CheckpointError`
+    naming the file if it is missing, truncated, corrupt, not a prunebench checkpoint, lacks
+    or contradicts that metadata, or does not fit the model. A pruned checkpoint
+    (``meta["arch"]``) needs the rebuilt ``model`` passed in.
     """
     from prunebench.harness.models import create_model
 
@@ -250,6 +256,9 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
         raise CheckpointError(f"{path} is not a prunebench checkpoint (state_dict + meta); "
                               "save it with prunebench.harness.train.save_checkpoint")
     meta = payload["meta"]
+    rebuild = dict.fromkeys(CHECKED_META, True) if model is None else {}  # built from these
+    check_meta(path, meta, {**rebuild, **{k: v for k, v in (expect or {}).items()
+                                          if v is not None}})
     if model is None:
         if "arch" in meta:
             raise CheckpointError(f"{path} holds a pruned network; rebuild its architecture "
@@ -262,6 +271,30 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None,
         raise CheckpointError(f"checkpoint {path} does not fit the model ({first}); "
                               "check --model and the data set") from None
     return model.eval(), meta
+
+
+def check_meta(path: str | Path, meta: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``meta`` holds every key of ``expect`` whose value
+    is not ``None``, with that value (``True``: present, any value)."""
+    wanted = {k: v for k, v in expect.items() if v is not None}
+    missing = [k for k in CHECKED_META if k in wanted and k not in meta]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {path} has no {', '.join(missing)} in its metadata (it has: "
+            f"{', '.join(sorted(meta)) or 'nothing'}), so what it holds cannot be checked; save "
+            "it with prunebench.harness.train.save_checkpoint(model, path, {'model': NAME, "
+            "'num_classes': N, 'in_channels': C})")
+    want = wanted.get("model")
+    if want is not True and want is not None and meta["model"] != want:
+        raise CheckpointError(f"checkpoint {path} holds a {meta['model']} network, not {want}; "
+                              f"pass --model {meta['model']} or a checkpoint of {want}")
+    for key, what in (("num_classes", "classes"), ("in_channels", "input channels")):
+        want = wanted.get(key)
+        if want is not True and want is not None and meta[key] != want:
+            raise CheckpointError(
+                f"checkpoint {path} ({meta.get('model', 'a network')}) was made for "
+                f"{meta[key]} {what}, but this data set has {want}; use a checkpoint "
+                "trained on this data set (or pass the data set it was trained on)")
 
 
 def _fresh_model(model_name: str, splits: DatasetSplits, seed: int) -> nn.Module:
@@ -298,7 +331,8 @@ def get_base_model(model_name: str, dataset_name: str, splits: DatasetSplits, re
     with FileLock(str(path) + ".lock"):
         if path.exists():
             try:
-                model, _ = load_checkpoint(path, _fresh_model(model_name, splits, recipe.seed))
+                model, _ = load_checkpoint(path, _fresh_model(model_name, splits, recipe.seed),
+                                           expect=identity)
                 return model, path
             except CheckpointError as exc:
                 aside = path.with_name(path.name + ".corrupt")

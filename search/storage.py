@@ -10,7 +10,9 @@ heartbeat every ``heartbeat_interval_s``; a trial whose worker died (SIGKILL, no
 preemption) stops beating, and the next worker that starts a trial marks it failed after
 ``grace_period_s`` and re-queues its parameters (``RetryHeartbeatStaleTrialCallback``, called by
 Optuna 5 as the RDB storage's ``heartbeat_stale_trial_callback``; Optuna < 4.9 named the argument
-``failed_trial_callback``). Journal files have no heartbeat.
+``failed_trial_callback``). Journal files have no heartbeat: a local search's dead trials are
+failed and re-queued on resume, and a journal cut by a crash is repaired before it is opened
+(:mod:`prunebench.search.journal`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import optuna
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.search.journal import repair_journal
 
 DEFAULT_STORAGE_FILE = "study.journal"  # a run folder's storage unless --storage names another
 DIALECTS = ("postgresql", "mysql", "sqlite")
@@ -144,6 +147,7 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
     if not path.parent.is_dir():
         raise PrunebenchError(f"journal file directory {str(path.parent)!r} does not exist; "
                               "create it or give another --storage")
+    repair_journal(path)  # a write cut short by a crash would make the next append fatal
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 

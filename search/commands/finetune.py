@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     td = parse_targeted_dropout(args.targeted_dropout) if args.targeted_dropout else None
     splits = load_dataset(args.dataset, args.data_dir, seed=args.seed)
     if args.checkpoint is not None:
-        model, base_meta = load_checkpoint(args.checkpoint)
+        model, base_meta = load_checkpoint(args.checkpoint, expect={
+            "model": args.model, "num_classes": splits.num_classes,
+            "in_channels": splits.input_size[0]})
         source = str(args.checkpoint)
     else:
         model, path = get_base_model(args.model, args.dataset, splits, DEFAULT_RECIPE,

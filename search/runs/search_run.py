@@ -7,7 +7,9 @@ default ``anchored`` latency frame it is timed strictly and its p50 becomes the 
 stored in the study), the study storage (``study.journal`` unless ``storage`` names another),
 ``trials.csv`` (one row per trial), ``remeasured.csv`` (the front and near-budget trials re-timed
 with more samples and evaluated on the test split), ``front.csv`` (the re-measured feasible
-front) and ``summary.json``. Running again with the same folder resumes the study.
+front) and ``summary.json``. Running again with the same folder resumes the study: a trial
+that a killed run left RUNNING is failed and its configuration run again, and a journal whose
+last write a crash cut short is repaired first (:mod:`prunebench.search.journal`).
 """
 
 from __future__ import annotations
@@ -191,8 +193,15 @@ class SearchRun:
         """Do the whole run; the run folder is written even when trials fail or are stopped."""
         import optuna
 
+        from prunebench.search.journal import fail_dead_trials, record_owner
         from prunebench.search.objective import ANCHOR_ATTR, SearchObjective, measurement_row
-        from prunebench.search.storage import DEFAULT_HEARTBEAT_S, open_storage, redact, storage_url
+        from prunebench.search.storage import (
+            DEFAULT_HEARTBEAT_S,
+            DEFAULT_MAX_RETRY,
+            open_storage,
+            redact,
+            storage_url,
+        )
         from prunebench.search.study import (
             create_or_load_study,
             make_pruner,
@@ -220,6 +229,9 @@ class SearchRun:
         done = len(stored.trials) if stored is not None else 0
         sampler = make_sampler(self.sampler, self.spec.seed + done)
         study, _ = create_or_load_study(storage, self.study_name, self.spec, sampler, pruner)
+        if url.startswith("journal:") and stored is not None:
+            # no heartbeat in a journal: a killed run's trial is failed and re-queued here
+            fail_dead_trials(study, max_retry=DEFAULT_MAX_RETRY)
         if anchor is not None:  # a new study: later runs and workers time in this frame
             study.set_user_attr(ANCHOR_ATTR, anchor)
         if n_trials is not None:
@@ -230,7 +242,8 @@ class SearchRun:
         callbacks = self._warm_start(study, objective, dense)
         write_json(self.run_dir / "dense.json", dense.to_dict())
         self._write_config(url, objective, dense)
-        loop = run_trials(study, objective, n_trials=n_trials, timeout=timeout,
+        # each trial records its process, so a resume can tell a dead run's trial from a live one
+        loop = run_trials(study, record_owner(objective), n_trials=n_trials, timeout=timeout,
                           objectives=self.spec.objectives, progress=self.progress,
                           callbacks=callbacks)
         self.interrupted = loop.interrupted

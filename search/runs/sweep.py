@@ -5,7 +5,9 @@ given another): ``config.json`` (resolved arguments, profile, recipe, environmen
 ``dense.json`` (the dense reference) and ``points.csv`` (the dense row, then one
 ``Measurement.to_row()`` per point with ``run_kind`` and ``label``), rewritten atomically after
 every point. Accuracy is on the TEST split: a sweep is a report, not a tuning run. Sweeping into
-an existing folder resumes it: finished points are skipped and ratios may be added.
+an existing folder resumes it: finished points are skipped and ratios may be added; a row of
+``points.csv`` that was not written whole is dropped with a warning and measured again, and an
+unreadable ``config.json`` or ``dense.json`` is one line naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.files import keep_copy
 from prunebench.search.runs.files import write_atomic, write_json
 
 # arguments that may change between a sweep and its resumption
 VOLATILE_ARGS = ("quiet", "json", "force", "ratios", "_run")
+# a points.csv row without one of these was not written whole: its point is measured again
+POINT_COLUMNS = ("run_kind", "label", "config", "macs", "params", "latency_p50_ms")
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,11 +82,68 @@ def default_sweep_dir(model: str, dataset: str, method: str) -> Path:
 
 
 def read_points(path: Path) -> list[dict[str, str]]:
-    """Rows of an existing ``points.csv`` (as strings), or ``[]``."""
+    """Rows of an existing ``points.csv`` (as strings), or ``[]``.
+
+    A row that is not whole (no line end, too few or too many fields, a required column
+    (:data:`POINT_COLUMNS`) empty, or its JSON cut) is dropped, so that its point is measured
+    again: the file is rewritten without it, one warning line names the file and the rows, and
+    the original is kept beside it as ``points.csv.bak-<timestamp>``.
+    """
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        text = f.read()
+    records = list(csv.reader(io.StringIO(text)))
+    if not records:
+        return []
+    header, rows, dropped = records[0], [], []
+    for i, record in enumerate(records[1:], start=2):
+        last = i == len(records)
+        why = _incomplete(header, record, ends=not last or text.endswith(("\n", "\r")))
+        if why is None:
+            rows.append(dict(zip(header, record, strict=True)))
+        else:
+            label = record[header.index("label")] if "label" in header and len(record) > \
+                header.index("label") else "?"
+            dropped.append(f"row {i} ({label!r}: {why})")
+    if dropped:
+        copy = keep_copy(path)
+        write_points(path, rows)  # warned once: the next resume finds a whole file
+        print(f"prunebench: warning: {path}: dropped {len(dropped)} row(s) not written whole "
+              f"(a crash mid-write?): {'; '.join(dropped)}; they are measured again, and the "
+              f"original is kept as {copy.name}", file=sys.stderr)
+    return rows
+
+
+def _incomplete(header: list[str], record: list[str], *, ends: bool) -> str | None:
+    """Why ``record`` of a ``points.csv`` is not a whole row (``None``: it is)."""
+    if not ends:
+        return "no line end"
+    if len(record) != len(header):
+        return f"{len(record)} of {len(header)} fields"
+    row = dict(zip(header, record, strict=True))
+    missing = [c for c in POINT_COLUMNS if not row.get(c)]
+    if missing:
+        return f"no {missing[0]}"
+    for column in ("config", "environment"):
+        if row.get(column):
+            try:
+                json.loads(row[column])
+            except ValueError:
+                return f"{column} is cut"
+    return None
+
+
+def _read_json(path: Path, fix: str) -> Any:
+    """``path``'s JSON; unreadable (cut by a crash, edited) is one line naming it and ``fix``."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        reason = getattr(exc, "msg", None) or type(exc).__name__
+    raise PrunebenchError(f"{path} is unreadable ({reason}: cut short by a crash, or edited); "
+                          f"{fix}")
 
 
 def write_points(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -103,7 +165,11 @@ def check_resume(run_dir: Path, args: Mapping[str, Any]) -> dict[str, Any] | Non
     path = run_dir / "config.json"
     if not path.is_file():
         return None
-    old = json.loads(path.read_text())
+    old = _read_json(path, "delete it to resume with the arguments given now (points.csv is "
+                     "kept), or use another --out")
+    if not isinstance(old, dict) or not isinstance(old.get("args", {}), dict):
+        raise PrunebenchError(f"{path} is not a sweep's config.json (no args); delete it to "
+                              "resume with the arguments given now, or use another --out")
     old_args = {k: v for k, v in old.get("args", {}).items() if k not in VOLATILE_ARGS}
     new_args = {k: v for k, v in args.items() if k not in VOLATILE_ARGS}
     diff = sorted(k for k in set(old_args) | set(new_args) if old_args.get(k) != new_args.get(k))
@@ -135,9 +201,11 @@ def run_sweep(run_dir: Path, points: list[tuple[str, Any]], *, workload: Any, pr
         done_ratios = parse_ratios(old["args"].get("ratios"))
         args["ratios"] = ",".join(f"{r:g}" for r in dict.fromkeys(
             done_ratios + parse_ratios(args.get("ratios"))))
-    prepared = prepare(workload, progress=progress)
     rows = read_points(run_dir / "points.csv")
-    dense, rows = _dense(run_dir, rows, prepared, profile, force=force, progress=progress)
+    stored = _stored_dense(run_dir)  # checked before the (possibly long) preparation
+    prepared = prepare(workload, progress=progress)
+    dense, rows = _dense(run_dir, rows, stored, prepared, profile, force=force,
+                         progress=progress)
     config = {"command": "baseline", "args": args, "profile": dataclasses.asdict(profile),
               "recipe": workload.recipe.to_dict(), "accuracy_split": "test",
               "environment": dense.environment}
@@ -154,17 +222,32 @@ def run_sweep(run_dir: Path, points: list[tuple[str, Any]], *, workload: Any, pr
     return SweepResult(run_dir, dense, rows)
 
 
-def _dense(run_dir: Path, rows: list[dict[str, Any]], prepared: Any, profile: Any, *,
-           force: bool, progress: bool) -> tuple[Any, list[dict[str, Any]]]:
-    """The sweep's dense reference: read back when resuming, else measured and written."""
-    from prunebench.harness.evaluate import evaluate
+def _stored_dense(run_dir: Path) -> Any:
+    """The dense reference in ``run_dir/dense.json`` (``None``: no such file)."""
     from prunebench.harness.measurement import Measurement
+
+    path = run_dir / "dense.json"
+    if not path.is_file():
+        return None
+    fix = "delete it to measure the dense reference again, or use another --out"
+    try:
+        return Measurement.from_dict(_read_json(path, fix))
+    except (TypeError, AttributeError):
+        raise PrunebenchError(f"{path} is not a Measurement; {fix}") from None
+
+
+def _dense(run_dir: Path, rows: list[dict[str, Any]], dense: Any, prepared: Any, profile: Any,
+           *, force: bool, progress: bool) -> tuple[Any, list[dict[str, Any]]]:
+    """The sweep's dense reference: ``dense`` when resuming (its ``points.csv`` row rebuilt
+    from it if that row was lost), else measured now and written."""
+    from prunebench.harness.evaluate import evaluate
     from prunebench.harness.pruning import DENSE
 
-    if (run_dir / "dense.json").is_file() and any(r["label"] == "dense" for r in rows):
-        return Measurement.from_dict(json.loads((run_dir / "dense.json").read_text())), rows
-    dense = evaluate(prepared, DENSE, profile, split="test", force=force, progress=progress)
-    write_json(run_dir / "dense.json", dense.to_dict())
+    if dense is not None and any(r["label"] == "dense" for r in rows):
+        return dense, rows
+    if dense is None:
+        dense = evaluate(prepared, DENSE, profile, split="test", force=force, progress=progress)
+        write_json(run_dir / "dense.json", dense.to_dict())
     rows = [r for r in rows if r["label"] != "dense"]
     rows.insert(0, {"run_kind": "dense", "label": "dense", **dense.to_row()})
     write_points(run_dir / "points.csv", rows)
