@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunebench.harness.engines import check_dynamic_support
+from prunebench.harness.engines import record_of as engine_record
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.fingerprint import machine_fingerprint
 from prunebench.harness.measure.energy import measure_energy, open_meter
@@ -188,6 +190,18 @@ def _timing(placed: nn.Module, dense: nn.Module | None, inputs: Sequence[torch.T
     return {"lat": lat, "speedup": speedup, "spread": spread, "speedup_ci": ci, "energy": energy}
 
 
+# A one-thread CPU timing whose process got less than this share of the core's time (CPU / wall
+# seconds while sampling) was disturbed by other processes: it is timed again, then flagged.
+DISTURBED_BELOW = 0.95
+
+
+def disturbed(lat: Any, profile: HardwareProfile) -> bool:
+    """Whether a latency of a one-thread CPU profile ran without the core to itself."""
+    ratio = lat.cpu_wall_ratio
+    return (not profile.is_cuda and profile.resolved_threads() == 1 and ratio is not None
+            and ratio < DISTURBED_BELOW)
+
+
 def evaluate(prepared: PreparedWorkload, config: PruningConfig,
              profile: HardwareProfile | str | Path, *, split: str = "val", force: bool = False,
              speedup_vs_dense: bool = False, pruned_model: nn.Module | None = None,
@@ -207,6 +221,9 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     speedup_vs_dense = speedup_vs_dense or latency_anchor_ms is not None
     profile = load_profile(profile)
     forced = check_usable(profile, force)
+    dynamic_stage = pipeline.stages(config).dynamic
+    if dynamic_stage is not None:
+        check_dynamic_support(profile, dynamic_stage.method)
     model = pruned_model if pruned_model is not None else build_pruned(
         prepared, config, profile=profile, progress=progress)
     model.eval()
@@ -224,10 +241,21 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
                        device=profile.device)
     mem = measure_memory(placed, batches[0])
     dense = place_model(prepared.base_model, profile) if speedup_vs_dense else None
-    timed = timed_form(placed, batches[0], profile)  # what the profile runs (eager or frozen)
+    timed = timed_form(placed, batches[0], profile)  # what the profile's engine runs
+    run_by = engine_record(timed)
     with timing_lock if timing_lock is not None else contextlib.nullcontext():
         t = _timing(timed, dense, inputs, batches, profile)
+        retimed = disturbed(t["lat"], profile)
+        if retimed:  # another process took the core: once more, then say so
+            t = _timing(timed, dense, inputs, batches, profile)
     lat, energy = t["lat"], t["energy"]
+    is_disturbed = disturbed(lat, profile)
+    above_ideal = None
+    if t["speedup_ci"] is not None and compute.macs:
+        ideal = count_macs(prepared.base_model, prepared.example_input).macs / (
+            eff.mean if eff.dynamic else compute.macs)
+        # faster than its MACs allow, beyond the speedup's own CI: the dense side was slowed
+        above_ideal = bool(t["speedup_ci"][0] > ideal)
     frame: dict[str, Any] = {}
     if latency_anchor_ms is not None:
         raw = lat.p50_ms
@@ -240,7 +268,10 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
                latency_ci_high_ms=lat.ci_high_ms, energy_notes=list(energy.notes),
                energy_window_s=energy.window_s, energy_inferences=energy.inferences,
                energy_gross_j=energy.joules_gross,
-               dynamic=eff.dynamic, macs_static_count=compute.macs, **frame)
+               dynamic=eff.dynamic, macs_static_count=compute.macs, **frame,
+               timing_cpu_wall_ratio=lat.cpu_wall_ratio, timing_retimed=retimed,
+               speedup_above_mac_ideal=above_ideal,
+               **(run_by.to_dict() if run_by is not None else {}))
     if energy.method == "modelled":
         env["energy_model_source"] = profile.energy.source
     return Measurement(
@@ -248,7 +279,10 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
         config=config.to_dict(), config_key=config.key, profile=profile.name,
         fingerprint=machine_fingerprint().short(), device=profile.device, dtype=profile.dtype,
         batch_size=bs, threads=profile.resolved_threads(), torch_version=torch.__version__,
-        forced=forced,
+        forced=forced, engine=profile.engine,
+        timing_disturbed=is_disturbed or bool(above_ideal),
+        timing_cpu_wall_ratio=lat.cpu_wall_ratio,
+        engine_version=run_by.version if run_by is not None else None,
         accuracy_top1=acc.top1 if acc else None, accuracy_top5=acc.top5 if acc else None,
         accuracy_split=split if acc else None, accuracy_n=acc.n if acc else None,
         latency_p50_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_p99_ms=lat.p99_ms,

@@ -33,6 +33,13 @@ class Measurement:
     threads: int
     torch_version: str
     forced: bool = False
+    # how the timed network ran (harness.engines): dense and pruned alike in one result
+    engine: str = "eager"
+    engine_version: str | None = None
+    # the timing ran without its core to itself (CPU/wall below 0.95 after one re-timing on a
+    # one-thread profile), or its speedup beat the MAC-ideal by more than its CI
+    timing_disturbed: bool = False
+    timing_cpu_wall_ratio: float | None = None
     # accuracy
     accuracy_top1: float | None = None
     accuracy_top5: float | None = None

@@ -19,7 +19,8 @@ else:  # pragma: no cover  (Python 3.10)
 DTYPES = ("float32", "float16", "bfloat16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 ENERGY_METERS = ("auto", "rapl", "nvml", "modelled", "none")
-GRAPHS = ("eager", "torchscript")
+# the registered engines (harness.engines.ENGINES; a test keeps the two lists equal)
+ENGINE_NAMES = ("eager", "torchscript", "compile", "onnxruntime", "openvino")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DEVICE = re.compile(r"^(cpu|cuda:\d+)$")
 
@@ -86,8 +87,10 @@ TOP: dict[str, Check] = {
 }
 # Optional top-level fields and their defaults (older profiles stay valid).
 OPTIONAL: dict[str, tuple[Check, Any]] = {
-    "graph": (_str(choices=GRAPHS), "eager"),
+    "engine": (_str(choices=ENGINE_NAMES), "eager"),
 }
+# Older names still read, each with a one-line deprecation message: name -> the field it became.
+ALIASES = {"graph": "engine"}
 SECTIONS: dict[str, dict[str, Check]] = {
     "timing": {
         "warmup_iters": _int(0),
@@ -133,6 +136,7 @@ def _check_table(table: dict[str, Any], schema: dict[str, Check], path: Path,
 def parse_profile(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """Validate a parsed TOML document; returns the fields (sections as dicts)."""
     tables = {k: v for k, v in data.items() if k in SECTIONS}
+    data = _resolve_aliases(dict(data), path)
     top = {k: v for k, v in data.items() if k not in SECTIONS and k not in OPTIONAL}
     fields = _check_table(top, TOP, path, "")
     for key, (check, default) in OPTIONAL.items():
@@ -160,6 +164,21 @@ def parse_profile(data: dict[str, Any], path: Path) -> dict[str, Any]:
                     "kernels; use float32 or bfloat16")
     fields["batch_sizes"] = tuple(fields["batch_sizes"])
     return fields
+
+
+def _resolve_aliases(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    import warnings
+
+    for old, new in ALIASES.items():
+        if old not in data:
+            continue
+        value = data.pop(old)
+        if new in data and data[new] != value:
+            raise _fail(path, old, value, f"contradicts {new} = {data[new]!r}; keep {new} only")
+        data.setdefault(new, value)
+        warnings.warn(f"{path}: field {old!r} is deprecated; write {new} = {value!r}",
+                      DeprecationWarning, stacklevel=3)
+    return data
 
 
 def read_toml(path: Path) -> dict[str, Any]:

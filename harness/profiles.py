@@ -75,7 +75,7 @@ class HardwareProfile:
     energy: EnergySettings
     fingerprint: Fingerprint
     path: Path | None = None
-    graph: str = "eager"  # eager | torchscript (traced and frozen for timing)
+    engine: str = "eager"  # how networks are run when timed: harness.engines.ENGINES
 
     @property
     def is_cuda(self) -> bool:

@@ -173,6 +173,10 @@ class SearchObjective:
         self.spec = spec
         self.profile = profile if profile is not None else load_profile(spec.profile)
         check_usable(self.profile, force=spec.force)
+        if spec.space.dynamic_method is not None and spec.space.kind != "static":
+            from prunebench.harness.engines import check_dynamic_support
+
+            check_dynamic_support(self.profile, spec.space.dynamic_method)  # before training
         self.prepared = prepared if prepared is not None else prepare(
             Workload(model=spec.model, dataset=spec.dataset, data_dir=spec.data_dir,
                      checkpoint=spec.checkpoint, seed=spec.seed), progress=progress)

@@ -65,7 +65,21 @@ def test_a_plain_install_has_one_top_level_name(tmp_path: Path) -> None:
         assert run(f"import {name}").returncode != 0, name
     site = next(env_dir.glob("lib/python*/site-packages"))
     for module in ("harness/pruning/static/cut.py", "harness/pruning/dynamic/antidote.py",
+                   "harness/engines/onnxruntime.py", "search/runs/search_run.py",
                    "search/cli.py", "harness/py.typed"):
         assert (site / "prunebench" / module).is_file(), module
     assert not (site / "search").exists() and not (site / "harness").exists()
     assert list((env_dir / "share" / "prunebench" / "hw_profiles").glob("cpu-1t.toml"))
+
+
+def test_pyproject_installs_every_package_folder() -> None:
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {"prunebench"}
+    for top in ("harness", "search"):
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT).parts
+            found.add(".".join(("prunebench", *rel)))
+    assert found == listed, f"missing from pyproject: {sorted(found - listed)}"

@@ -55,7 +55,7 @@ def collect_environment(profile: HardwareProfile, model: nn.Module | None = None
         "platform": platform.platform(),
         "threads": threads if threads is not None else profile.resolved_threads(),
         "interop_threads": torch.get_num_interop_threads(),
-        "graph": profile.graph,
+        "engine": profile.engine,
         "flush_denormal": profile.device == "cpu",  # FTZ/DAZ while timing (profiles.applied)
         "cpu_model": fp.cpu_model,
         "cores": fp.cores,

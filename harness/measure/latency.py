@@ -43,6 +43,13 @@ class LatencyResult:
     ci_rel: float  # larger CI half-width / median (inf when too few samples)
     converged: bool  # stopped because the CI reached the target (not the time cap)
     wall_s: float  # seconds spent sampling (after warm-up)
+    cpu_s: float | None = None  # this process's CPU seconds over the same window
+
+    @property
+    def cpu_wall_ratio(self) -> float | None:
+        """CPU seconds / wall seconds while sampling: about 1 for a one-thread network that had
+        the core to itself; well below 1 when other processes took the core away."""
+        return self.cpu_s / self.wall_s if self.cpu_s is not None and self.wall_s > 0 else None
 
     @property
     def n(self) -> int:
@@ -51,7 +58,8 @@ class LatencyResult:
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float], batch_size: int, *, converged: bool,
-                     wall_s: float, confidence: float = 0.95) -> LatencyResult:
+                     wall_s: float, confidence: float = 0.95,
+                     cpu_s: float | None = None) -> LatencyResult:
         """Summarise samples (milliseconds per batch)."""
         s = sorted(samples_ms)
         ci = median_ci(s, confidence)
@@ -59,7 +67,7 @@ class LatencyResult:
                    p50_ms=percentile(s, 50), p90_ms=percentile(s, 90), p99_ms=percentile(s, 99),
                    mean_ms=math.fsum(s) / len(s), ci_low_ms=ci[0] if ci else None,
                    ci_high_ms=ci[1] if ci else None, ci_rel=median_ci_rel(s, confidence),
-                   converged=converged, wall_s=wall_s)
+                   converged=converged, wall_s=wall_s, cpu_s=cpu_s)
 
 
 def in_reference_frame(lat: LatencyResult, dense_anchor_ms: float, speedup: float,
@@ -138,28 +146,14 @@ def place_model(model: nn.Module, profile: HardwareProfile) -> nn.Module:
 
 
 def timed_form(model: nn.Module, example: torch.Tensor, profile: HardwareProfile) -> nn.Module:
-    """The form of ``model`` that ``profile`` times: itself (``graph = "eager"``), or traced and
-    frozen TorchScript (``graph = "torchscript"``: BN folded into convs, no Python dispatch; the
-    graph a deployment ships). ``model`` and ``example`` must already be placed.
+    """The form of ``model`` that ``profile`` times: lowered by the profile's engine
+    (:func:`harness.engines.lower`: eager with conv/BN folded, frozen TorchScript,
+    ``torch.compile``, ONNX Runtime or OpenVINO). ``model`` and ``example`` must be placed;
+    a network the engine cannot run is refused with one line naming an engine that can."""
+    from prunebench.harness.engines import lower
 
-    Input-dependent (dynamic) networks cannot be traced -- tracing would freeze one input's
-    choices -- so they are refused with a message naming an eager profile.
-    """
-    if profile.graph == "eager" or isinstance(model, torch.jit.ScriptModule):
-        return model
-    info = getattr(model, "prunebench_dynamic", None)
-    if info is not None:
-        from prunebench.harness.errors import PrunebenchError
-
-        method = info.get("method", "dynamic") if isinstance(info, dict) else "dynamic"
-        raise PrunebenchError(
-            f"profile {profile.name!r} times frozen TorchScript graphs, which cannot express "
-            f"input-dependent pruning ({method}); use an eager profile such as cpu-1t")
-    import warnings
-
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch 2.x
-        return torch.jit.freeze(torch.jit.trace(model.eval(), example))
+    with applied(profile):  # lower (compile, check against eager) on the profile's threads
+        return lower(model, example, profile)
 
 
 def place_input(x: torch.Tensor, profile: HardwareProfile) -> torch.Tensor:
@@ -237,7 +231,7 @@ def _sample(model: nn.Module, batches: Sequence[torch.Tensor], timing: TimingSet
     _warm_up((model,), batches, timing.warmup_iters, device)
     samples: list[float] = []
     sorted_ms: list[float] = []
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.process_time()
     reason = None
     while reason is None:
         ms = timer(model, batches[len(samples) % len(batches)])
@@ -246,7 +240,8 @@ def _sample(model: nn.Module, batches: Sequence[torch.Tensor], timing: TimingSet
         reason = stop_reason(sorted_ms, time.perf_counter() - start, timing)
     return LatencyResult.from_samples(samples, int(batches[0].shape[0]),
                                       converged=reason == "converged",
-                                      wall_s=time.perf_counter() - start)
+                                      wall_s=time.perf_counter() - start,
+                                      cpu_s=time.process_time() - cpu0)
 
 
 def measure_latency(model: nn.Module, inputs: Sequence[torch.Tensor], profile: HardwareProfile,
@@ -305,7 +300,7 @@ def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[tor
     converged = False
     with applied(profile), torch.inference_mode(), gc_disabled():
         _warm_up((a, b), batches, t.warmup_iters, device)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         while True:
             order = (("a", a), ("b", b)) if len(ratios) % 2 == 0 else (("b", b), ("a", a))
             p50 = {}
@@ -324,8 +319,9 @@ def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[tor
             if elapsed >= 2 * t.max_time_s or (max_rounds is not None
                                                 and len(ratios) >= max_rounds):
                 break
-        wall = time.perf_counter() - start
-    lat = {key: LatencyResult.from_samples(v, bs, converged=converged, wall_s=wall / 2)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    lat = {key: LatencyResult.from_samples(v, bs, converged=converged, wall_s=wall / 2,
+                                           cpu_s=cpu / 2)
            for key, v in pooled.items()}
     return SpeedupResult(ratio_median=percentile(sorted_ratios, 50), ratio_spread=iqr(ratios),
                          ratios=tuple(ratios), latency_a=lat["a"], latency_b=lat["b"],

@@ -192,6 +192,10 @@ def merge_runs(runs: list[RunData]) -> pd.DataFrame:
             merged[col] = np.nan
     if "energy_method" not in merged.columns:
         merged["energy_method"] = "none"
+    # rows measured before engines existed ran unfolded PyTorch eager: not the same as "eager"
+    engine = merged["engine"] if "engine" in merged.columns else pd.Series(index=merged.index,
+                                                                            dtype=object)
+    merged["engine"] = engine.fillna("eager (unfolded, before engines)")
     # one MACs column: a dynamic row's ``macs`` is already its effective mean per input
     merged["macs"] = pd.to_numeric(merged["macs"], errors="coerce")
     return merged
@@ -248,12 +252,13 @@ def _spread(merged: pd.DataFrame, mask: pd.Series, column: str) -> dict[str, lis
 
 
 def check_comparable(merged: pd.DataFrame, *, allow_mixed: bool = False) -> list[str]:
-    """Refuse latencies from different profiles/fingerprints/batch sizes, or energies from
+    """Refuse latencies from different profiles/engines/fingerprints/batch sizes, or energies from
     different energy methods, on one axis; with ``allow_mixed``, return the same findings as
     warnings for the report instead."""
     has_lat = pd.to_numeric(merged["latency_p50_ms"], errors="coerce").notna()
     has_energy = pd.to_numeric(merged["energy_mj_per_inference"], errors="coerce").notna()
-    checks = [("latencies", "profile", has_lat), ("latencies", "fingerprint", has_lat),
+    checks = [("latencies", "profile", has_lat), ("latencies", "engine", has_lat),
+              ("latencies", "fingerprint", has_lat),
               ("latencies", "batch_size", has_lat),
               ("energies", "energy_method", has_energy & (merged["energy_method"] != "none"))]
     found = []

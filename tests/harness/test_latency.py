@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from prunebench.harness.engines import record_of
 from prunebench.harness.measure.latency import (
     LatencyResult,
     in_reference_frame,
@@ -132,9 +133,10 @@ def test_speedup_interleaves_and_alternates_order() -> None:
 
     res = measure_speedup(Tag("A"), Tag("B"), [torch.ones(1, 2)], fast_profile(), block_s=0.001,
                           min_rounds=4, max_rounds=4)
-    # warm-up A B, then rounds AB | BA | AB | BA: same-model blocks at round boundaries merge
-    # into one entry (always-A-first would give A B A B A B A B A B)
-    assert log == ["A", "B", "A", "B", "A", "B", "A"]
+    # lowering checks A then B against eager once, warm-up A B, then rounds AB | BA | AB | BA:
+    # same-model blocks at round boundaries merge into one entry (always-A-first would give
+    # A B A B A B A B A B after the check and warm-up)
+    assert log == ["A", "B", "A", "B", "A", "B", "A", "B", "A"]
     assert len(res.ratios) == 4 and res.ratio_spread >= 0
     assert res.latency_a.n >= 4 * 3  # every block times at least 3 passes
 
@@ -155,7 +157,7 @@ def fake_timer(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def timer(device: torch.device):
         def time_it(model: nn.Module, x: torch.Tensor) -> float:
-            ms = model.ms
+            ms = getattr(model, "model", model).ms  # the eager engine's wrapper holds it
             return ms if isinstance(ms, float) else next(ms)
         return time_it
 
@@ -263,12 +265,16 @@ def test_torchscript_profile_times_the_frozen_graph_of_static_networks() -> None
     assert "batch_norm" not in str(graph.graph)  # folded into the convolutions by freezing
     with torch.no_grad():
         assert torch.allclose(graph(x), static(x), atol=1e-5)
-    assert timed_form(static, x, fast_profile()) is static  # eager profiles time the module
+    eager = timed_form(static, x, fast_profile())  # eager: the module with conv/BN folded
+    assert record_of(eager).name == "eager" and record_of(eager).max_abs_diff < 1e-4
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in eager.modules())
+    with torch.no_grad():
+        assert torch.allclose(eager(x), static(x), atol=1e-5)
     result = measure_latency(static, [x], frozen)
     assert result.n >= FAST.min_samples and result.p50_ms > 0
     dynamic = get_method("antidote").apply(model, PruningConfig("antidote", global_keep=0.5),
                                            PruneContext(example_input=x[:1]))
-    with pytest.raises(PrunebenchError, match="input-dependent pruning.*eager profile"):
+    with pytest.raises(PrunebenchError, match="input-dependent pruning.*engine = \"eager\""):
         measure_latency(dynamic, [x], frozen)
 
 

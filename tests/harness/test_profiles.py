@@ -17,7 +17,9 @@ from prunebench.harness.profiles import (
     load_profile,
 )
 
-SHIPPED = ("cpu-1t", "cpu-1t-frozen", "cpu-all", "cuda-b1", "cuda-b32", "cuda-b1-fp16")
+SHIPPED = ("cpu-1t", "cpu-1t-frozen", "cpu-all", "cuda-b1", "cuda-b32", "cuda-b1-fp16",
+           "cpu-1t-compile", "cpu-1t-ort", "cpu-1t-openvino", "cpu-all-ort", "cpu-all-openvino",
+           "cuda-b1-compile", "cuda-b1-ort")
 
 
 def _text(name: str = "mine", **over: str) -> str:
@@ -60,8 +62,32 @@ def test_shipped_values() -> None:
     assert load_profile("cpu-all").batch_sizes == (1, 32)
     fp16 = load_profile("cuda-b1-fp16")
     assert fp16.torch_dtype is torch.float16 and fp16.torch_memory_format is torch.channels_last
-    assert load_profile("cpu-1t").graph == "eager"  # the optional field's default
-    assert load_profile("cpu-1t-frozen").graph == "torchscript"
+    assert load_profile("cpu-1t").engine == "eager"
+    assert load_profile("cpu-1t-frozen").engine == "torchscript"
+    assert load_profile("cpu-1t-ort").engine == "onnxruntime"
+    assert load_profile("cuda-b1-compile").engine == "compile"
+
+
+def test_engine_defaults_to_eager_and_graph_still_reads(tmp_path: Path) -> None:
+    assert load_profile(write_profile(tmp_path)).engine == "eager"  # older files stay valid
+    old = tmp_path / "old"
+    old.mkdir()
+    path = old / "mine.toml"
+    path.write_text(_text().replace('memory_format = "contiguous"',
+                                    'memory_format = "contiguous"\ngraph = "torchscript"'))
+    with pytest.warns(DeprecationWarning, match="'graph' is deprecated; write engine"):
+        assert load_profile(path).engine == "torchscript"
+    path.write_text(_text().replace('memory_format = "contiguous"', 'memory_format = '
+                                    '"contiguous"\ngraph = "torchscript"\nengine = "eager"'))
+    with pytest.raises(ProfileError, match="contradicts engine"):
+        load_profile(path)
+
+
+def test_schema_lists_every_registered_engine() -> None:
+    from prunebench.harness.engines import ENGINES
+    from prunebench.harness.profile_schema import ENGINE_NAMES
+
+    assert sorted(ENGINE_NAMES) == sorted(ENGINES.list())
 
 
 def test_valid_file_by_path_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,7 +108,7 @@ def test_valid_file_by_path_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ({"target_rel_ci": "0.0"}, "timing.target_rel_ci", "0.0"),
     ({"max_time_s": "-1"}, "timing.max_time_s", "-1"),
     ({"meter": '"wattmeter"'}, "energy.meter", "wattmeter"),
-    ({"graph": '"onnx"'}, "graph", "onnx"),
+    ({"engine": '"onnx"'}, "engine", "onnx"),
 ])
 def test_bad_values_name_file_field_value(tmp_path: Path, over: dict, field: str,
                                           value: str) -> None:
