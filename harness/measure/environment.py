@@ -44,6 +44,22 @@ def conv_backend(model: nn.Module | None, profile: HardwareProfile) -> str:
     return "native-cpu"
 
 
+RUNTIMES = ("onnx", "onnxruntime", "openvino", "torchvision", "torch-pruning", "optuna")
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Installed versions of the runtimes and libraries a measurement may depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in RUNTIMES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def collect_environment(profile: HardwareProfile, model: nn.Module | None = None, *,
                         forced: bool = False, threads: int | None = None) -> dict[str, Any]:
     """A JSON-serialisable description of the software and hardware a measurement ran on."""
@@ -79,4 +95,5 @@ def collect_environment(profile: HardwareProfile, model: nn.Module | None = None
         "fingerprint": fp.short(),
         "forced": forced,
     }
+    env["runtime_versions"] = runtime_versions()
     return env
