@@ -6,18 +6,22 @@ reports next to it the ideal speedup (dense MACs / effective MACs) and the speed
 network with the same MACs (an l1-norm cut of each block's internal channels with
 ``prunebench.harness.pruning.static.cut.cut_filters``).
 
-Fairness: ``antidote_fast`` folds BN into its convs, so it and the static network are compared
-with a BN-folded dense network; AntiDote's exact ``masked``/``gathered`` modes keep BN and are
-compared with the unfolded dense network. The fast engine's blocks also call ``F.conv2d``
-directly (no per-module Python calls), which alone makes the full-width network faster than the
-module-based dense one; so ``fast`` points also report ``realized_speedup_same_engine`` and
-``static_speedup_same_macs_same_engine``: the same comparisons with the dense and the static
-network executed by the same engine (``antidote_fast`` at keep 1.0 of each), which isolate
-what the dynamic widths themselves save. ``distinct_widths_mean`` is the mean number of widths
-per gated block that the calibration chose (1 means that block runs one fixed width).
-``realized_speedup_same_engine_decisions_replayed`` (batch 1, a diagnostic, not a method) runs
-every input at the widths it chose without deciding them again; its gap to
-``realized_speedup_same_engine`` is the cost of the per-block decisions.
+Fairness: every network is timed through the profile's engine (``harness.engines``; on
+``cpu-1t`` the eager engine, which folds every adjacent conv/BN pair of dense, static and dynamic
+networks alike), so no side is credited with folding the other lacks; AntiDote's exact modes
+wrap their consumer convs, whose BN then stays unfolded. The fast engine's blocks also call
+``F.conv2d`` directly (no per-module Python calls), which alone makes the full-width network
+faster than the module-based dense one; so ``fast`` points also report
+``realized_speedup_same_engine`` and ``static_speedup_same_macs_same_engine``: the same
+comparisons with the dense and the static network executed by the fast blocks (``antidote_fast``
+at keep 1.0 of each), which isolate what the dynamic widths themselves save.
+``distinct_widths_mean`` is the mean number of widths per gated block that the calibration chose
+(1 means that block runs one fixed width). ``realized_speedup_same_engine_decisions_replayed``
+(batch 1, a diagnostic, not a method) runs every input at the widths it chose without deciding
+them again; its gap to ``realized_speedup_same_engine`` is the cost of the per-block decisions.
+``engines`` (on ``cpu-1t``): per CPU engine the dense p50, and ``dynamic_fast_speedup_50`` /
+``dynamic_over_static_same_macs`` where the engine runs ``antidote_fast`` (today the eager one
+only: the others refuse it, and the reason is recorded as ``not_run``).
 ``masked`` computes everything (it is the correctness reference) and is reported as such.
 Column pruning (``antidote`` with ``columns``) is reported where it stands, even when it does
 not pay.
@@ -233,7 +237,8 @@ def main() -> None:
                             sum(len(w) for w in widths) / len(widths), 2)}
                 points.append(_report(_point("antidote_fast", mode, batch, red, realized,
                                              static_speed, keep=keep,
-                                             reference="dense BN-folded", **extra)))
+                                             reference=REFERENCE,
+                                             **extra)))
         exact = [({}, 0.25)] + ([({"columns": 0.5}, 0.375)] if batch == 1 else [])
         for options, target in exact:
             keep, red = _closest(lambda k, o=options: _exact_red(
@@ -245,8 +250,10 @@ def main() -> None:
                 points.append(_report(_point("antidote" + ("+columns" if options else ""), mode,
                                              batch, red, _speed(net, model, setting),
                                              static_speed, keep=keep,
-                                             reference="dense (BN not folded)")))
-    print(json.dumps({"points": points, "inputs": "digits test images 1x32x32 (first 64)",
+                                             reference=REFERENCE)))
+    engines = _engines(model, images, points) if profile_name == "cpu-1t" else None
+    print(json.dumps({"points": points, "engines": engines,
+                      "inputs": "digits test images 1x32x32 (first 64)",
                       "model": "resnet56 trained on digits (DEFAULT_RECIPE)",
                       "calibration": "digits train images", "profile": base.name,
                       # the profile's threads, as every point was timed with (measure_speedup
@@ -261,6 +268,44 @@ def _exact_red(model: torch.nn.Module, keep: float, options: dict, images: torch
         cache[key] = _reduction(_dynamic(model, "antidote", keep, "masked", images, **options),
                                 dense_macs, calib_inputs)
     return cache[key]
+
+
+REFERENCE = "dense, profile engine (BN folded)"
+ENGINE_PROFILES = {"eager": "cpu-1t", "torchscript": "cpu-1t-frozen",
+                   "compile": "cpu-1t-compile", "onnxruntime": "cpu-1t-ort",
+                   "openvino": "cpu-1t-openvino"}
+
+
+def _engines(model: torch.nn.Module, images: torch.Tensor, points: list[dict]) -> dict:
+    """Per CPU engine: the dense p50 in that engine and, where the engine runs ``antidote_fast``,
+    its batch-1 speedup at the ~50% point and its ratio to the static network with the same
+    MACs (both timed in that engine); where it cannot, the engine's one-line reason."""
+    from prunebench.harness.engines import get_engine
+    from prunebench.harness.measure.latency import measure_latency, place_model
+
+    half = min((p for p in points if p["method"] == "antidote_fast" and p["exec"] == "fast"
+                and p["batch"] == 1), key=lambda p: abs(p["macs_reduction"] - 0.5))
+    fast = _dynamic(model, "antidote_fast", half["keep"], "fast", images,
+                    calibration_samples=256)
+    out: dict = {}
+    for engine, name in ENGINE_PROFILES.items():
+        profile = load_profile(name)
+        dense = measure_latency(model, [images[i:i + 1] for i in range(8)], profile)
+        row = {"profile": name, "version": get_engine(engine).version(),
+               "dense_p50_ms": round(dense.p50_ms, 4)}
+        reason = get_engine(engine).supports(place_model(fast, profile), profile)
+        if reason is None:  # timed with the points above (the eager engine)
+            row.update(dynamic_fast_speedup_50=half["realized_speedup"],
+                       dynamic_over_static_same_macs=round(
+                           half["realized_speedup"] / half["static_speedup_same_macs"], 3),
+                       macs_reduction=half["macs_reduction"])
+        else:
+            row.update(dynamic_fast_speedup_50=None, dynamic_over_static_same_macs=None,
+                       not_run=reason)
+        print(f"engine {engine}: dense p50 {row['dense_p50_ms']} ms, dynamic "
+              f"{row['dynamic_fast_speedup_50']}", file=sys.stderr, flush=True)
+        out[engine] = row
+    return out
 
 
 def _report(point: dict) -> dict:

@@ -17,9 +17,16 @@ im2col+GEMM kernel (PyTorch picks it over oneDNN for batch-1 inputs this small; 
 ``eager_dense_top_op`` names the operator that dominates, from ``torch.profiler``), whose time
 shrinks more slowly than the MACs as channels are removed, and each of ResNet-56's ~200 eager
 ops has a fixed dispatch cost that pruning does not remove.
-Usage: ``.venv/bin/python benchmarks/bench_static.py [--profile P]``; the last line is one
-JSON object ``{"points": [...], ...}``. ``--profile`` (default ``cpu-1t``, which also times the
-``frozen`` form) times another profile's eager form only, e.g. ``cuda-b1`` on a GPU machine.
+Engines: at the uniform ~50% point, unaligned and channel-aligned (``round_to`` = 8), the same
+dense/pruned pair is timed in every CPU engine (``ENGINE_PROFILES``: eager with BN folded,
+TorchScript, ``torch.compile``, ONNX Runtime, OpenVINO; one thread, batch 1), each ratio from
+interleaved rounds in that engine; the JSON's ``engines`` maps each engine to
+``static_realized_over_ideal_50`` (aligned), ``static_realized_over_ideal_50_unaligned``,
+``dense_p50_ms`` and the versions.
+Usage: ``.venv/bin/python benchmarks/bench_static.py [--profile P] [--engines-only]``; the last
+line is one JSON object ``{"points": [...], "engines": {...}, ...}``. ``--profile`` (default
+``cpu-1t``, which also times the ``frozen`` form and the engine table) times another profile's
+eager form only, e.g. ``cuda-b1`` on a GPU machine.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ TARGETS = (0.25, 0.50, 0.75)  # MAC reductions
 # blocks: bench_speedup.py)
 ROUNDS = 11
 FORMS = {"eager": "cpu-1t", "frozen": "cpu-1t-frozen"}  # form -> profile
+ENGINE_PROFILES = {"eager": "cpu-1t", "torchscript": "cpu-1t-frozen",
+                   "compile": "cpu-1t-compile", "onnxruntime": "cpu-1t-ort",
+                   "openvino": "cpu-1t-openvino"}
+ALIGN = 8
 
 
 SCHEMES = ("uniform", "block-internal")
@@ -54,11 +65,16 @@ def _config(model: nn.Module, x: torch.Tensor, ratio: float, scheme: str):  # no
     return PruningConfig("l1", ratios=dict.fromkeys(internal, ratio))
 
 
-def _prune(model: nn.Module, x: torch.Tensor, ratio: float, scheme: str = "uniform") -> nn.Module:
+def _prune(model: nn.Module, x: torch.Tensor, ratio: float, scheme: str = "uniform",
+           round_to: int = 1) -> nn.Module:
+    import dataclasses
+
     from prunebench.harness.pruning import PruneContext, get_method
 
-    return get_method("l1").apply(model, _config(model, x, ratio, scheme),
-                                  PruneContext(example_input=x))
+    config = _config(model, x, ratio, scheme)
+    if round_to > 1:
+        config = dataclasses.replace(config, options={"round_to": round_to})
+    return get_method("l1").apply(model, config, PruneContext(example_input=x))
 
 
 def _macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -101,6 +117,37 @@ def ratio_for(model: nn.Module, x: torch.Tensor, target: float, dense_macs: int,
     return best[1]
 
 
+def engine_table(model: nn.Module, x: torch.Tensor, inputs: list[torch.Tensor],
+                 dense_macs: int, ratio: float) -> dict:
+    """Static realized/ideal at the ~50% cut in every CPU engine, aligned and unaligned."""
+    from prunebench.harness.engines import get_engine
+    from prunebench.harness.measure.latency import long_rounds, measure_speedup
+    from prunebench.harness.profiles import load_profile
+
+    cuts = {"aligned": _prune(model, x, ratio, round_to=ALIGN),
+            "unaligned": _prune(model, x, ratio)}
+    ideal = {k: dense_macs / _macs(v, x) for k, v in cuts.items()}
+    out: dict = {}
+    for engine, profile_name in ENGINE_PROFILES.items():
+        profile = load_profile(profile_name)
+        row: dict = {"profile": profile_name, "version": get_engine(engine).version(),
+                     "ideal_speedup_aligned": round(ideal["aligned"], 3),
+                     "ideal_speedup_unaligned": round(ideal["unaligned"], 3)}
+        for kind, pruned in cuts.items():
+            sp = measure_speedup(model, pruned, inputs, profile,
+                                 **long_rounds(profile.timing, ROUNDS))
+            key = "" if kind == "aligned" else "_unaligned"
+            row[f"static_realized_over_ideal_50{key}"] = round(sp.ratio_median / ideal[kind], 3)
+            row[f"static_speedup_50{key}"] = round(sp.ratio_median, 3)
+            row[f"speedup_spread{key}"] = round(sp.ratio_spread, 3)
+            row["dense_p50_ms"] = round(sp.latency_a.p50_ms, 4)
+            print(f"engine {engine} {kind}: realized {sp.ratio_median:.2f}x of ideal "
+                  f"{ideal[kind]:.2f}x, dense p50 {sp.latency_a.p50_ms:.3f} ms",
+                  file=sys.stderr, flush=True)
+        out[engine] = row
+    return out
+
+
 def main() -> int:
     """Run the benchmark; print one line per point and a JSON summary last."""
     from prunebench.harness.errors import PrunebenchError
@@ -110,7 +157,10 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=PROFILE, help=f"hardware profile (default {PROFILE})")
-    name = parser.parse_args().profile
+    parser.add_argument("--engines-only", action="store_true",
+                        help="only the per-engine table at the ~50%% cut")
+    cli = parser.parse_args()
+    name = cli.profile
     forms = FORMS if name == PROFILE else {"eager": name}
     try:
         profiles = {form: load_profile(p) for form, p in forms.items()}
@@ -125,6 +175,14 @@ def main() -> int:
     inputs = [torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(i))
               for i in range(8)]
     dense_macs = _macs(model, x)
+    engines = None
+    if name == PROFILE:
+        engines = engine_table(model, x, inputs, dense_macs,
+                               ratio_for(model, x, 0.5, dense_macs, "uniform"))
+    if cli.engines_only:
+        print(json.dumps({"engines": engines, "model": MODEL, "align": ALIGN, "rounds": ROUNDS,
+                          "torch": torch.__version__}))
+        return 0
     points = []
     for scheme, target in [(s, t) for s in SCHEMES for t in TARGETS]:
         ratio = ratio_for(model, x, target, dense_macs, scheme)
@@ -160,7 +218,8 @@ def main() -> int:
     if kernel:
         print(f"eager dense network: {kernel['op']} takes {100 * kernel['self_cpu_share']:.0f}% "
               "of self CPU time", file=sys.stderr)
-    summary = {"points": points, "model": MODEL, "profile": name, "profiles": forms,
+    summary = {"points": points, "engines": engines, "align": ALIGN, "model": MODEL,
+               "profile": name, "profiles": forms,
                "eager_dense_top_op": kernel,
                "rounds": ROUNDS,
                "torch": torch.__version__, "target_met_at_50": met}
