@@ -127,8 +127,11 @@ def read_image_folder(root: Path, classes: list[str], size: int,
         if cls not in index:
             raise DataError(f"class folder {root / cls} does not exist under train/; "
                             "every split must use the train/ class names")
-        for path in sorted(p for p in (root / cls).rglob("*")
-                           if p.suffix.lower() in IMAGE_EXTENSIONS):
+        paths = sorted(p for p in (root / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:  # a class that is never seen would still count in num_classes
+            raise DataError(f"class folder {root / cls} holds no images "
+                            f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+        for path in paths:
             try:
                 with Image.open(path) as img:
                     images.append(_square(img.convert("RGB"), size))

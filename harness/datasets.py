@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, *, seed: int = 0
     side images of an ``imagefolder`` data set are resized to; the other data sets are 32x32.
     """
     loader = DATASETS.get(name)
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2 ** 32:
+        raise DataError(f"split seed {seed!r} must be a whole number in [0, 2**32); use e.g. 0")
     if image_size < 8:
         raise DataError(f"image size {image_size} is too small; use 8 pixels or more (e.g. 32)")
     return loader(Path(data_dir).expanduser() if data_dir is not None else None, seed, download,
@@ -185,6 +188,9 @@ def _require_dir(name: str, data_dir: Path | None, layout: str) -> Path:
     if data_dir is None:
         raise DataError(f"data set {name!r} needs a data directory (--data-dir DIR) holding "
                         f"{layout}")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"data directory {data_dir} is a file, not a folder; give the folder "
+                        f"that holds it: {name} expects {layout}")
     if not data_dir.is_dir():
         raise DataError(f"data directory {data_dir} does not exist; {name} expects {layout}")
     return data_dir.resolve()

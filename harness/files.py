@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from prunebench.harness.errors import PrunebenchError
 
 
 @contextmanager
@@ -66,3 +69,28 @@ def write_atomic(path: str | Path, text: str, *,
         tmp.write_text(text)
         if check is not None:
             check(tmp)
+
+
+def check_writable_dir(path: str | Path, what: str) -> Path:
+    """``path`` if it is a folder this process can write into, or can be created as one.
+
+    Checked before any work starts; nothing is left behind (a probe file is created and removed
+    in the nearest existing folder). Otherwise raises a one-line :class:`PrunebenchError` that
+    starts with ``what`` (e.g. ``"--out"``) and names the path and the fix.
+    """
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = f"{path} is" if probe == path else f"{path}: {probe} is"
+        raise PrunebenchError(f"{what} {where} a file, not a folder; give a folder path (or move "
+                              "the file away)")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".prunebench-write-check-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise PrunebenchError(f"{what} {path} cannot be written ({exc.strerror} in {probe}); "
+                              "give a folder you can write to") from None
+    return path

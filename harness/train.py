@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from prunebench.harness.datasets import DatasetSplits, make_loader
 from prunebench.harness.errors import CheckpointError, PrunebenchError
-from prunebench.harness.files import replacing
+from prunebench.harness.files import check_writable_dir, replacing
 
 LossHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 EpochCallback = Callable[[int, nn.Module], None]
@@ -246,7 +247,9 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, *,
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
                               f"({type(exc).__name__}); delete it and retrain") from None
@@ -325,7 +328,12 @@ def get_base_model(model_name: str, dataset_name: str, splits: DatasetSplits, re
                 "num_classes": splits.num_classes,
                 "sizes": [len(splits.train), len(splits.val), len(splits.test)],  # type: ignore
                 "recipe": recipe.key}
+    if recipe.epochs < 1:  # an untrained base would be cached and reused as if trained
+        raise PrunebenchError(f"a base model needs at least 1 training epoch, not "
+                              f"{recipe.epochs}; use e.g. --epochs {DEFAULT_RECIPE.epochs}")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    check_writable_dir(cache, "checkpoint cache" if cache_dir is not None or
+                       not os.environ.get("PRUNEBENCH_CACHE") else "$PRUNEBENCH_CACHE")
     path = cache / "checkpoints" / f"{model_name}-{dataset_name}-{_digest(identity)}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):

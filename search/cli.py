@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, and the fix."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    reason = exc.strerror or type(exc).__name__
+    return (f"{reason}: {where or 'a file of this run'}; check that the path exists, is of the "
+            "right kind (file or folder) and is writable, or give another")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -77,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except PrunebenchError as exc:
         print(f"prunebench: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the checks before the work could not foresee (disk full)
+        print(f"prunebench: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("prunebench: interrupted; everything written so far is kept", file=sys.stderr)

@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -186,9 +187,19 @@ def document(an: Analysis, figures: dict[str, list[Path]]) -> list[Block]:
     return blocks
 
 
+_MD_SPECIAL = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]",
+                             "`": "\\`", "\n": " ", "\r": " "})
+
+
+def _md(text: Any) -> str:
+    """Plain text (run and study names, labels, warnings) made inert in Markdown: no raw HTML,
+    links, code spans or line breaks; ``**`` stays the report's own bold."""
+    return str(text).translate(_MD_SPECIAL)
+
+
 def _md_table(df: pd.DataFrame) -> str:
-    cells = [[str(c).replace("|", "\\|") for c in row] for row in df.astype(str).to_numpy()]
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    cells = [[_md(c).replace("|", "\\|") for c in row] for row in df.astype(str).to_numpy()]
+    head = "| " + " | ".join(_md(c).replace("|", "\\|") for c in df.columns) + " |"
     return "\n".join([head, "|" + "---|" * len(df.columns)] + ["| " + " | ".join(r) + " |"
                                                                 for r in cells])
 
@@ -199,15 +210,15 @@ def to_markdown(blocks: list[Block]) -> str:
     out = []
     for kind, content in blocks:
         if kind in level:
-            out.append(level[kind] + content)
+            out.append(level[kind] + _md(content))
         elif kind == "p":
-            out.append(content)
+            out.append(_md(content))
         elif kind == "ul":
-            out.append("\n".join(f"- {item}" for item in content))
+            out.append("\n".join(f"- {_md(item)}" for item in content))
         elif kind == "table":
             out.append(_md_table(content))
         elif kind == "img":
-            out.append(f"![{content[1]}]({content[0]})")
+            out.append(f"![{_md(content[1])}]({quote(content[0])})")
     return "\n\n".join(out) + "\n"
 
 

@@ -76,8 +76,19 @@ class SpaceSpec:
                                       f"of {', '.join(_names('dynamic')) or '(none registered)'}"
                                       " with --dynamic-method")
             _check_kind(self.dynamic_method, "dynamic")
+            if self.exec_mode is not None:  # now, not in the first trial after dense is timed
+                from prunebench.harness.pruning import check_exec_mode, get_method
+
+                check_exec_mode(self.exec_mode, self.dynamic_method,
+                                get_method(self.dynamic_method).exec_modes)
         if not 0.0 < self.max_ratio < 1.0:
             raise PrunebenchError(f"max ratio {self.max_ratio!r} is outside (0, 1); use e.g. 0.8")
+        if not 0.0 < self.ratio_step <= self.max_ratio:
+            raise PrunebenchError(f"ratio step {self.ratio_step!r} must be > 0 and at most the "
+                                  f"max ratio {self.max_ratio!r}; use e.g. 0.05")
+        if not 0.0 < self.keep_step <= 1.0:
+            raise PrunebenchError(f"keep step {self.keep_step!r} is outside (0, 1]; use e.g. "
+                                  "0.05")
         if not 0.0 < self.keep_min <= 1.0:
             raise PrunebenchError(f"minimum keep {self.keep_min!r} is outside (0, 1]; use e.g. "
                                   "0.2")

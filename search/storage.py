@@ -61,6 +61,10 @@ def redact(url: str) -> str:
     """
     if url.startswith("journal:") or "://" not in url:
         return url
+    scheme, _, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")  # the last '@': a password may hold any character
+    if at and ":" in userinfo:
+        return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
     from sqlalchemy.engine import make_url
 
     try:
@@ -85,6 +89,10 @@ def normalise_url(url: str) -> str:
     except (ArgumentError, ValueError):
         raise PrunebenchError(f"storage URL {url.split('@')[-1]!r} is not a database URL; use "
                               f"e.g. {EXAMPLE_URL} or sqlite:///study.db") from None
+    if parsed.host and "@" in parsed.host:  # SQLAlchemy split at the password's own '@'
+        raise PrunebenchError(f"storage URL {redact(url)!r} has an '@' in its user or password; "
+                              "percent-encode it as %40 (e.g. urllib.parse.quote(password, "
+                              "safe=''))")
     backend = parsed.get_backend_name()
     if backend not in DIALECTS:
         raise PrunebenchError(f"storage URL {redact(url)!r} uses {backend!r}; many workers need "
@@ -147,8 +155,26 @@ def _open_journal(path: Path) -> optuna.storages.BaseStorage:
     if not path.parent.is_dir():
         raise PrunebenchError(f"journal file directory {str(path.parent)!r} does not exist; "
                               "create it or give another --storage")
+    _check_journal_writable(path)
     repair_journal(path)  # a write cut short by a crash would make the next append fatal
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _check_journal_writable(path: Path) -> None:
+    """A journal file that can be appended to (a folder or a read-only file or folder is named
+    here, before any work, instead of failing at the first trial)."""
+    if path.is_dir():
+        raise PrunebenchError(f"journal file {str(path)!r} is a folder; give a file path as "
+                              "--storage (e.g. study.journal)")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        raise PrunebenchError(f"journal file {str(path)!r} cannot be written ({exc.strerror}); "
+                              "make it writable or give another --storage") from None
+    if not existed:
+        path.unlink(missing_ok=True)  # Optuna creates it when it opens the journal
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -55,11 +55,14 @@ class PruningMethod(abc.ABC):
     effective MACs through ``prunebench.harness.measure.flops.record_effective_macs``.
     ``options`` is the schema of the ``PruningConfig.options`` it takes (``OptionSchema()`` for
     none); ``apply`` parses ``config.options`` with it, and the command line and ``prunebench
-    methods`` read it too.
+    methods`` read it too. ``exec_modes`` lists the execution modes a dynamic method runs
+    (``PruningConfig.exec_mode``; the first is the default), so a mode is checked before any
+    work.
     """
 
     info: MethodInfo
     options: OptionSchema
+    exec_modes: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,35 @@ from prunebench.search.runs.search_settings import (
     DEFAULT_TRIALS,
     SEARCH_DEFAULTS,
 )
+
+
+def whole(low: int, example: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number >= ``low`` (argparse then names the option in its
+    one-line error, before any work)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; use e.g. "
+                                             f"{example}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}; use e.g. {example}")
+        return value
+    return parse
+
+
+def positive(example: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number > 0."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0; use e.g. "
+                                             f"{example:g}")
+        return value
+    return parse
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,8 +182,11 @@ def _budgets(text: str | None) -> list[float] | None:
     if not text:
         return None
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        budgets = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise PrunebenchError(f"--budget-ms {text!r} is not a number or comma-separated list of "
-                              "numbers; give e.g. --budget-ms 4 or --budget-ms 2,4") from None
+        budgets = [math.nan]
+    if not budgets or not all(math.isfinite(b) and b > 0 for b in budgets):
+        raise PrunebenchError(f"--budget-ms {text!r} is not a positive number or comma-separated "
+                              "list of them; give e.g. --budget-ms 4 or --budget-ms 2,4")
+    return budgets
 

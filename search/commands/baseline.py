@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.search.commands.arguments import whole
 from prunebench.search.runs.sweep import parse_ratios
 
 NAME = "baseline"
@@ -48,10 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="target for methods that choose their own amount (e.g. aap)")
     p.add_argument("--budget", default=None, metavar="K=V",
                    help="budget for methods that take one (e.g. paam)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs to train the dense model if it is not cached (default: recipe)")
+    p.add_argument("--epochs", type=whole(1, 10), default=None,
+                   help="epochs (at least 1) to train the dense model if it is not cached "
+                        "(default: recipe)")
     p.add_argument("--checkpoint", default=None, help="dense checkpoint to start from")
-    p.add_argument("--seed", type=int, default=0, help="split and pruning seed (default: 0)")
+    p.add_argument("--seed", type=whole(0, 0), default=0,
+                   help="split and pruning seed (default: 0)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/"
                    "baseline-<model>-<dataset>-<method>-<timestamp>); an existing one resumes")
     p.add_argument("--force", action="store_true",
@@ -102,6 +105,7 @@ def _resolved(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry of ``prunebench baseline``."""
+    from prunebench.harness.datasets import DATASETS
     from prunebench.harness.evaluate import Workload
     from prunebench.harness.models import MODELS
     from prunebench.harness.profiles import check_usable, load_profile
@@ -109,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from prunebench.search.runs.sweep import default_sweep_dir, run_sweep, sweep_points
 
     MODELS.get(args.model)
+    DATASETS.get(args.dataset)
     points = sweep_points(args.method, parse_ratios(args.ratios), _options(args))
     _check_method(args, points)
     profile = load_profile(args.profile)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.search.commands.arguments import positive, whole
 
 NAME = "finetune"
 HELP = "fine-tune a network for dynamic pruning (targeted dropout or feature decay)"
@@ -39,15 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with --method "
                         "antidote_fast the tail of the calibrated channel order is dropped "
                         "(recommended: gamma=0.75,alpha=1,sample=1)")
-    p.add_argument("--feature-decay", type=float, default=None, metavar="LAMBDA",
+    p.add_argument("--feature-decay", type=positive(1e-4), default=None, metavar="LAMBDA",
                    help="instance-wise sparsity: l2,1 penalty strength on gated feature maps")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default 10)")
-    p.add_argument("--lr", type=float, default=0.05,
+    p.add_argument("--lr", type=positive(0.05), default=0.05,
                    help="peak learning rate, cosine to 0 (default 0.05, the base recipe's)")
     p.add_argument("--kd", type=float, default=0.0, metavar="ALPHA",
                    help="distil from the starting network with weight ALPHA in [0, 1) "
                         "(recommended 0.7; default 0: none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data order and dropout")
+    p.add_argument("--seed", type=whole(0, 0), default=0, help="seed of data order and dropout")
     p.add_argument("--out", type=Path, default=None,
                    help="checkpoint path (default results/finetune/<model>-<dataset>-<method>.pt)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise PrunebenchError(f"--epochs {args.epochs} must be >= 1; use e.g. --epochs 10")
     if not 0.0 <= args.kd < 1.0:
         raise PrunebenchError(f"--kd {args.kd} must be in [0, 1); use e.g. --kd 0.7")
+    check_checkpoint_out(args.out)
     td = parse_targeted_dropout(args.targeted_dropout) if args.targeted_dropout else None
     splits = load_dataset(args.dataset, args.data_dir, seed=args.seed)
     if args.checkpoint is not None:
@@ -110,3 +112,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"saved {out} (val top-1 {val:.4f}, dense execution)", file=sys.stdout)
     return 0
+
+
+def check_checkpoint_out(out: Path | None) -> None:
+    """``--out`` names a checkpoint file whose folder can be written (before any training)."""
+    from prunebench.search.runs.files import check_out_dir
+
+    if out is None:
+        return
+    if out.is_dir():
+        raise PrunebenchError(f"--out {out} is a folder; give a checkpoint file path, e.g. "
+                              f"--out {out / 'model.pt'}")
+    check_out_dir(out.parent, "--out")

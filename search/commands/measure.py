@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.search.commands.arguments import whole
 
 NAME = "measure"
 HELP = "measure accuracy, latency, energy, MACs and memory of one configuration on a profile"
@@ -21,12 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="re-measure a recorded point of a run folder from the configuration it "
                         "recorded (with --trial N for a search, --point LABEL for a baseline); "
                         "the workload and profile come from the run (--profile overrides it)")
-    p.add_argument("--trial", type=int, help="with --from: the search trial number")
+    p.add_argument("--trial", type=whole(0, 7), help="with --from: the search trial number")
     p.add_argument("--point", help="with --from: the baseline point label, e.g. 'l1 r=0.5'")
     p.add_argument("--dataset", help="data set for accuracy (omit to measure cost only)")
     p.add_argument("--data-dir", type=Path, help="folder holding the data set's files")
     p.add_argument("--input-shape", help="cost-only input size CxHxW, e.g. 3x224x224")
-    p.add_argument("--num-classes", type=int, help="cost-only number of classes")
+    p.add_argument("--num-classes", type=whole(1, 10), help="cost-only number of classes")
     p.add_argument("--profile",
                    help="hardware profile name or .toml path (default cpu-1t; with --from the "
                         "run's profile)")
@@ -46,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure even if the profile's fingerprint does not match (recorded)")
     p.add_argument("--split", choices=("val", "test"),
                    help="split for accuracy (default val; with --from the recorded split)")
-    p.add_argument("--seed", type=int, default=0, help="split / input seed (default 0)")
+    p.add_argument("--seed", type=whole(0, 0), default=0, help="split / input seed (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -89,8 +90,19 @@ def build_config(args: argparse.Namespace) -> Any:
         raise PrunebenchError("--option needs a pruning method; add --method NAME (see "
                               "`prunebench methods`)")
     options = parse_option_values(args.method, items)
+    check_exec_flag(args.method, args.exec_mode)
     return PruningConfig(method=args.method, global_ratio=args.ratio, global_keep=args.keep,
                          exec_mode=args.exec_mode, options=options)
+
+
+def check_exec_flag(method: str, mode: str | None) -> None:
+    """``--exec MODE`` of a dynamic method that runs it (checked before any training)."""
+    if mode is None:
+        return
+    from prunebench.harness.pruning import METHODS, check_exec_mode, get_method
+
+    if METHODS.metadata(method)["kind"] == "dynamic":
+        check_exec_mode(mode, method, get_method(method).exec_modes)
 
 
 # flags that describe the workload or the pruning, which --from takes from the run instead

@@ -7,10 +7,13 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from prunebench.harness.errors import ProfileError
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the profile schema's name rule
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -138,6 +141,10 @@ def _target(args: argparse.Namespace) -> Path:
 
     if str(args.name).endswith(".toml"):
         return Path(args.name).expanduser()
+    if not _PLAIN_NAME.match(args.name) or ".." in args.name:  # never outside the folder
+        raise ProfileError(f"profile name {args.name!r} must be a plain name (letters, digits, "
+                           "'.', '_', '-'; no path separators or '..'), e.g. my-box; to write "
+                           "elsewhere give --dir DIR or a path ending in .toml")
     folder = args.dir
     if folder is None:
         env = [d for d in os.environ.get("PRUNEBENCH_PROFILES", "").split(os.pathsep) if d]
@@ -181,8 +188,9 @@ def _init(args: argparse.Namespace) -> int:
         'source = "placeholder figures for the modelled meter; replace with your CPU\'s"', "",
         "[fingerprint]", f"cpu_model = {_toml_str(glob.escape(fp.cpu_model))}",
         f"gpu_name = {_toml_str(glob.escape(fp.gpu_name) if fp.gpu_name else '*')}", ""])
-    from prunebench.search.runs.files import write_atomic
+    from prunebench.search.runs.files import check_out_dir, write_atomic
 
+    check_out_dir(path.parent, "--dir" if args.dir is not None else "profile folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text, check=lambda tmp: _validate_written(tmp, path))
     print(f"wrote {path}")

@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from prunebench.search.commands.arguments import positive, whole
+
 NAME = "train"
 HELP = "train a dense model on a data set (cached) and report its test accuracy"
 
@@ -20,14 +22,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
     p.add_argument("--download", action="store_true",
                    help="download the data set into --data-dir if it is missing (CIFAR, MNIST)")
-    p.add_argument("--image-size", type=int, default=32,
+    p.add_argument("--image-size", type=whole(8, 32), default=32,
                    help="side in pixels that imagefolder images are resized to (default: 32)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: the default recipe's)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--batch-size", type=int, default=None, help="training batch size")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    p.add_argument("--split-seed", type=int, default=0,
+    p.add_argument("--epochs", type=whole(1, 10), default=None,
+                   help="training epochs, at least 1 (default: the default recipe's)")
+    p.add_argument("--lr", type=positive(0.05), default=None, help="peak learning rate")
+    p.add_argument("--batch-size", type=whole(1, 32), default=None, help="training batch size")
+    p.add_argument("--seed", type=whole(0, 0), default=0, help="training seed (default: 0)")
+    p.add_argument("--split-seed", type=whole(0, 0), default=0,
                    help="seed of the train/val/test split (default: 0)")
     p.add_argument("--cache-dir", default=None,
                    help="checkpoint cache (default: $PRUNEBENCH_CACHE or ~/.cache/prunebench)")
@@ -38,12 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def train_and_report(args: argparse.Namespace) -> dict[str, Any]:
     """Load the data, get the cached or freshly trained model, and measure it on every split."""
     from prunebench.harness.datasets import DATASETS, load_dataset
+    from prunebench.harness.files import check_writable_dir
     from prunebench.harness.measure.accuracy import accuracy
     from prunebench.harness.models import MODELS
     from prunebench.harness.train import DEFAULT_RECIPE, get_base_model
 
     MODELS.get(args.model)  # unknown names fail before any data is read
     DATASETS.get(args.dataset)
+    if args.cache_dir is not None:
+        check_writable_dir(args.cache_dir, "--cache-dir")
     start = time.perf_counter()
     changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
                                  ("batch_size", args.batch_size)) if v is not None}

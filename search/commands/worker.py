@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from prunebench.search.commands.arguments import add_storage_arguments
+from prunebench.search.commands.arguments import add_storage_arguments, whole
 from prunebench.search.storage import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY
 
 NAME = "worker"
@@ -17,7 +17,7 @@ HELP = ("join a study in a shared storage and run its trials on this machine (st
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``prunebench worker``."""
     add_storage_arguments(p)
-    p.add_argument("--trials", type=int, default=None, metavar="N",
+    p.add_argument("--trials", type=whole(1, 10), default=None, metavar="N",
                    help="stop after N trials of this worker (default: until the study's budget)")
     p.add_argument("--force", action="store_true",
                    help="measure even if this machine does not match the study's hardware "
@@ -27,13 +27,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lock-dir", default=None, metavar="DIR",
                    help="local directory of the per-machine timing lock (default: "
                         "$PRUNEBENCH_LOCK_DIR or the system temp dir)")
-    p.add_argument("--heartbeat-interval", type=int, default=DEFAULT_HEARTBEAT_S, metavar="S",
+    p.add_argument("--heartbeat-interval", type=whole(1, DEFAULT_HEARTBEAT_S),
+                   default=DEFAULT_HEARTBEAT_S, metavar="S",
                    help=f"seconds between heartbeats of a running trial (default "
                         f"{DEFAULT_HEARTBEAT_S})")
-    p.add_argument("--grace-period", type=int, default=None, metavar="S",
+    p.add_argument("--grace-period", type=whole(2, 2 * DEFAULT_HEARTBEAT_S), default=None,
+                   metavar="S",
                    help="seconds without heartbeat after which a trial counts as dead, is failed "
                         "and re-queued (default: twice the interval)")
-    p.add_argument("--max-retry", type=int, default=DEFAULT_MAX_RETRY, metavar="N",
+    p.add_argument("--max-retry", type=whole(0, DEFAULT_MAX_RETRY), default=DEFAULT_MAX_RETRY,
+                   metavar="N",
                    help=f"re-queue a dead trial at most N times (default {DEFAULT_MAX_RETRY})")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print one JSON object when done")

@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunebench.harness.files import write_atomic
+from prunebench.harness.files import check_writable_dir, write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["write_atomic", "write_csv", "write_json"]
+__all__ = ["check_out_dir", "write_atomic", "write_csv", "write_json"]
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -27,3 +27,9 @@ def write_json(path: str | Path, data: Any) -> None:
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     """Atomic CSV write (no index column)."""
     write_atomic(path, frame.to_csv(index=False))
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """A run or report folder ``path``, checked before any work: a folder (or creatable as
+    one) that can be written; else a one-line error naming ``flag``, the path and the fix."""
+    return check_writable_dir(path, flag)

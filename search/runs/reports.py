@@ -15,6 +15,7 @@ from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.search.report import DEFAULT_OBJECTIVES, write_report
+from prunebench.search.runs.files import check_out_dir
 from prunebench.search.runs.folders import RunData, load_run, storage_run
 
 DEFAULT_FORMATS = ("png", "svg", "pdf")
@@ -92,6 +93,7 @@ def write(runs: list[RunData], out: Path, *, budget_ms: float | Sequence[float] 
           split: str = "auto", log_latency: bool = False,
           formats: str | Sequence[str] = DEFAULT_FORMATS) -> dict[str, Any]:
     """Write the report of ``runs`` into ``out``; returns its summary (``summary.json``)."""
+    check_out_dir(out)  # before anything is analysed or drawn
     budgets = [budget_ms] if isinstance(budget_ms, int | float) else budget_ms
     return write_report(runs, out, objectives=objectives,
                         budgets_ms=list(budgets) if budgets is not None else None,

@@ -135,20 +135,40 @@ def execute_search(settings: Mapping[str, Any], *, progress: bool = True,
     if s["sampler"] not in SAMPLERS:
         raise PrunebenchError(f"unknown sampler {s['sampler']!r}; choose one of "
                               f"{', '.join(SAMPLERS)}")
-    for key in ("trials", "timeout", "remeasure_max", "warm_start"):
-        if s[key] is not None and s[key] < 0:
-            raise PrunebenchError(f"--{key.replace('_', '-')} {s[key]!r} is negative")
-    spec = build_spec(s)
+    spec = build_spec(s)  # every value checked (ranges, methods, --exec) before any work
     anchor = check_anchor(s["latency_anchor_ms"], spec)
     if s["trials"] is None and s["timeout"] is None:
         s["trials"] = DEFAULT_TRIALS
     run_dir = Path(s["out"]) if s["out"] else default_run_dir(spec)
+    check_before_work(spec, run_dir, s["storage"])
     run = SearchRun(spec, run_dir, args=recorded_args(s, record), sampler=s["sampler"],
                     storage=s["storage"], study_name=s["study"] or run_dir.name,
                     resume=s["resume"], progress=progress, warm_start=s["warm_start"],
                     latency_anchor_ms=anchor)
     run.execute(n_trials=s["trials"], timeout=s["timeout"], remeasure_max=s["remeasure_max"])
     return run.result()
+
+
+def check_before_work(spec: Any, run_dir: Path, storage: str | None) -> None:
+    """What can be checked cheaply before the run folder is made and dense is timed: the run
+    folder, the model, data set and profile names, the profile on this machine, that the
+    checkpoint exists and the storage URL's form."""
+    from prunebench.harness.datasets import DATASETS
+    from prunebench.harness.models import MODELS
+    from prunebench.harness.profiles import check_usable, load_profile
+    from prunebench.search.runs.files import check_out_dir
+    from prunebench.search.storage import normalise_url, storage_url
+
+    check_out_dir(run_dir)
+    MODELS.get(spec.model)
+    DATASETS.get(spec.dataset)
+    check_usable(load_profile(spec.profile), force=spec.force)
+    if spec.checkpoint is not None and not Path(spec.checkpoint).expanduser().is_file():
+        raise PrunebenchError(f"--checkpoint {spec.checkpoint} is not a file; give the path of "
+                              "a checkpoint (or drop --checkpoint to use the cached base model)")
+    url = storage_url(storage, run_dir)
+    if not url.startswith("journal:"):
+        normalise_url(url)
 
 
 def recorded_args(settings: Mapping[str, Any],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,63 @@ def search_settings(given: Mapping[str, Any]) -> dict[str, Any]:
         raise TypeError(f"unknown search setting {unknown[0]!r}; the settings are "
                         f"{', '.join(SEARCH_DEFAULTS)}")
     return {**SEARCH_DEFAULTS, **given}
+
+
+# setting -> (lowest value, whether the lowest is excluded, example); None is always allowed
+_NUMBER_RANGES: dict[str, tuple[float, bool, str]] = {
+    "trials": (1, False, "40"), "timeout": (0, True, "600"), "warm_start": (0, False, "8"),
+    "remeasure_max": (0, False, "20"), "seed": (0, False, "0"),
+    "finetune_epochs": (0, False, "2"),
+    "latency_budget_ms": (0, True, "4"), "energy_budget_mj": (0, True, "2"),
+    "macs_budget": (0, True, "2e7"), "params_budget": (0, True, "1e5"),
+}
+_INTEGER_SETTINGS = ("trials", "warm_start", "remeasure_max", "seed", "finetune_epochs")
+
+
+def flag(name: str) -> str:
+    """The command-line option of a setting: ``max_ratio`` -> ``--max-ratio``."""
+    return "--" + {"exec_mode": "exec"}.get(name, name).replace("_", "-")
+
+
+def check_numbers(settings: Mapping[str, Any]) -> None:
+    """Every numeric setting in its range, checked before any work; a bad one raises a
+    one-line :class:`PrunebenchError` naming the option, its value and a good one."""
+    for name, (low, strict, example) in _NUMBER_RANGES.items():
+        value = settings.get(name)
+        if value is None:
+            continue
+        integer = name in _INTEGER_SETTINGS
+        kind = "a whole number" if integer else "a number"
+        ok = (isinstance(value, int) if integer else isinstance(value, int | float)) \
+            and not isinstance(value, bool) and math.isfinite(value) \
+            and (value > low if strict else value >= low)
+        if not ok:
+            bound = f"> {low:g}" if strict else f">= {low:g}"
+            raise PrunebenchError(f"{flag(name)} {value!r} must be {kind} {bound}; use e.g. "
+                                  f"{flag(name)} {example}")
+    _check_fraction(settings, "max_ratio", 0.0, 1.0, "(0, 1)", "0.8")
+    _check_fraction(settings, "keep_min", 0.0, 1.0, "(0, 1]", "0.2", high_ok=True)
+    _check_fraction(settings, "latency_margin", 0.0, 1.0, "[0, 1)", "0.1", low_ok=True)
+    step, top = settings.get("ratio_step"), settings.get("max_ratio")
+    if not (_number(step) and 0 < step <= top):
+        raise PrunebenchError(f"--ratio-step {step!r} must be > 0 and at most --max-ratio "
+                              f"{top!r}; use e.g. --ratio-step 0.05")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _check_fraction(settings: Mapping[str, Any], name: str, low: float, high: float,
+                    text: str, example: str, *, low_ok: bool = False,
+                    high_ok: bool = False) -> None:
+    value = settings.get(name)
+    ok = _number(value) and (value >= low if low_ok else value > low) \
+        and (value <= high if high_ok else value < high)
+    if not ok:
+        raise PrunebenchError(f"{flag(name)} {value!r} is outside {text}; use e.g. "
+                              f"{flag(name)} {example}")
 
 
 def method_names(method: str | Sequence[str] | None) -> list[str]:
@@ -89,6 +147,7 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
     from prunebench.search.space import SPACES, SpaceSpec
 
     s = search_settings(settings)
+    check_numbers(s)
     if s["space"] not in SPACES:
         raise PrunebenchError(f"unknown search space {s['space']!r}; choose one of "
                               f"{', '.join(SPACES)}")
@@ -115,7 +174,8 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
 def check_anchor(anchor: float | None, spec: SearchSpec) -> float | None:
     """A given dense anchor (``--latency-anchor-ms``), checked: a positive dense p50, in the
     anchored frame."""
-    if anchor is not None and (spec.latency_frame != "anchored" or not anchor > 0):
+    if anchor is not None and (spec.latency_frame != "anchored" or not _number(anchor)
+                               or not anchor > 0):
         raise PrunebenchError(f"--latency-anchor-ms {anchor!r} needs a positive dense p50 and "
                               "the anchored latency frame; drop it or --latency-frame direct")
     return anchor

@@ -25,7 +25,7 @@ from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.files import keep_copy
-from prunebench.search.runs.files import write_atomic, write_json
+from prunebench.search.runs.files import check_out_dir, write_atomic, write_json
 
 # arguments that may change between a sweep and its resumption
 VOLATILE_ARGS = ("quiet", "json", "force", "ratios", "_run")
@@ -195,6 +195,7 @@ def run_sweep(run_dir: Path, points: list[tuple[str, Any]], *, workload: Any, pr
     from prunebench.harness.evaluate import evaluate, prepare
 
     args = dict(args)
+    check_out_dir(run_dir)  # a file or a read-only folder is named before dense is measured
     old = check_resume(run_dir, args)
     run_dir.mkdir(parents=True, exist_ok=True)
     if old is not None:  # keep ratios a previous invocation asked for

@@ -161,10 +161,11 @@ def test_resume_without_a_study_is_an_error(assets: dict[str, str], tmp_path: Pa
                             "hybrid"),
     (["--method", "nope"], "unknown pruning method 'nope'; choose among"),
     (["--objectives", "accuracy,speed"], "unknown objective 'speed'; choose among accuracy"),
-    (["--space", "static", "--method", "l1", "--trials", "-1"], "--trials -1 is negative"),
+    (["--space", "static", "--method", "l1", "--trials", "-1"],
+     "--trials -1 must be a whole number >= 1"),
     (["--latency-frame", "wall"], "unknown latency frame 'wall'; choose among anchored, direct"),
     (["--latency-anchor-ms", "-2"], "--latency-anchor-ms -2.0 needs a positive dense p50"),
-    (["--latency-margin", "-0.1"], "latency margin -0.1 must be in [0, 1)"),
+    (["--latency-margin", "-0.1"], "--latency-margin -0.1 is outside [0, 1)"),
 ])
 def test_unknown_names_exit_2_with_the_choices(assets: dict[str, str], tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str],

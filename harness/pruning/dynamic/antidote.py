@@ -76,13 +76,14 @@ class AntiDote(PruningMethod):
         Option("inputs", int, 0, "1 also gates each residual block's input channels", min=0,
                max=1, example=1),
     )
+    exec_modes = EXACT_MODES
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """A gated copy of ``model``. Rule ``ratio``: each input keeps its ``ceil(keep*C)``
         highest-attention channels. Rule ``threshold``: a channel is kept when its attention is
         at least ``(1 - keep)`` x the input's largest (so keep 1.0 keeps all in both rules)."""
         opts = {**self.options.defaults(), **self.options.parse(self.info.name, config.options)}
-        mode = check_exec_mode(config.exec_mode, self.info.name, EXACT_MODES)
+        mode = check_exec_mode(config.exec_mode, self.info.name, self.exec_modes)
         rule, power, inputs, columns = opts["rule"], opts["p"], opts["inputs"], opts["columns"]
         sites = require_sites(model, self.info.name, inputs=bool(inputs))
         keep = resolve_keep(config, sites)
@@ -107,11 +108,12 @@ class AntiDoteFast(PruningMethod):
         Option("round_to", int, 4, "widths are multiples of N channels", min=1),
         samples_option(512),
     )
+    exec_modes = EXEC_MODES
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """A BN-folded copy of ``model`` whose basic blocks choose their width per input."""
         opts = {**self.options.defaults(), **self.options.parse(self.info.name, config.options)}
-        mode = check_exec_mode(config.exec_mode, self.info.name, EXEC_MODES)
+        mode = check_exec_mode(config.exec_mode, self.info.name, self.exec_modes)
         sites = require_sites(model, self.info.name)
         blocks = [s.name.rpartition(".")[0] for s in sites]
         if not all(s.name.endswith(".conv1") and isinstance(get_module(model, b), BasicBlock)

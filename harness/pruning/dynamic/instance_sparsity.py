@@ -58,11 +58,12 @@ class InstanceSparsity(PruningMethod):
                "whose feature norms vary most across inputs)", min=0, max=1, min_exclusive=True),
         samples_option(256, minimum=2),
     )
+    exec_modes = EXACT_MODES
 
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """A gated copy of ``model``; thresholds set so each layer keeps ``keep`` on average."""
         opts = {**self.options.defaults(), **self.options.parse(self.info.name, config.options)}
-        mode = check_exec_mode(config.exec_mode, self.info.name, EXACT_MODES)
+        mode = check_exec_mode(config.exec_mode, self.info.name, self.exec_modes)
         sites = require_sites(model, self.info.name)
         keep = resolve_keep(config, sites)
         select, n = opts["select"], opts["calibration_samples"]
