@@ -155,6 +155,14 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _disturbance(m: Any) -> str:
+    if not getattr(m, "timing_disturbed", False):
+        return ""
+    ratio = m.timing_cpu_wall_ratio
+    why = f"CPU/wall {ratio:.2f}" if ratio is not None else "speedup above its MAC-ideal"
+    return f" [DISTURBED: {why}; other processes took the core, re-measure on a quiet machine]"
+
+
 def _short(v: Any) -> str:
     if v is None:
         return "-"
@@ -215,14 +223,15 @@ def _table(m: Any) -> None:
         ("model", f"{m.model} ({m.dataset or 'cost only'})"),
         ("method", f"{m.method} {json.dumps({k: v for k, v in m.config.items() if v})}"),
         ("profile", f"{m.profile} on {m.device}, {m.dtype}, batch {m.batch_size}, "
-                    f"{m.threads} thread(s), {m.environment.get('graph', 'eager')} graph"
+                    f"{m.threads} thread(s), engine {m.engine}"
                     f"{' [FORCED]' if m.forced else ''}"),
         ("machine", m.fingerprint),
         ("accuracy top-1", _fmt(m.accuracy_top1, ".4f", f" ({m.accuracy_split}, "
                                                        f"n={m.accuracy_n})")),
         ("latency p50/p90/p99", f"{m.latency_p50_ms:.4g} / {m.latency_p90_ms:.4g} / "
                                 f"{m.latency_p99_ms:.4g} ms per batch (n={m.latency_n}, "
-                                f"median CI +/-{100 * m.latency_ci_rel:.2g}%)"),
+                                f"median CI +/-{100 * m.latency_ci_rel:.2g}%)"
+                                + _disturbance(m)),
         ("speedup vs dense", _fmt(m.speedup_vs_dense, ".3f", "x") + (
             f" (IQR {m.speedup_spread:.3f})" if m.speedup_spread is not None else "")),
         ("energy", energy),

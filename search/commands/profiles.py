@@ -130,6 +130,19 @@ def _check(args: argparse.Namespace) -> int:
     note = f" (fell back: {'; '.join(meter.notes)})" if meter.notes else ""
     label = " -- a model, not a measurement" if meter.method == "modelled" else ""
     print(f"ok     energy meter: {p.energy.meter} -> {meter.method}{label}{note}")
+    from prunebench.harness.engines import get_engine, usable_engines
+
+    for engine, reason in usable_engines(p).items():
+        mark = "ok" if reason is None else "-"
+        used = " (this profile's engine)" if engine == p.engine else ""
+        try:
+            version = get_engine(engine).version()
+        except ImportError:
+            version = "not installed"
+        print(f"{mark:6} engine {engine}{used}: {version if reason is None else reason}")
+    if usable_engines(p)[p.engine] is not None:
+        raise ProfileError(f"profile {p.name!r}: its engine {p.engine!r} cannot run here "
+                           f"({usable_engines(p)[p.engine]}); pick a profile with another engine")
     if got != want:
         raise ProfileError(f"profile {p.name!r}: torch ran with {got} threads instead of {want}; "
                            "check OMP_NUM_THREADS / taskset")
@@ -181,7 +194,7 @@ def _init(args: argparse.Namespace) -> int:
         f"threads = {_toml_str('all') if threads == 'all' else threads}",
         f"batch_sizes = [{', '.join(sizes)}]", 'dtype = "float32"',
         'memory_format = "contiguous"',
-        'graph = "eager"   # or "torchscript": time the traced, frozen graph (static networks)',
+        'engine = "eager"   # or torchscript, compile, onnxruntime, openvino (how it is timed)',
         "", "[timing]", "warmup_iters = 20",
         "min_samples = 30", "min_time_s = 0.3", "max_time_s = 3.0", "target_rel_ci = 0.01", "",
         "[energy]", 'meter = "auto"', "watts_per_busy_core = 7.0", "idle_watts = 40.0",
