@@ -5,13 +5,17 @@ Optuna's tables), keyed by the study's id, so it is shared by every worker of th
 its workload (a study is one network on one data set), and deleted with the study by
 ``prunebench study delete``. A configuration proposed twice (samplers repeat points, retried
 trials repeat parameters) is then measured once. Entries are written first-wins: two workers that
-measure the same configuration at once keep the first record.
+measure the same configuration at once keep the first record. On a worker's
+:class:`~prunebench.search.retrying.RetryingStorage` its queries are retried across a database
+outage like the study's own (a read, and an insert whose repeat is refused as a duplicate).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from sqlalchemy import (
@@ -31,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from prunebench.harness.measurement import Measurement
+from prunebench.search.retrying import RetryingStorage
 
 TABLE_NAME = "prunebench_measurement_cache"
 
@@ -54,9 +59,10 @@ class MeasurementCache:
     so a re-measurement is available to later trials.
     """
 
-    def __init__(self, storage: optuna.storages.RDBStorage, study: optuna.Study, *,
-                 enabled: bool = True) -> None:
+    def __init__(self, storage: optuna.storages.RDBStorage | RetryingStorage,
+                 study: optuna.Study, *, enabled: bool = True) -> None:
         self._engine = storage.engine
+        self._call = _calls(storage)
         self._study_id = study._study_id
         self.enabled = enabled
         ensure_table(storage)
@@ -72,8 +78,12 @@ class MeasurementCache:
             return None
         stmt = select(CACHE_TABLE.c.measurement).where(
             self._where(config_key, profile, fingerprint))
-        with self._engine.connect() as conn:
-            row = conn.execute(stmt).first()
+
+        def read() -> Any:
+            with self._engine.connect() as conn:
+                return conn.execute(stmt).first()
+
+        row = self._call(read)
         return Measurement.from_dict(json.loads(row[0])) if row else None
 
     def put(self, config_key: str, profile: str, fingerprint: str, measurement: Measurement, *,
@@ -85,24 +95,39 @@ class MeasurementCache:
             "trial_number": trial_number, "measurement": measurement.to_json(),
             "created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
         }
-        try:
+
+        def insert() -> None:
             with self._engine.begin() as conn:
                 conn.execute(CACHE_TABLE.insert().values(**values))
-        except IntegrityError:
+
+        try:
+            self._call(insert)
+        except IntegrityError:  # first wins (also: our own insert, sent again after a drop)
             return False
         return True
 
     def __len__(self) -> int:
         stmt = select(func.count()).select_from(CACHE_TABLE).where(
             CACHE_TABLE.c.study_id == self._study_id)
-        with self._engine.connect() as conn:
-            return int(conn.execute(stmt).scalar_one())
+
+        def count() -> int:
+            with self._engine.connect() as conn:
+                return int(conn.execute(stmt).scalar_one())
+
+        return int(self._call(count))
+
+
+def _calls(storage: Any) -> Callable[..., Any]:
+    """How to run a query on ``storage``: retried on a worker's storage, else once."""
+    if isinstance(storage, RetryingStorage):
+        return storage.call
+    return lambda fn, *args, **kwargs: fn(*args, **kwargs)
 
 
 def ensure_table(storage: optuna.storages.RDBStorage) -> None:
     """Create the cache table if missing (safe when several workers race to create it)."""
     try:
-        CACHE_TABLE.create(storage.engine, checkfirst=True)
+        _calls(storage)(CACHE_TABLE.create, storage.engine, checkfirst=True)
     except DBAPIError:
         # Another worker created it between our check and our CREATE; PostgreSQL reports a
         # duplicate type/table. Anything else will surface on first use.

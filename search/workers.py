@@ -10,6 +10,10 @@ Ending cleanly: SIGINT (Ctrl-C) or SIGTERM (SLURM/Kubernetes preemption) abandon
 trial, which is recorded as FAIL with ``fail_reason = "interrupted"`` and re-queued with the
 same parameters; a worker killed outright (SIGKILL, lost node) stops its heartbeat and the next
 worker fails and re-queues its trial (see :mod:`prunebench.search.storage`).
+
+A database that goes away (restart, failover) is waited for: every storage call goes through
+:class:`~prunebench.search.retrying.RetryingStorage`, which retries across the outage (one line
+when it starts, one when it ends) and gives up after ``db_outage_s`` with one line and exit 2.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ from prunebench.harness.pruning import PruningConfig
 from prunebench.search.cache import MeasurementCache
 from prunebench.search.distributed import timing_lock, worker_identity
 from prunebench.search.objective import ANCHOR_ATTR, SPEC_ATTR, SearchObjective, SearchSpec
+from prunebench.search.retrying import DEFAULT_DB_OUTAGE_S, DatabaseGone, open_retrying_storage
 from prunebench.search.space import TrialConfig
 from prunebench.search.storage import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_MAX_RETRY,
     load_study,
-    open_storage,
 )
 
 BUDGET_ATTR = "prunebench_n_trials"  # study user attr: total trials the study should get
@@ -60,6 +64,7 @@ class WorkerOptions:
     heartbeat_interval_s: int = DEFAULT_HEARTBEAT_S
     grace_period_s: int | None = None
     max_retry: int | None = DEFAULT_MAX_RETRY
+    db_outage_s: float = DEFAULT_DB_OUTAGE_S  # how long a lost database is waited for
 
 
 @dataclass
@@ -210,12 +215,16 @@ def counted_trials(study: optuna.Study) -> int:
 
 
 def join(storage_url: str, study_name: str, options: WorkerOptions, *,
-         interrupts: _Interrupts | None = None,
-         progress: bool = False) -> tuple[optuna.Study, WorkerObjective]:
-    """Connect, load the study, check this machine against its profile, build the objective."""
-    storage = open_storage(storage_url, database_only=True,
-                           heartbeat_interval_s=options.heartbeat_interval_s,
-                           grace_period_s=options.grace_period_s, max_retry=options.max_retry)
+         interrupts: _Interrupts | None = None, progress: bool = False,
+         warn: Any = None) -> tuple[optuna.Study, WorkerObjective]:
+    """Connect, load the study, check this machine against its profile, build the objective.
+
+    The study's storage retries across database outages (``warn``: where their lines go).
+    """
+    storage = open_retrying_storage(storage_url, outage_s=options.db_outage_s, warn=warn,
+                                    heartbeat_interval_s=options.heartbeat_interval_s,
+                                    grace_period_s=options.grace_period_s,
+                                    max_retry=options.max_retry)
     data = load_study(storage, study_name).user_attrs
     if SPEC_ATTR not in data:
         raise PrunebenchError(f"study {study_name!r} has no prunebench search spec; create it "
@@ -274,36 +283,52 @@ def _fail_own_running(study: optuna.Study, worker_id: str) -> list[int]:
 
 
 def run_worker(storage_url: str, study_name: str, options: WorkerOptions, *,
-               progress: bool = False, log: Any = print) -> WorkerResult:
+               progress: bool = False, log: Any = print, warn: Any = None) -> WorkerResult:
     """Run trials of ``study_name`` until its budget, ``options.trials``, or a signal.
 
     Failing trials are recorded (``fail_reason``) and the worker goes on, except after
     ``MAX_CONSECUTIVE_FAILURES`` in a row (a broken setup), which raises one line. Trials
-    abandoned on a signal are failed ("interrupted") and their parameters queued again.
+    abandoned on a signal are failed ("interrupted") and their parameters queued again. A lost
+    database is waited for up to ``options.db_outage_s`` (``warn``, default stderr, gets one line
+    when it goes and one when it is back); longer raises one line.
     """
     if options.trials is not None and options.trials < 1:
         raise PrunebenchError(f"--trials {options.trials} must be at least 1")
     interrupts = _Interrupts()
     with interrupts.installed():
-        study, objective = join(storage_url, study_name, options, interrupts=interrupts,
-                                progress=progress)
-        budget = study_budget(study)
-        if budget is None and options.trials is None:
-            raise PrunebenchError(f"study {study_name!r} has no trial budget; give the worker "
-                                  "--trials N (or create the study with --trials N)")
-        result = WorkerResult(worker_id=objective.identity["worker_id"])
         try:
-            _loop(study, objective, options, budget, result, interrupts, log)
-        except KeyboardInterrupt:
-            interrupts.requested = True
-        finally:
+            return _run(storage_url, study_name, options, interrupts, progress, log, warn)
+        except DatabaseGone as exc:
+            raise PrunebenchError(str(exc)) from None
+
+
+def _run(storage_url: str, study_name: str, options: WorkerOptions, interrupts: _Interrupts,
+         progress: bool, log: Any, warn: Any) -> WorkerResult:
+    study, objective = join(storage_url, study_name, options, interrupts=interrupts,
+                            progress=progress, warn=warn)
+    storage = study._storage
+    budget = study_budget(study)
+    if budget is None and options.trials is None:
+        raise PrunebenchError(f"study {study_name!r} has no trial budget; give the worker "
+                              "--trials N (or create the study with --trials N)")
+    result = WorkerResult(worker_id=objective.identity["worker_id"])
+    try:
+        _loop(study, objective, options, budget, result, interrupts, log)
+    except KeyboardInterrupt:
+        interrupts.requested = True
+    except Exception:
+        if storage.gone:  # Optuna's own error handling tripped over the lost database
+            raise DatabaseGone(storage.outage.gone) from None
+        raise
+    finally:
+        if not storage.gone:  # else the trial's heartbeat stops and another worker re-queues it
             # a signal between Optuna's ask and the objective can leave a trial RUNNING
             abandoned = objective.interrupted + _fail_own_running(study, result.worker_id)
             for number in sorted(set(abandoned)):
                 requeue(study, number)
-        if interrupts.requested:
-            result.interrupted, result.stopped = True, INTERRUPTED
-        result.cache_hits = objective.cache_hits
+    if interrupts.requested:
+        result.interrupted, result.stopped = True, INTERRUPTED
+    result.cache_hits = objective.cache_hits
     return result
 
 

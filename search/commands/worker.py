@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from prunebench.search.commands.arguments import add_storage_arguments, whole
+from prunebench.search.commands.arguments import add_storage_arguments, positive, whole
+from prunebench.search.retrying import DEFAULT_DB_OUTAGE_S
 from prunebench.search.storage import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY
 
 NAME = "worker"
@@ -38,6 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retry", type=whole(0, DEFAULT_MAX_RETRY), default=DEFAULT_MAX_RETRY,
                    metavar="N",
                    help=f"re-queue a dead trial at most N times (default {DEFAULT_MAX_RETRY})")
+    p.add_argument("--db-outage-s", type=positive(DEFAULT_DB_OUTAGE_S),
+                   default=DEFAULT_DB_OUTAGE_S, metavar="S",
+                   help=f"wait up to S seconds for a database that went away (restart, "
+                        f"failover), retrying, before giving up with exit code 2 (default "
+                        f"{DEFAULT_DB_OUTAGE_S:g})")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print one JSON object when done")
 
@@ -48,12 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     options = WorkerOptions(trials=args.trials, force=args.force, use_cache=not args.no_cache,
                             lock_dir=args.lock_dir, heartbeat_interval_s=args.heartbeat_interval,
-                            grace_period_s=args.grace_period, max_retry=args.max_retry)
+                            grace_period_s=args.grace_period, max_retry=args.max_retry,
+                            db_outage_s=args.db_outage_s)
 
     def log(msg: str) -> None:
         if not args.quiet:
             print(msg, file=sys.stderr)
 
+    # a lost database is worth its lines (on stderr) even with --quiet: run_worker's default
     result = run_worker(args.storage, args.study, options, progress=not args.quiet, log=log)
     summary = {"worker_id": result.worker_id, "trials": result.trials,
                "completed": result.completed, "failed": result.failed,

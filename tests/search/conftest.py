@@ -93,9 +93,54 @@ def _server_user() -> str | None:
     return "prunebench-pg"
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for the whole test session (skips locally without the binaries)."""
+class LocalPostgres:
+    """A PostgreSQL server of its own (data directory, free port) that can be stopped and started
+    again on the same port and data, as a restart does; :meth:`close` removes it.
+
+    Raises ``RuntimeError`` when ``initdb`` or ``pg_ctl start`` fails.
+    """
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir, self.user = bindir, _server_user()
+        self.root = Path(tempfile.mkdtemp(prefix="prunebench-pg-"))
+        self.data, pwfile = self.root / "data", self.root / "pwfile"
+        pwfile.write_text(PG_PASSWORD + "\n")
+        if self.user:
+            shutil.chown(self.root, self.user)
+            shutil.chown(pwfile, self.user)
+        self.port = _free_port()
+        init = _run_as(self.user, [str(bindir / "initdb"), "-D", str(self.data), "-U", PG_USER,
+                                   f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
+                                   "--no-sync", "--locale=C"])
+        if init.returncode != 0:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise RuntimeError(f"initdb failed: {init.stderr.strip()}")
+        self.server = PostgresServer("127.0.0.1", self.port, PG_USER, PG_PASSWORD)
+
+    def start(self) -> None:
+        """Start the server (again) on its port and data directory; waits until it is up."""
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        start = _run_as(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
+                                    str(self.root / "log"), "-o", opts, "-w", "-t", "60",
+                                    "start"])
+        if start.returncode != 0:
+            log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {start.stderr.strip()} {log[-500:]}")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: disconnect clients, as a restart does); waits for it."""
+        _run_as(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode,
+                            "-w", "stop"])
+
+    def close(self) -> None:
+        """Stop the server at once and remove its files."""
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def pg_bindir_or_skip() -> Path:
+    """The PostgreSQL binaries; without them skip (locally) or fail (in CI)."""
     bindir = _pg_bindir()
     if bindir is None:
         msg = ("PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
@@ -103,34 +148,25 @@ def postgres_server() -> Iterator[PostgresServer]:
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(msg)
         pytest.skip(msg)
-    user = _server_user()
-    root = Path(tempfile.mkdtemp(prefix="prunebench-pg-"))
-    data, pwfile = root / "data", root / "pwfile"
-    pwfile.write_text(PG_PASSWORD + "\n")
-    if user:
-        shutil.chown(root, user)
-        shutil.chown(pwfile, user)
-    port = _free_port()
-    init = _run_as(user, [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER,
-                          f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
-                          "--no-sync", "--locale=C"])
-    if init.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"initdb failed: {init.stderr.strip()}")
-    opts = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-    start = _run_as(user, [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
-                           "-o", opts, "-w", "-t", "60", "start"])
-    if start.returncode != 0:
-        log = (root / "log").read_text() if (root / "log").exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"pg_ctl start failed: {start.stderr.strip()} {log[-500:]}")
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole test session (skips locally without the binaries)."""
     try:
-        yield PostgresServer("127.0.0.1", port, PG_USER, PG_PASSWORD)
+        pg = LocalPostgres(pg_bindir_or_skip())
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        pg.start()
+    except RuntimeError as exc:
+        pg.close()
+        pytest.fail(str(exc))
+    try:
+        yield pg.server
     finally:
-        _run_as(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
-                       "stop"])
-        shutil.rmtree(root, ignore_errors=True)
+        pg.close()
 
 
 @pytest.fixture()
