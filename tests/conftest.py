@@ -35,3 +35,24 @@ def digits():
     from prunebench.harness.datasets import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An untrained test_convnet checkpoint for digits and a profile with tiny timing (shared by
+    the search and reliability tests)."""
+    from prunebench.harness.models import create_model
+    from prunebench.harness.train import save_checkpoint
+
+    d = tmp_path_factory.mktemp("assets")
+    ckpt = d / "convnet.pt"
+    save_checkpoint(create_model("test_convnet", 10, 1), ckpt,
+                    {"model": "test_convnet", "num_classes": 10, "in_channels": 1})
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "hw_profiles" / "cpu-1t.toml").read_text()
+    for key, value in (("name", '"tiny-1t"'), ("warmup_iters", "1"), ("min_samples", "3"),
+                       ("min_time_s", "0.01"), ("max_time_s", "0.05"), ("target_rel_ci", "0.2")):
+        text = "\n".join(f"{key} = {value}" if line.split("=")[0].strip() == key else line
+                         for line in text.splitlines())
+    (d / "tiny-1t.toml").write_text(text + "\n")
+    return {"checkpoint": str(ckpt), "profile": str(d / "tiny-1t.toml"), "dir": str(d)}
