@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import pandas as pd
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.search import pareto, plots
-from prunebench.search.pareto import ACCURACY, LATENCY, OBJECTIVES, Objective
+from prunebench.search.analysis import Analysis
+from prunebench.search.pareto import ACCURACY, LATENCY, OBJECTIVES
 from prunebench.search.runs.folders import (
     RunData,
     check_comparable,
@@ -33,26 +33,6 @@ from prunebench.search.runs.folders import (
 
 DEFAULT_OBJECTIVES = "accuracy,latency_p50"
 DEFAULT_BUDGET_FRACTIONS = (0.5, 0.75)  # of the dense p50, when no budget is given anywhere
-
-
-@dataclass
-class Analysis:
-    """What the report shows, computed once (no drawing)."""
-
-    runs: list[RunData]
-    merged: pd.DataFrame
-    objectives: list[Objective]
-    fronts: dict[str, pd.DataFrame]
-    reference: np.ndarray
-    ideal: np.ndarray
-    hypervolume: dict[str, float]  # fraction of the shared box [ideal, reference]
-    hypervolume_raw: dict[str, float]  # in the objectives' own units
-    budgets_ms: list[float]
-    budgets_note: str
-    split_note: str
-    best: list[dict[str, Any]]  # per budget: {"budget_ms", "overall": row, "series": {name: row}}
-    dominance: dict[str, pd.DataFrame]  # "dynamic vs static" -> per static front point
-    warnings: list[str] = field(default_factory=list)
 
 
 def _budgets(runs: Sequence[RunData], merged: pd.DataFrame,

@@ -1,4 +1,4 @@
-"""Render an :class:`prunebench.search.report.Analysis` as Markdown, self-contained HTML and LaTeX.
+"""Render an :class:`~prunebench.search.analysis.Analysis` as Markdown, HTML and LaTeX.
 
 The document is a flat list of blocks (``h1``/``h2``/``p``/``ul``/``table``/``img``/``pre``)
 built once by :func:`document` and rendered twice, so the Markdown and HTML never disagree.
@@ -18,7 +18,7 @@ import pandas as pd
 from prunebench.search.runs.folders import distinct
 
 if TYPE_CHECKING:
-    from prunebench.search.report import Analysis
+    from prunebench.search.analysis import Analysis
 
 Block = tuple[str, Any]
 

@@ -2,8 +2,8 @@
 
 Every module of ``prunebench`` (its ``__init__``), ``prunebench.harness`` and
 ``prunebench.search`` is read with ``ast`` (nothing is imported). An edge is each ``import`` or
-``from ... import`` statement anywhere in a module, inside functions too, except under
-``if TYPE_CHECKING:``; relative imports are resolved; ``from pkg import name`` is an edge to
+``from ... import`` statement anywhere in a module, inside functions and under
+``if TYPE_CHECKING:`` too; relative imports are resolved; ``from pkg import name`` is an edge to
 ``pkg.name`` when that is a module of the project, else to ``pkg``. A module that imports by name
 (``importlib.import_module``) also has an edge to every project module its string constants name
 (``"pkg.mod"`` or ``"pkg.mod:attr"``): the method registry and the command table load that way.
@@ -45,21 +45,10 @@ def project_modules() -> dict[str, Path]:
     return out
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            stack.extend(node.orelse)
-            continue
-        stack.extend(ast.iter_child_nodes(node))
+    """Every node of ``tree``, ``if TYPE_CHECKING:`` blocks included: a type-only import that
+    points back is still two modules that each need the other to be read."""
+    return ast.walk(tree)
 
 
 def _resolve(module: str, is_package: bool, level: int, target: str | None) -> str:
@@ -169,7 +158,7 @@ def _describe(cycles: list[list[str]]) -> str:
 
 
 def test_graph_reader_rules() -> None:
-    """The reader resolves relative imports, skips TYPE_CHECKING and sees function bodies."""
+    """The reader resolves relative imports and sees function bodies and TYPE_CHECKING blocks."""
     mods = project_modules()
     assert "prunebench.harness.pruning.static.aap" in mods
     assert "prunebench.harness.pruning" in mods and "prunebench.search" in mods
@@ -179,7 +168,7 @@ def test_graph_reader_rules() -> None:
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x\n"
                      "else:\n    import y\ndef f():\n    import z\n")
     names = {a.name for n in _nodes(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert names == {"y", "z"}
+    assert names == {"x", "y", "z"}
     # the method registry loads its wings by name
     assert "prunebench.harness.pruning.static.aap" in import_graph()["prunebench.harness.pruning"]
 
