@@ -20,6 +20,8 @@ from typing import Any
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.evaluate import Workload
 from prunebench.harness.pruning import PruningConfig
+from prunebench.harness.pruning.pipeline import method_kind
+from prunebench.search.runs.files import read_json
 
 # recorded columns shown beside the replayed ones
 COMPARED = ("macs", "params", "accuracy_top1", "latency_p50_ms")
@@ -37,17 +39,6 @@ class RecordedPoint:
     profile: str
     split: str  # the split its accuracy was measured on
     recorded: dict[str, Any]  # the recorded row (numbers parsed)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise PrunebenchError(f"{path} is missing; --from takes a run folder written by "
-                              "`prunebench search` or `prunebench baseline`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PrunebenchError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                              "the run folder is damaged") from None
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -68,18 +59,12 @@ def upgrade_config(data: dict[str, Any]) -> PruningConfig:
     if static_method is not None and "static_method" not in data:
         data["static_method"] = static_method
         data["static_options"] = {k: options.pop(k) for k in ("round_to",) if k in options}
-    if static_method is not None or _is_dynamic(data.get("method", "dense")):
+    if static_method is not None or method_kind(data.get("method", "dense")) == "dynamic":
         epochs = options.pop("finetune_epochs", 0)
         if epochs and not data.get("finetune_epochs"):
             data["finetune_epochs"] = int(epochs)
     data["options"] = options
     return PruningConfig.from_dict(data)
-
-
-def _is_dynamic(method: str) -> bool:
-    from prunebench.harness.pruning import METHODS
-
-    return method in METHODS and METHODS.metadata(method)["kind"] == "dynamic"
 
 
 def _number(text: str) -> Any:
@@ -102,7 +87,10 @@ def recorded_point(run_dir: str | Path, *, trial: int | None = None,
     if (trial is None) == (point is None):
         raise PrunebenchError("--from needs exactly one of --trial N (a search run) or "
                               "--point LABEL (a baseline sweep)")
-    config = _read_json(run_dir / "config.json")
+    if not (run_dir / "config.json").is_file():
+        raise PrunebenchError(f"{run_dir / 'config.json'} is missing; --from takes a run folder "
+                              "written by `prunebench search` or `prunebench baseline`")
+    config = read_json(run_dir / "config.json", "the run folder is damaged; re-run it")
     command = config.get("command", "search" if "spec" in config else "baseline")
     if command == "search":
         if trial is None:
@@ -141,7 +129,7 @@ def _baseline_point(run_dir: Path, config: dict[str, Any], label: str) -> Record
     from prunebench.harness.train import Recipe
 
     args = config["args"]
-    rows = _rows(run_dir / "points.csv")
+    rows = _rows(run_dir / "points.csv")  # read only: replay never rewrites a run folder
     row = next((r for r in rows if r.get("label") == label), None)
     if row is None:
         labels = ", ".join(repr(r["label"]) for r in rows[:12])

@@ -20,9 +20,10 @@ from prunebench.harness.profiles import HardwareProfile
 def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     """The ONNX model of ``model`` for inputs shaped like ``example`` (static shapes).
 
-    Uses torch.onnx's TorchScript-based exporter: on ResNet-20 it exported in 1.2 s where the
-    dynamo exporter took 9.2 s (one measurement on this 2-core machine under load), and a search
-    exports every trial. Every lowering is checked against eager (`Engine.lower`).
+    Uses torch.onnx's TorchScript-based exporter, because a search exports every trial: in one
+    check on ResNet-20 (``torch.onnx.export(model, (x,), dynamo=True)`` against ``dynamo=False``,
+    timed once each on this 2-core VM while other jobs ran) it took 1.2 s where the dynamo
+    exporter took 9.2 s. Every lowering is checked against eager (`Engine.lower`).
     """
     buffer = io.BytesIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr), torch.no_grad():

@@ -132,7 +132,8 @@ def _check(args: argparse.Namespace) -> int:
     print(f"ok     energy meter: {p.energy.meter} -> {meter.method}{label}{note}")
     from prunebench.harness.engines import get_engine, usable_engines
 
-    for engine, reason in usable_engines(p).items():
+    usable = usable_engines(p)
+    for engine, reason in usable.items():
         mark = "ok" if reason is None else "-"
         used = " (this profile's engine)" if engine == p.engine else ""
         try:
@@ -140,9 +141,9 @@ def _check(args: argparse.Namespace) -> int:
         except ImportError:
             version = "not installed"
         print(f"{mark:6} engine {engine}{used}: {version if reason is None else reason}")
-    if usable_engines(p)[p.engine] is not None:
+    if usable[p.engine] is not None:
         raise ProfileError(f"profile {p.name!r}: its engine {p.engine!r} cannot run here "
-                           f"({usable_engines(p)[p.engine]}); pick a profile with another engine")
+                           f"({usable[p.engine]}); pick a profile with another engine")
     if got != want:
         raise ProfileError(f"profile {p.name!r}: torch ran with {got} threads instead of {want}; "
                            "check OMP_NUM_THREADS / taskset")

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.files import check_writable_dir, write_atomic
 
 if TYPE_CHECKING:
@@ -33,3 +34,15 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """A run or report folder ``path``, checked before any work: a folder (or creatable as
     one) that can be written; else a one-line error naming ``flag``, the path and the fix."""
     return check_writable_dir(path, flag)
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """``path``'s JSON; unreadable (cut by a crash, edited) is one line naming it and ``fix``."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        reason = getattr(exc, "msg", None) or type(exc).__name__
+    raise PrunebenchError(f"{path} is unreadable ({reason}: cut short by a crash, or edited); "
+                          f"{fix}")

@@ -25,7 +25,7 @@ from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.files import keep_copy
-from prunebench.search.runs.files import check_out_dir, write_atomic, write_json
+from prunebench.search.runs.files import check_out_dir, read_json, write_atomic, write_json
 
 # arguments that may change between a sweep and its resumption
 VOLATILE_ARGS = ("quiet", "json", "force", "ratios", "_run")
@@ -134,18 +134,6 @@ def _incomplete(header: list[str], record: list[str], *, ends: bool) -> str | No
     return None
 
 
-def _read_json(path: Path, fix: str) -> Any:
-    """``path``'s JSON; unreadable (cut by a crash, edited) is one line naming it and ``fix``."""
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        reason = getattr(exc, "msg", None) or type(exc).__name__
-    raise PrunebenchError(f"{path} is unreadable ({reason}: cut short by a crash, or edited); "
-                          f"{fix}")
-
-
 def write_points(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write every row (union of columns, ``run_kind``/``label`` first) atomically."""
     cols = ["run_kind", "label"]
@@ -165,7 +153,7 @@ def check_resume(run_dir: Path, args: Mapping[str, Any]) -> dict[str, Any] | Non
     path = run_dir / "config.json"
     if not path.is_file():
         return None
-    old = _read_json(path, "delete it to resume with the arguments given now (points.csv is "
+    old = read_json(path, "delete it to resume with the arguments given now (points.csv is "
                      "kept), or use another --out")
     if not isinstance(old, dict) or not isinstance(old.get("args", {}), dict):
         raise PrunebenchError(f"{path} is not a sweep's config.json (no args); delete it to "
@@ -232,7 +220,7 @@ def _stored_dense(run_dir: Path) -> Any:
         return None
     fix = "delete it to measure the dense reference again, or use another --out"
     try:
-        return Measurement.from_dict(_read_json(path, fix))
+        return Measurement.from_dict(read_json(path, fix))
     except (TypeError, AttributeError):
         raise PrunebenchError(f"{path} is not a Measurement; {fix}") from None
 
