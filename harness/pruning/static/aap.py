@@ -1,10 +1,12 @@
 """AAP: Automatic Attention Pruning (Zhao, Jain, Zhao; AISTATS 2023).
 
-*Importance*: the activation-based attention of a filter, ``mean |A|^p`` of its post-activation
-output ``A`` over a calibration set drawn from the **train** split (never test). The tensor used is
-the one the next layers actually read (the input of the group's consumer layers), so for a
-residual stage it is the activation after the addition; a consumer that reads a globally pooled
-vector (the classifier) sees the spatial mean, to which ``p`` is then applied.
+*Importance*: the activation-based attention of a filter, from its post-activation output ``A``
+over a calibration set drawn from the **train** split (never test): as the paper, ``|A|`` is
+first averaged over the calibration images, then raised to ``p``, then averaged over positions
+(``harness.pruning.static.attention_scores.filter_attention``). The tensor used is the one the
+next layers actually read (the input of the group's consumer layers), so for a residual stage it
+is the activation after the addition; a consumer that reads a globally pooled vector (the
+classifier) sees the spatial mean, one position.
 
 *Amount*: one global threshold ``T`` (in units of the dense network's median filter score) scaled
 per coupled group by that group's share of the network's weights (or MACs, ``share=macs``),
@@ -15,16 +17,20 @@ highest-scored filter (a stated bound, logged per round as ``kept_one``).
 
 *Policy*: rounds of prune-then-fine-tune (``round_epochs`` each,
 1 by default), raising ``T`` by ``step`` while the target holds; when it fails, the last good
-network is restored and the step halved; stop after ``max_rounds`` or when ``step < min_step``.
+network is restored and the step halved (a reset); as the paper, the run stops at the
+``max_resets``-th (3rd) reset in a row after a good round, and otherwise after ``max_rounds``,
+when ``step < min_step`` or when nothing is left to prune.
 Targets (``options["target"]``): ``accuracy-loss=X`` (val top-1 loss at most X points),
 ``params=Y`` / ``macs=Y`` (a count, or a fraction of dense when at most 1) and ``latency-ms=Z``
-(p50 on ``ctx.profile``: the dense p50, measured first, divided by the candidate's speedup
-over dense from interleaved rounds, so machine drift between rounds cancels). Every round is logged
+(p50 on ``ctx.profile`` at the profile's batch size, batch 1 on ``cpu-1t``: the dense p50,
+measured first, divided by the candidate's speedup over dense from interleaved rounds, so machine
+drift between rounds cancels). Every round is logged
 to ``ctx.run_dir/aap_rounds.{jsonl,csv}`` when a run folder is given.
 
 Options (``AAP.options``): ``target``; ``p`` (1), ``share`` (``params`` | ``macs``), ``step``
 (0.25) and ``min_step`` (step / 8) in units of the dense median score, ``max_rounds`` (8 trained
 rounds; rounds that prune nothing or repeat a tried cut train nothing and are not counted),
+``max_resets`` (3; a repeated cut counts as the reset it repeats),
 ``round_epochs`` (1), ``finetune_lr`` (recipe lr, rewound), ``calibration_samples`` (512, the
 first N train items: ``harness.pruning.calibration``), ``guard`` (5): with a resource target,
 a round whose val top-1 falls more than ``guard`` points below dense is rejected like a failed

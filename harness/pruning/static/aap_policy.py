@@ -3,7 +3,10 @@
 See :mod:`harness.pruning.static.aap` for the method; its scores and threshold rule are in
 :mod:`harness.pruning.static.attention_scores`, its options (:data:`AAP_OPTIONS`) here. Each round
 raises the global threshold ``T`` by ``step``; a round that breaks the target restores the last
-good network and halves the step. Rounds are logged to ``aap_rounds.{jsonl,csv}`` in the run folder.
+good network and halves the step (a *reset*). As the paper, the run stops at the ``max_resets``-th
+(3rd) reset in a row after a good round, and otherwise after ``max_rounds`` trained rounds, when the
+step falls below ``min_step`` or when nothing is left to prune. Rounds are logged to
+``aap_rounds.{jsonl,csv}`` in the run folder.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from prunebench.harness.pruning.static.recovery import FINETUNE_EPOCHS, FINETUNE
 from prunebench.harness.pruning.static.targets import parse_spec, resource_limit
 
 TARGETS = ("accuracy-loss", "params", "macs", "latency-ms")
+# validation images handed to the latency timer, which regroups them into batches of the
+# profile's batch size (batch 1 on cpu-1t: one image at a time) and cycles through up to 16
+LATENCY_IMAGES = 32
 _EXAMPLE = "accuracy-loss=0.5"
 # AAP's options (``AAP.options``), the policy's and the ratio mode's: here, beside the
 # settings they fill, so that aap.py imports this module and not the reverse
@@ -57,6 +63,9 @@ AAP_OPTIONS = OptionSchema(
     Option("min_step", float, None, "stop once the halved step falls below this (default: "
            "step / 8)", min=0, min_exclusive=True, example=0.03),
     Option("max_rounds", int, 8, "trained rounds at most", min=0),
+    Option("max_resets", int, 3, "stop at this many resets in a row (a round that breaks the "
+           "target: restore the last good network, halve the step) after a good round; the "
+           "paper's rule is 3", min=1),
     Option("round_epochs", int, 1, "fine-tuning epochs per round", min=0),
     FINETUNE_LR,
     samples_option(512),
@@ -75,6 +84,7 @@ class AapSettings:
     types, ranges and defaults are :data:`AAP_OPTIONS`).
 
     ``step`` and ``min_step`` are in units of the dense network's median filter score;
+    ``max_resets`` the resets in a row after a good round that end the run;
     ``round_epochs`` is the fine-tuning per round (train split, lr ``finetune_lr`` or the
     recipe's lr, rewound).
     """
@@ -86,6 +96,7 @@ class AapSettings:
     step: float = _DEFAULTS["step"]
     min_step: float = _DEFAULTS["step"] / 8
     max_rounds: int = _DEFAULTS["max_rounds"]
+    max_resets: int = _DEFAULTS["max_resets"]
     round_epochs: int = _DEFAULTS["round_epochs"]
     finetune_lr: float | None = _DEFAULTS["finetune_lr"]
     calibration_samples: int = _DEFAULTS["calibration_samples"]
@@ -138,6 +149,7 @@ def _measure(model: nn.Module, ctx: PruneContext, latency: bool,
              dense: tuple[nn.Module, float] | None = None) -> dict[str, Any]:
     """Params, MACs, val top-1 and (``latency``) the p50 on ``ctx.profile``.
 
+    Latency is timed at the profile's batch size on :data:`LATENCY_IMAGES` validation images.
     With ``dense = (dense network, its p50 in ms)``, the candidate is timed in interleaved rounds
     against the dense network and its p50 is reported as ``dense p50 / speedup``: a shared
     machine's slow and fast minutes then move both networks alike instead of moving the verdict.
@@ -153,7 +165,8 @@ def _measure(model: nn.Module, ctx: PruneContext, latency: bool,
         from prunebench.harness.datasets import make_loader
         from prunebench.harness.measure.latency import measure_latency, measure_speedup
 
-        batch = next(iter(make_loader(ctx.splits.val, batch_size=32)))[0]  # type: ignore
+        batch = next(iter(make_loader(ctx.splits.val,  # type: ignore[union-attr]
+                                      batch_size=LATENCY_IMAGES)))[0]
         if dense is None:
             out["latency_p50_ms"] = measure_latency(model.eval(), [batch], ctx.profile).p50_ms
         else:
@@ -205,6 +218,7 @@ class _Policy:
         self.dense_meets = not self.acc_mode and _meets(s.target_kind, self.dense, self.limit)
         self.floor = self.dense["val_top1"] - s.guard / 100
         self.good_t, self.step = 0.0, s.step
+        self.good_round, self.resets = 0, 0  # the last good round; resets in a row since it
         self._scored: tuple[nn.Module, list, dict, dict] | None = None
         self.tried: dict[frozenset[tuple[str, int]], tuple[bool, int]] = {}
         self.log.add({"round": 0, "t": 0.0, "step": s.step, "action": "dense",
@@ -223,6 +237,11 @@ class _Policy:
             if outcome == "stop":
                 break
             trained += outcome == "trained"
+            if self.resets >= self.s.max_resets:  # the paper's stopping rule
+                self._add({"round": trained, "t": self.good_t, "step": self.step},
+                          f"stop: {self.resets} resets in a row after good round "
+                          f"{self.good_round}")
+                break
         result = self.good if self.acc_mode or self.dense_meets else self._best_met()
         if result is None and self.met:  # met in their rounds, missed when re-measured
             again = [r["latency_p50_ms"] for r in self.log.rows
@@ -272,11 +291,14 @@ class _Policy:
             first = _first_pruning_t(scores, shares, self.ref)
             stop = math.isinf(first)  # every group is down to one filter
             self.good_t = t if stop else max(t, first - self.step)
+            # the same network at a higher T: a good round, as the paper would train and keep it
+            self._good(rnd)
             self._add(row, "nothing left to prune" if stop else "empty")
             return "stop" if stop else "skipped"
-        if key in self.tried:  # the same cut as an earlier round: its outcome is known
-            ok, earlier = self.tried[key]
+        if key in self.tried:  # the same cut as an earlier round: its outcome (a reset) is
+            ok, earlier = self.tried[key]  # known, so it counts as one without training again
             self.step /= 2
+            self.resets += 1
             self._add(row, f"same cut as round {earlier}")
             return "skipped"
         cand = cut_filters(self.good, self.x, idxs)
@@ -289,20 +311,27 @@ class _Policy:
         if not self.acc_mode and m["val_top1"] < self.floor:  # resource mode's accuracy guard
             self.tried[key] = (False, rnd)
             self.step /= 2
+            self.resets += 1
             self._add({**row, **m}, f"rejected: val top-1 below the guard {self.floor:.4f}")
             return "trained"
         if ok == self.acc_mode:  # accuracy held, or resource limit not yet met: keep pruning
             self.good, self.good_t, self.tried = cand, t, {}
+            self._good(rnd)
             action = "accepted" if ok else "continue"
         else:  # accuracy failed (restore last good), or limit met (look for less pruning)
             self.tried[key] = (ok, rnd)
             if ok:
                 self.met.append((cand, m["val_top1"], rnd))
             self.step /= 2
+            self.resets += 1
             action = "met" if ok else "rejected"
         self._add({**row, **m, "channels": sum(g.channels for g in coupled_groups(cand, self.x))},
                   action)
         return "trained"
+
+    def _good(self, rnd: int) -> None:
+        """Round ``rnd`` kept its network: the resets in a row start again from zero."""
+        self.good_round, self.resets = rnd, 0
 
     def _best_met(self) -> nn.Module | None:
         """The most accurate (val) network that met the limit; latency is re-measured first.

@@ -2,8 +2,9 @@
 
 Shared by AAP (:mod:`harness.pruning.static.aap` and its adaptive policy
 :mod:`harness.pruning.static.aap_policy`) and PAAM's ratio mode
-(:mod:`harness.pruning.static.paam`). *Importance*: :func:`filter_attention` (``mean |A|^p``
-of what a group's consumer layers read, over a calibration set). *Amount*:
+(:mod:`harness.pruning.static.paam`). *Importance*: :func:`filter_attention` (the
+example-averaged ``|A|`` of what a group's consumer layers read, raised to ``p``, averaged over
+positions). *Amount*:
 :func:`group_shares` (each coupled group's share of the weights or MACs, which scales its
 threshold), :func:`median_score` (the unit of AAP's global threshold ``T``),
 :func:`select_below_threshold` (AAP's rule) and :func:`ratio_prune_idxs` (explicit ratios).
@@ -49,19 +50,23 @@ def group_shares(model: nn.Module, groups: Sequence[Group], example_input: torch
 
 def filter_attention(model: nn.Module, groups: Sequence[Group], data: Dataset, p: float = 1.0,
                      batch_size: int = 128) -> dict[str, torch.Tensor]:
-    """Per group, each filter's attention ``mean |A|^p`` over ``data`` (eval mode, no grad).
+    """Per group, each filter's attention over ``data`` (eval mode, no grad), in AAP's order.
 
-    ``A`` is what the group's consumer layers read; scores of several consumers are averaged.
+    ``A`` is what the group's consumer layers read. As the paper (and its authors' code), the
+    activation is first averaged over the examples, then raised to the power: a filter's score
+    is ``mean over positions of (mean over examples of |A|) ** p`` (for ``p = 1`` this equals
+    ``mean |A|``). A consumer that reads a pooled vector has one position. Scores of several
+    consumers are averaged.
     """
     mods = dict(model.named_modules())
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
+    sums: dict[str, torch.Tensor] = {}  # per consumer: sum over examples of |A|, (C, *spatial)
+    counts: dict[str, int] = {}  # per consumer: examples seen
 
     def hook(name: str):
         def fn(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            a = args[0].detach().abs().pow(p).transpose(0, 1).reshape(args[0].shape[1], -1)
-            sums[name] = sums.get(name, 0) + a.sum(dim=1).double()
-            counts[name] = counts.get(name, 0) + a.shape[1]
+            a = args[0].detach().abs().double()
+            sums[name] = sums.get(name, 0) + a.sum(dim=0)
+            counts[name] = counts.get(name, 0) + a.shape[0]
         return fn
 
     consumers = {c for g in groups for c in g.consumers}
@@ -82,8 +87,8 @@ def filter_attention(model: nn.Module, groups: Sequence[Group], data: Dataset, p
             raise PrunebenchError(f"layer group {g.name!r} has no consumer layer to read its "
                                   "activations from; AAP cannot score it")
         # a consumer reading more channels (a concatenation) cannot be attributed; skip it
-        per = [(sums[c] / counts[c]).float() for c in g.consumers
-               if c in sums and len(sums[c]) == g.channels]
+        per = [(sums[c] / counts[c]).pow(p).reshape(g.channels, -1).mean(dim=1).float()
+               for c in g.consumers if c in sums and len(sums[c]) == g.channels]
         if not per:
             raise PrunebenchError(f"no consumer of layer group {g.name!r} reads exactly its "
                                   f"{g.channels} channels; AAP cannot score this architecture")

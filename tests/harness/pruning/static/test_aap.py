@@ -56,7 +56,7 @@ def _ctx(splits: DatasetSplits, **kw) -> PruneContext:
                         recipe=Recipe(epochs=1, batch_size=32, lr=0.05), progress=False, **kw)
 
 
-def test_attention_is_mean_power_of_what_consumers_read(tiny) -> None:
+def test_attention_is_power_of_example_mean_of_what_consumers_read(tiny) -> None:
     model, splits = tiny
     x = torch.stack([splits.train[i][0] for i in range(16)])
     groups = coupled_groups(model, x[:1])
@@ -66,7 +66,7 @@ def test_attention_is_mean_power_of_what_consumers_read(tiny) -> None:
     with torch.no_grad():
         model(x)
     h.remove()
-    want = seen["a"].abs().pow(2).mean(dim=(0, 2, 3))
+    want = seen["a"].abs().mean(dim=0).pow(2).mean(dim=(1, 2))  # examples, power, positions
     torch.testing.assert_close(got["conv1"], want, rtol=1e-5, atol=1e-7)
 
 
