@@ -1,11 +1,14 @@
 """Matplotlib drawing only: trade-off plots of what ``prunebench.search.pareto`` computed.
 
-Nothing here decides what is on a front; callers pass the points and the fronts (STYLE item 10).
-One colour and marker per series from the Okabe-Ito colour-blind-safe palette, the dense
-reference as a black star, fronts as step lines (the best quality reachable at a given cost),
-the latency budget as a dashed line, and a caption naming model, data set, profile and machine.
-Each plot is written as PNG (dpi 200) for screens plus SVG and PDF for papers, at full width
-(6.5 in) and at column width (3.5 in), with no font below 8 pt.
+Nothing here decides what is on a front or where the axes end; callers pass the points, the
+fronts and the limits (STYLE item 10). One colour and marker per series from the Okabe-Ito
+colour-blind-safe palette, the dense reference as a black star, fronts as step lines (the best
+quality reachable at a given cost), the latency budget as a dashed line, whiskers on the cost
+(the p50's CI or p50 to p90) and Wilson error bars on accuracy for front points, and, when given,
+the other trials faintly behind. The caption is a separate file (the report writes it) and is
+drawn into the image only when asked. Each plot is written as PNG (dpi 200) for screens plus SVG
+and PDF for papers, at two-column (``full``) and one-column (``column``) width of a
+:data:`FIGURE_STYLES` preset (``paper``: 7.0 / 3.5 in, 8 pt; ``slides``: larger fonts).
 """
 
 from __future__ import annotations
@@ -32,8 +35,25 @@ OKABE_ITO = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 DENSE = "dense"
 FORMATS = ("png", "svg", "pdf")
-WIDTHS_IN = {"full": 6.5, "column": 3.5}
-FONT_PT = 8.0
+WIDTHS = ("full", "column")  # two-column (figure*) and one-column widths
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """Font size and the two widths of one preset; fonts never go below ``font_pt``."""
+
+    font_pt: float
+    widths_in: dict[str, float]
+    marker: float  # front marker size (points) at column width
+
+
+FIGURE_STYLES = {
+    # a two-column paper's text width is ~7 in, one column ~3.5 in; 8 pt is the smallest
+    # size most venues accept in figures
+    "paper": FigureStyle(8.0, {"full": 7.0, "column": 3.5}, 5.0),
+    # a 16:9 slide is 13.3 in wide: the full figure fills most of it, the column one half
+    "slides": FigureStyle(16.0, {"full": 12.0, "column": 6.5}, 9.0),
+}
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,13 @@ class Panel:
     points: pd.DataFrame  # every point, with a ``series`` column
     fronts: dict[str, pd.DataFrame]  # series -> its non-dominated rows for (x, y)
     budget: float | None = None  # x value of the budget line (same unit as x), or None
-    x_upper_column: str | None = None  # e.g. latency_p90_ms: whisker from x to this column
+    x_err_columns: tuple[str | None, str] | None = None  # whisker (low, high) columns of x;
+    # low None: from x itself (p50 to p90)
+    y_err_columns: tuple[str, str] | None = None  # error bar (low, high) columns of y (Wilson)
     log_x: bool = False
+    xlim: tuple[float, float] | None = None  # None: matplotlib's own
+    ylim: tuple[float, float] | None = None
+    background: pd.DataFrame | None = None  # other trials, drawn faintly behind (--all-trials)
 
 
 def series_styles(series: Sequence[str]) -> dict[str, Style]:
@@ -100,16 +125,42 @@ def _draw_series(ax: plt.Axes, panel: Panel, name: str, style: Style, size: floa
         return
     fx = pd.to_numeric(front[panel.x.column], errors="coerce").to_numpy(float)
     fy = pd.to_numeric(front[panel.y.column], errors="coerce").to_numpy(float)
-    if panel.x_upper_column and panel.x_upper_column in front.columns:
-        hi = pd.to_numeric(front[panel.x_upper_column], errors="coerce").to_numpy(float)
-        err = np.vstack([np.zeros_like(fx), np.nan_to_num(np.clip(hi - fx, 0, None))])
-        ax.errorbar(fx, fy, xerr=err, fmt="none", ecolor=style.color, elinewidth=0.9,
-                    capsize=1.5, alpha=0.8, zorder=3)
+    xerr, yerr = _err(front, panel.x_err_columns, fx), _err(front, panel.y_err_columns, fy)
+    if xerr is not None or yerr is not None:
+        ax.errorbar(fx, fy, xerr=xerr, yerr=yerr, fmt="none", ecolor=style.color,
+                    elinewidth=0.8, capsize=1.5, alpha=0.8, zorder=3)
     if name != DENSE:
         if len(front) > 1:
             _step(ax, front, panel, style)
         ax.plot(fx, fy, ls="none", marker=style.marker, ms=size, color=style.color, mec="white",
                 mew=0.5, zorder=4)
+
+
+def _err(rows: pd.DataFrame, columns: tuple[str | None, str] | None,
+         values: np.ndarray) -> np.ndarray | None:
+    """Asymmetric error bars (2, n) from (low, high) columns; None when there are none."""
+    if columns is None or columns[1] not in rows.columns:
+        return None
+    high = pd.to_numeric(rows[columns[1]], errors="coerce").to_numpy(float)
+    low = values if columns[0] is None or columns[0] not in rows.columns else \
+        pd.to_numeric(rows[columns[0]], errors="coerce").to_numpy(float)
+    if np.isnan(high).all():
+        return None
+    return np.vstack([np.nan_to_num(np.clip(values - low, 0, None)),
+                      np.nan_to_num(np.clip(high - values, 0, None))])
+
+
+def _background(ax: plt.Axes, panel: Panel, styles: dict[str, Style], size: float) -> None:
+    """The other trials (e.g. a search's val-scored trials), hollow and faint, behind all."""
+    rows = panel.background
+    if rows is None or rows.empty:
+        return
+    for name, group in rows.groupby("series", sort=False):
+        st = styles.get(str(name)) or Style("0.5", "o")
+        ax.plot(pd.to_numeric(group[panel.x.column], errors="coerce"),
+                pd.to_numeric(group[panel.y.column], errors="coerce"), ls="none",
+                marker=st.marker, ms=size * 0.7, mfc="none", mec=st.color, mew=0.5,
+                alpha=0.35, zorder=0.5)
 
 
 def _handles(names: Sequence[str], styles: dict[str, Style], size: float,
@@ -128,23 +179,27 @@ def _handles(names: Sequence[str], styles: dict[str, Style], size: float,
 
 def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
                   styles: dict[str, Style] | None = None, width: str = "full",
-                  formats: Sequence[str] = FORMATS,
-                  labels: dict[str, str] | None = None) -> list[Path]:
+                  formats: Sequence[str] = FORMATS, labels: dict[str, str] | None = None,
+                  style: str = "paper", caption_in_figure: bool = False) -> list[Path]:
     """Draw ``panel`` and write ``out_stem`` + ``.png``/``.svg``/``.pdf``; returns the paths.
 
-    ``width`` is ``full`` (6.5 in) or ``column`` (3.5 in); fonts stay >= 8 pt at either.
-    ``labels`` maps series names to legend text (default: the name).
+    ``width`` is ``full`` (two-column) or ``column`` (one-column) of the ``style`` preset
+    (:data:`FIGURE_STYLES`). ``labels`` maps series names to legend text (default: the name).
+    ``title`` and ``caption`` are drawn only with ``caption_in_figure`` (a paper's caption is
+    its own text; the report writes it beside the figure).
     """
     names = list(dict.fromkeys(panel.points["series"]))
     styles = styles or series_styles(names)
-    w = WIDTHS_IN[width]
-    size = 5.0 if width == "column" else 6.0
-    with plt.rc_context({"font.size": FONT_PT + (0 if width == "column" else 1),
-                         "axes.titlesize": FONT_PT + 1, "legend.fontsize": FONT_PT,
-                         "xtick.labelsize": FONT_PT, "ytick.labelsize": FONT_PT,
-                         "svg.fonttype": "none", "pdf.fonttype": 42}):
-        fig, ax = plt.subplots(figsize=(w, w * (1.0 if width == "column" else 0.62)),
+    preset = FIGURE_STYLES[style]
+    w = preset.widths_in[width]
+    font = preset.font_pt
+    size = preset.marker * (1.0 if width == "column" else 1.2)
+    with plt.rc_context({"font.size": font, "axes.titlesize": font + 1, "legend.fontsize": font,
+                         "axes.labelsize": font, "xtick.labelsize": font,
+                         "ytick.labelsize": font, "svg.fonttype": "none", "pdf.fonttype": 42}):
+        fig, ax = plt.subplots(figsize=(w, w * (0.8 if width == "column" else 0.5)),
                                layout="constrained")
+        _background(ax, panel, styles, size)
         for name in names:
             _draw_series(ax, panel, name, styles[name], size)
         budget_label = None
@@ -153,6 +208,10 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
             budget_label = f"budget {panel.budget:g} ms"
         if panel.log_x:
             ax.set_xscale("log")
+        if panel.xlim is not None:
+            ax.set_xlim(*panel.xlim)
+        if panel.ylim is not None:
+            ax.set_ylim(*panel.ylim)
         for axis, obj in ((ax.xaxis, panel.x), (ax.yaxis, panel.y)):
             fmt = _formatter(obj)
             if fmt is not None:
@@ -162,16 +221,17 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
         ax.grid(True, color="0.9", lw=0.6)
         ax.set_axisbelow(True)
         ax.spines[["top", "right"]].set_visible(False)
-        ncol = 2 if width == "column" else 3
+        ncol = 2 if width == "column" else 4
         # above the axes, so it never covers data; constrained layout makes room for it
         ax.legend(handles=_handles(names, styles, size, budget_label, labels or {}),
                   loc="lower center", bbox_to_anchor=(0.5, 1.01),
                   ncol=min(ncol, len(names) + bool(budget_label)), frameon=False,
-                  handlelength=1.8, columnspacing=1.2, borderaxespad=0.2)
-        fig.suptitle(title, fontsize=FONT_PT + 2, fontweight="bold")
-        chars = int(w * 72 / (FONT_PT * 0.58))  # ~ characters per line at 8 pt
-        fig.supxlabel(textwrap.fill(caption, chars), fontsize=FONT_PT, ha="left", x=0.01,
-                      color="0.2")
+                  handlelength=1.5, columnspacing=1.0, borderaxespad=0.2)
+        if caption_in_figure:
+            fig.suptitle(title, fontsize=font + 2, fontweight="bold")
+            chars = int(w * 72 / (font * 0.58))  # ~ characters per line at this size
+            fig.supxlabel(textwrap.fill(caption, chars), fontsize=font, ha="left", x=0.01,
+                          color="0.2")
         out_stem.parent.mkdir(parents=True, exist_ok=True)
         paths = []
         for ext in formats:

@@ -15,6 +15,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from prunebench.search.analysis import energy_header
+from prunebench.search.citations import bibtex_for
+from prunebench.search.intervals import AT
 from prunebench.search.runs.folders import distinct
 
 if TYPE_CHECKING:
@@ -30,8 +33,10 @@ ENERGY_METHODS = {
     "nvml-sampled": "measured by sampling NVML GPU power and integrating over time",
     "none": "not measured",
 }
-COLUMNS = (  # (points column, table header, formatter)
+COLUMNS = (  # (points column, table header, formatter); the energy header says "modelled"
     ("accuracy_top1", "top-1 (%)", lambda v: f"{100 * v:.2f}"),
+    ("accuracy_ci_low", "top-1 95% CI low (%)", lambda v: f"{100 * v:.1f}"),
+    ("accuracy_ci_high", "top-1 95% CI high (%)", lambda v: f"{100 * v:.1f}"),
     ("latency_p50_ms", "p50 (ms)", lambda v: f"{v:.3g}"),
     ("latency_p90_ms", "p90 (ms)", lambda v: f"{v:.3g}"),
     ("energy_mj_per_inference", "energy (mJ)", lambda v: f"{v:.3g}"),
@@ -47,12 +52,25 @@ def _fmt(value: Any, fn: Any) -> str:
         return str(value)
 
 
+def _disturbed(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def header(df: pd.DataFrame, column: str, head: str) -> str:
+    """A column's table header; the energy one carries "modelled" when it is modelled."""
+    return energy_header(df, head) if column == "energy_mj_per_inference" else head
+
+
 def point_table(df: pd.DataFrame, lead: tuple[str, ...] = ("series", "label")) -> pd.DataFrame:
-    """Rows of ``df`` with readable headers and units (strings, ready to print)."""
+    """Rows of ``df`` with readable headers and units (strings, ready to print); a label gets
+    ``[disturbed]`` when its timing was (``timing_disturbed``)."""
     out = pd.DataFrame({c: df[c].astype(str) for c in lead if c in df})
+    if "label" in out and "timing_disturbed" in df:
+        out["label"] = [f"{lab} [disturbed]" if _disturbed(d) else lab
+                        for lab, d in zip(out["label"], df["timing_disturbed"], strict=True)]
     for col, head, fn in COLUMNS:
         if col in df and df[col].notna().any():
-            out[head] = [_fmt(v, fn) for v in df[col]]
+            out[header(df, col, head)] = [_fmt(v, fn) for v in df[col]]
     return out.reset_index(drop=True)
 
 
@@ -85,24 +103,35 @@ def _setup(an: Analysis) -> list[Block]:
         blocks.append(("p", "**Warning: mixed measurement setups on shared axes (--allow-mixed); "
                             "differences may come from the machines, not the methods.**"))
         blocks.append(("ul", an.warnings))
+    if an.findings:
+        blocks.append(("p", "**Shown and labelled rather than refused (--strict refuses "
+                            "them):**"))
+        blocks.append(("ul", an.findings))
+    if "timing_disturbed" in an.merged and an.merged["timing_disturbed"].map(_disturbed).any():
+        blocks.append(("p", "Points marked [disturbed] were timed without their core to "
+                            "themselves (CPU/wall below 0.95 after one re-timing) or beat their "
+                            "MAC-ideal speedup beyond its CI: their latency is suspect."))
     return blocks
 
 
 def _best(an: Analysis) -> list[Block]:
-    blocks: list[Block] = [("h2", "Best configuration under each budget"),
-                           ("p", f"Latency budgets: {an.budgets_note}. Best top-1 accuracy with "
-                                 "p50 latency within the budget; ties go to the faster point.")]
-    for b in an.best:
-        blocks.append(("h3", f"Budget {b['budget_ms']:g} ms"))
-        rows = [r for r in b["series"].values() if r is not None]
-        if b["overall"] is None:
-            blocks.append(("p", "No measured configuration fits this budget."))
+    blocks: list[Block] = [
+        ("h2", "Best configuration under each budget"),
+        ("p", f"Latency budgets: {an.budgets_note}. A point competes when its p50's 95% CI lies "
+              "within the budget or contains it (\"at the budget\", labelled). The best has the "
+              "highest top-1 accuracy (the faster on equal accuracy); series' bests whose 95% "
+              "Wilson accuracy intervals overlap the best's are a tie within noise.")]
+    for v in an.verdicts:
+        blocks.append(("h3", f"Budget {v.budget_ms:g} ms"))
+        blocks.append(("p", v.headline))
+        if v.winner is None:
             continue
-        blocks.append(("table", point_table(pd.DataFrame(rows), ("series", "run", "label"))))
-        win = b["overall"]
-        blocks.append(("p", f"Best overall: **{win['series']}**, {win['label']} (run "
-                            f"{win['run']}). Per-layer amounts of each series' best:"))
-        for row in rows:
+        table = point_table(v.best, ("series", "run", "label"))
+        table["budget"] = ["at the budget" if s == AT else "under"
+                           for s in v.best["budget_status"]]
+        blocks.append(("table", table))
+        blocks.append(("p", "Per-layer amounts of each series' best:"))
+        for _, row in v.best.iterrows():
             if row["series"] != "dense":
                 blocks += [("p", f"{row['series']}: {row['label']} (run {row['run']})"),
                            ("table", config_table(row.get("config")))]
@@ -115,13 +144,14 @@ def _dominance(an: Analysis) -> list[Block]:
         return blocks + [("p", "Not shown: the runs do not contain both static and dynamic "
                                "points.")]
     for name, df in an.dominance.items():
+        blocks.append(("h3", name))
+        blocks.append(("ul", an.family.get(name, [])))
         n_dom, n = int(df["dominated"].sum()), len(df)
-        saved = df["cost_saved"].dropna()
-        text = (f"{name}: the {name.split()[0]} front dominates {n_dom} of the {n} points of the "
-                "static (accuracy, p50 latency) front.")
-        if len(saved):
-            text += (f" Latency saved at equal-or-better accuracy: median {saved.median():.3g} "
-                     f"ms (best {saved.max():.3g} ms); negative means static is faster.")
+        text = (f"Point by point: the {name.split()[0]} front dominates {n_dom} of the {n} "
+                "points of the static (accuracy, p50 latency) front. Per static point: the "
+                "latency the other front saves at equal-or-better accuracy, and the accuracy it "
+                "gains at equal-or-lower latency (negative: static is better; '-': the other "
+                "front never gets that accurate / that fast).")
         table = point_table(df, ("series", "label"))[["series", "label", "top-1 (%)", "p50 (ms)"]]
         table["dominated"] = ["yes" if d else "no" for d in df["dominated"]]
         table["latency saved (ms)"] = [_fmt(v, lambda x: f"{x:+.3g}") for v in df["cost_saved"]]
@@ -132,7 +162,38 @@ def _dominance(an: Analysis) -> list[Block]:
     return blocks
 
 
-def _energy_env(an: Analysis) -> list[Block]:
+def _methods(an: Analysis) -> list[Block]:
+    names = _method_names(an)
+    entries, unknown = bibtex_for(names)
+    blocks: list[Block] = [("h2", "Methods"),
+                           ("p", "Methods in this report: " + (", ".join(names) or "none")
+                            + ". BibTeX of their papers (also in methods.bib):")]
+    blocks += [("pre", e) for e in entries]
+    if unknown:
+        blocks.append(("p", "No BibTeX known for: " + ", ".join(unknown)
+                            + " (not a registered method with a paper)."))
+    return blocks
+
+
+def _method_names(an: Analysis) -> list[str]:
+    names = [str(m) for m in an.merged["method"].dropna()]
+    for cfg in an.merged.get("config", pd.Series(dtype=object)).dropna():
+        try:
+            static = json.loads(cfg).get("static_method") if isinstance(cfg, str) else None
+        except ValueError:
+            static = None
+        if static:
+            names.append(str(static))
+    return list(dict.fromkeys(n for n in names if n != "dense"))
+
+
+def bibtex(an: Analysis) -> str:
+    """methods.bib: the BibTeX entries of every method in the report."""
+    entries, _ = bibtex_for(_method_names(an))
+    return "\n\n".join(entries) + ("\n" if entries else "")
+
+
+def _energy_env(an: Analysis) -> tuple[list[Block], list[Block]]:
     items = []
     for run in an.runs:
         pts = an.merged[(an.merged["run"] == run.name)]
@@ -148,8 +209,8 @@ def _energy_env(an: Analysis) -> list[Block]:
         env_rows += [{"run": run.name, "key": k, "value": str(v)} for k, v in sorted(env.items())]
         env_rows.append({"run": run.name, "key": "torch", "value": distinct(
             an.merged[an.merged["run"] == run.name], "torch_version")})
-    return [("h2", "How energy was obtained"), ("ul", items), ("h2", "Environment"),
-            ("table", pd.DataFrame(env_rows))]
+    return [("h2", "How energy was obtained"), ("ul", items)], [
+        ("h2", "Appendix: environment"), ("table", pd.DataFrame(env_rows))]
 
 
 def document(an: Analysis, figures: dict[str, list[Path]]) -> list[Block]:
@@ -178,13 +239,18 @@ def document(an: Analysis, figures: dict[str, list[Path]]) -> list[Block]:
                ("table", hv), ("h2", "Pareto fronts")]
     for series, front in an.fronts.items():
         blocks += [("h3", series), ("table", point_table(front, ("run", "label")))]
-    blocks += _best(an) + _dominance(an) + _energy_env(an)
-    blocks += [("h2", "Files"), ("ul", ["points.csv: every point of every run, merged",
-                                        "fronts.csv: the fronts (column series)",
-                                        "fronts.tex: the fronts as a booktabs LaTeX table",
-                                        "plots/: PNG (dpi 200), SVG and PDF, full and column "
-                                        "width", "summary.json: the numbers above as JSON"])]
-    return blocks
+    energy, env = _energy_env(an)
+    blocks += _best(an) + _dominance(an) + energy + _methods(an)
+    blocks += [("h2", "Files"), ("ul", [
+        "points.csv: every point of every run, merged (energy_method says how each energy was "
+        "obtained; accuracy_ci_*, latency_ci_*_ms: the 95% intervals)",
+        "fronts.csv: the fronts (column series)",
+        "fronts.tex: the fronts as a booktabs LaTeX table",
+        "methods.bib: the BibTeX of the methods above",
+        "plots/: PNG (dpi 200), SVG and PDF at two-column (full) and one-column (_column) "
+        "width; <plot>.caption.txt and <plot>.caption.tex (a LaTeX \\caption{})",
+        "summary.json: the numbers above as JSON"])]
+    return blocks + env
 
 
 _MD_SPECIAL = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "[": "\\[", "]": "\\]",
@@ -219,6 +285,10 @@ def to_markdown(blocks: list[Block]) -> str:
             out.append(_md_table(content))
         elif kind == "img":
             out.append(f"![{_md(content[1])}]({quote(content[0])})")
+        elif kind == "pre":
+            fence = "~~~~" if "```" in content else "```"
+            out.append(f"{fence}bibtex\n{content}\n{fence}" if content.startswith("@")
+                       else f"{fence}\n{content}\n{fence}")
     return "\n\n".join(out) + "\n"
 
 
@@ -239,6 +309,8 @@ def to_html(blocks: list[Block], *, base: Path) -> str:
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in content) + "</ul>")
         elif kind == "table":
             body.append(content.to_html(index=False, border=0, escape=True))
+        elif kind == "pre":
+            body.append(f"<pre>{html.escape(content)}</pre>")
         elif kind == "img":
             data = base64.b64encode((base / content[0]).read_bytes()).decode()
             body.append(f'<figure><img alt="{html.escape(content[1])}" '
@@ -246,14 +318,14 @@ def to_html(blocks: list[Block], *, base: Path) -> str:
     style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
              "color:#222}table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9rem}"
              "th,td{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:left}"
-             "img{max-width:100%}")
+             "img{max-width:100%}pre{background:#f6f6f6;padding:.5rem;overflow-x:auto}")
     title = html.escape(next((c for k, c in blocks if k == "h1"), "prunebench report"))
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}"
             f"</title><style>{style}</style></head><body>\n" + "\n".join(body)
             + "\n</body></html>\n")
 
 
-def _tex(text: str) -> str:
+def tex_escape(text: str) -> str:
     """Escape LaTeX's special characters in plain text."""
     special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
                "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -263,16 +335,18 @@ def _tex(text: str) -> str:
 
 def latex_fronts(an: Analysis) -> str:
     """The fronts as one booktabs table (needs ``\\usepackage{booktabs}``)."""
-    cols = [(c, h, f) for c, h, f in COLUMNS if an.merged[c].notna().any()]
+    cols = [(c, header(an.merged, c, h), f) for c, h, f in COLUMNS
+            if c in an.merged and an.merged[c].notna().any()]
     lines = [r"\begin{tabular}{ll" + "r" * len(cols) + "}", r"\toprule",
-             " & ".join(["Method", "Configuration"] + [_tex(h) for _, h, _ in cols]) + r" \\",
+             " & ".join(["Method", "Configuration"] + [tex_escape(h) for _, h, _ in cols])
+             + r" \\",
              r"\midrule"]
     for i, (series, front) in enumerate(an.fronts.items()):
         if i:
             lines.append(r"\midrule")
         for _, row in front.iterrows():
             vals = [_fmt(row.get(c), f) for c, _, f in cols]
-            lines.append(" & ".join([_tex(series), _tex(str(row.get("label", "")))] + vals)
-                         + r" \\")
+            lead = [tex_escape(series), tex_escape(str(row.get("label", "")))]
+            lines.append(" & ".join(lead + vals) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

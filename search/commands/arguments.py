@@ -53,13 +53,72 @@ def positive(example: float) -> Callable[[str], float]:
     return parse
 
 
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    """Where and how training runs (``train``, ``finetune``, ``baseline``, ``search``,
+    ``worker``); measuring stays on the hardware profile's device."""
+    g = p.add_argument_group("training device")
+    g.add_argument("--train-device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="device for training and fine-tuning (default auto: the first CUDA "
+                        "device when there is one, else the CPU)")
+    g.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                   help="mixed-precision training (bf16 on CPU or GPU; fp16 on GPU only)")
+    g.add_argument("--channels-last", action="store_true",
+                   help="train in the channels_last (NHWC) memory format")
+    g.add_argument("--workers", type=whole(0, 4), default=0, metavar="N",
+                   help="DataLoader worker processes for training and accuracy passes (default "
+                        "0: in the main process); memory is pinned when training on CUDA")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels only while training (fails where PyTorch has "
+                        "none; slower on GPUs)")
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser, what: str = "training") -> None:
+    """``--recipe NAME`` or ``--recipe-file PATH`` (see ``prunebench recipes``)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--recipe", default=None, metavar="NAME",
+                   help=f"{what} recipe shipped with prunebench (default: digits; see "
+                        "`prunebench recipes`)")
+    g.add_argument("--recipe-file", default=None, metavar="PATH",
+                   help=f"{what} recipe of your own: a TOML file of recipe fields")
+
+
+def training_runtime(args: argparse.Namespace) -> Any:
+    """The :class:`~prunebench.harness.devices.TrainRuntime` of the runtime options, checked
+    against this machine (a CUDA request without CUDA is one line, exit code 2)."""
+    from prunebench.harness.devices import resolve_runtime
+
+    return resolve_runtime(args.train_device, amp=args.amp, channels_last=args.channels_last,
+                           workers=args.workers, deterministic=args.deterministic)
+
+
+def training_recipe(args: argparse.Namespace, default: str | None = None, **changes: Any) -> Any:
+    """The recipe ``--recipe``/``--recipe-file`` name (else ``default``, else digits), with
+    ``changes`` whose value is not ``None`` applied and the runtime options as its runtime."""
+    from prunebench.harness.recipes import DEFAULT_RECIPE_NAME, load_recipe
+
+    source = args.recipe_file or args.recipe or default or DEFAULT_RECIPE_NAME
+    recipe = load_recipe(source)
+    given = {k: v for k, v in changes.items() if v is not None}
+    try:
+        recipe = recipe.with_(**given)
+    except PrunebenchError as exc:
+        raise PrunebenchError(f"{exc} (from the command line's options)") from None
+    return recipe.with_(runtime=training_runtime(args))
+
+
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
     """The options of a search run (``prunebench search``, ``prunebench study create``)."""
     d = SEARCH_DEFAULTS
     p.add_argument("--model", required=True, help="registered model (see `prunebench models`)")
     p.add_argument("--dataset", required=True, help="registered data set")
     p.add_argument("--data-dir", help="where the data set lives on disk")
-    p.add_argument("--checkpoint", help="trained checkpoint to prune (default: cached base model)")
+    p.add_argument("--checkpoint", "--weights", dest="checkpoint",
+                   help="trained weights to prune: a prunebench checkpoint or a plain "
+                   "state_dict of --model, e.g. torchvision's (default: cached base model)")
+    p.add_argument("--image-size", type=whole(8, 32), default=None,
+                   help="side in pixels imagefolder images are loaded at (default: the "
+                   "checkpoint's, else 32)")
+    add_recipe_arguments(p, "base-model and fine-tuning")
     p.add_argument("--space", default=d["space"], help="static | dynamic | hybrid")
     p.add_argument("--method", help="static method(s), comma-separated (several: searched as "
                    "'criterion'), and for dynamic/hybrid one dynamic method, e.g. l1,antidote")
@@ -119,6 +178,7 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure even if the profile does not match this machine (recorded)")
     p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_runtime_arguments(p)
 
 
 def search_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -152,18 +212,54 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                         "different energy methods on one axis anyway (marked in the report)")
     p.add_argument("--split", default="auto", choices=("auto", "test", "val"),
                    help="which accuracy split to plot (default auto: the only one, else test)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse runs scored on different splits, searches with nothing under "
+                        "budget and different latency anchors (default: shown and labelled)")
     p.add_argument("--log-latency", action="store_true", help="log-scale latency axis")
     p.add_argument("--formats", default="png,svg,pdf",
                    help="plot file formats, comma-separated (default: png,svg,pdf)")
+    add_figure_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+
+
+def add_figure_arguments(p: argparse.ArgumentParser) -> None:
+    """How a report's plots are drawn (``prunebench.search.figures.figure_options``)."""
+    p.add_argument("--xlim", default="auto", metavar="LOW,HIGH|auto|data",
+                   help="latency axis limits in ms; auto (default): fastest point to dense; "
+                        "data: every point")
+    p.add_argument("--ylim", default="auto", metavar="LOW,HIGH|auto|data",
+                   help="accuracy axis limits in %%; auto (default): from the lowest front point "
+                        "within --ylim-within points of dense to the best; data: every point")
+    p.add_argument("--ylim-within", type=float, default=10.0, metavar="PP",
+                   help="accuracy points below dense the automatic y-axis shows (default 10)")
+    p.add_argument("--whiskers", default="ci", choices=("off", "ci", "p90"),
+                   help="latency whiskers on front points: the p50's 95%% CI (default), p50 to "
+                        "p90, or none")
+    p.add_argument("--no-accuracy-bars", action="store_true",
+                   help="no 95%% Wilson error bars on the accuracy of front points")
+    p.add_argument("--all-trials", action="store_true",
+                   help="also draw, faintly, the trials scored on another split (a search's "
+                        "val trials beside its test re-measurements)")
+    p.add_argument("--caption-in-figure", action="store_true",
+                   help="draw the title and caption into the image (default: caption files "
+                        "beside it, <plot>.caption.txt and .caption.tex)")
+    p.add_argument("--style", default="paper", choices=("paper", "slides"),
+                   help="font and width preset (paper: 8 pt at 7.0 / 3.5 in; slides: 16 pt)")
+    p.add_argument("--widths", default="full,column",
+                   help="figure widths, comma-separated: full (two-column) and/or column "
+                        "(one-column); default both")
 
 
 def report_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of :func:`~prunebench.search.runs.compare` the report options give
     (``out`` apart)."""
     return {"objectives": args.objectives, "budget_ms": _budgets(args.budget_ms),
-            "allow_mixed": args.allow_mixed, "split": args.split,
-            "log_latency": args.log_latency, "formats": args.formats}
+            "allow_mixed": args.allow_mixed, "split": args.split, "strict": args.strict,
+            "log_latency": args.log_latency, "formats": args.formats, "xlim": args.xlim,
+            "ylim": args.ylim, "y_within_pp": args.ylim_within, "whiskers": args.whiskers,
+            "accuracy_bars": not args.no_accuracy_bars, "all_trials": args.all_trials,
+            "caption_in_figure": args.caption_in_figure, "style": args.style,
+            "widths": args.widths}
 
 
 def print_report(out: Path, as_json: bool) -> int:

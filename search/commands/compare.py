@@ -1,10 +1,12 @@
 """``prunebench compare`` (several runs on common axes) and ``prunebench report`` (one run).
 
-Both write a report folder (report.md, self-contained report.html, plots, points/fronts CSVs,
-fronts.tex, summary.json) through :mod:`prunebench.search.runs.reports`. Latencies from
-different profiles, machine fingerprints or batch sizes, and energies from different energy
-methods, are refused on one axis unless ``--allow-mixed`` is given; the error names the runs and
-the values.
+Both write a report folder (report.md, self-contained report.html, plots with caption files,
+points/fronts CSVs, fronts.tex, methods.bib, summary.json) through
+:mod:`prunebench.search.runs.reports`. Latencies from different profiles, engines, machine
+fingerprints or batch sizes, and energies from different energy methods, are refused on one axis
+unless ``--allow-mixed`` is given; the error names the runs and the values. Runs scored on
+different splits, searches with nothing under budget and different latency anchors are shown
+and labelled (warnings printed), or refused with ``--strict``.
 """
 
 from __future__ import annotations

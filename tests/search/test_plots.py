@@ -1,10 +1,11 @@
-"""Smoke tests: each plot writes valid, non-empty PNG, SVG and PDF files (the look is checked by
-eye, see the report of issue #8)."""
+"""Each plot writes valid PNG, SVG and PDF files, and the figure options change the rendered axes
+(asserted on the saved figures' matplotlib objects; the look is checked by eye)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.text
 import pandas as pd
 import pytest
 
@@ -43,10 +44,11 @@ def test_draw_tradeoff_writes_valid_files(tmp_path: Path, x_name: str, budget: f
     x = OBJECTIVES[x_name]
     panel = plots.Panel(x, ACCURACY, points, pareto.fronts_by(points, [ACCURACY, x]),
                         budget=budget, log_x=log_x,
-                        x_upper_column="latency_p90_ms" if x_name.startswith("latency") else None)
+                        x_err_columns=(None, "latency_p90_ms") if x_name.startswith("latency")
+                        else None)
     paths = plots.draw_tradeoff(panel, tmp_path / "plots" / f"acc_{x_name}", width=width,
                                 title="resnet20 / cifar10", caption="resnet20 on cifar10; "
-                                "profile cpu-2t; machine test")
+                                "profile cpu-2t; machine test", caption_in_figure=True)
     assert [p.suffix for p in paths] == [".png", ".svg", ".pdf"]
     for path in paths:
         data = path.read_bytes()
@@ -61,3 +63,66 @@ def test_series_styles_fixed_and_dense_star() -> None:
     assert styles["l1 uniform"].color == plots.OKABE_ITO[0]
     assert styles["attention search"].color == plots.OKABE_ITO[1]
     assert styles["l1 uniform"].marker != styles["attention search"].marker
+
+
+@pytest.fixture()
+def saved(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The figures ``draw_tradeoff`` saved, kept open for inspection (it closes each one)."""
+    figs: list = []
+    close = plots.plt.close
+
+    def keep(fig=None) -> None:  # noqa: ANN001 - matplotlib's signature
+        figs.append(fig)
+
+    monkeypatch.setattr(plots.plt, "close", keep)
+    yield figs
+    for fig in figs:
+        close(fig)
+
+
+def _texts(fig) -> list[str]:  # noqa: ANN001
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+
+
+def test_given_limits_style_and_caption_change_the_saved_axes(tmp_path: Path,
+                                                              saved: list) -> None:
+    points = _points()
+    x = OBJECTIVES["latency_p50"]
+    fronts = pareto.fronts_by(points, [ACCURACY, x])
+    panel = plots.Panel(x, ACCURACY, points, fronts, xlim=(2.0, 6.0), ylim=(0.85, 0.93))
+    plots.draw_tradeoff(panel, tmp_path / "a", title="T", caption="CAPTION TEXT",
+                        formats=("png",), width="column")
+    plots.draw_tradeoff(plots.Panel(x, ACCURACY, points, fronts), tmp_path / "b", title="T",
+                        caption="CAPTION TEXT", formats=("png",), style="slides",
+                        caption_in_figure=True)
+    given, free = saved
+    assert given.axes[0].get_xlim() == (2.0, 6.0) and given.axes[0].get_ylim() == (0.85, 0.93)
+    assert free.axes[0].get_ylim()[0] < 0.76  # matplotlib's own: every point
+    assert given.get_size_inches()[0] == plots.FIGURE_STYLES["paper"].widths_in["column"]
+    assert free.get_size_inches()[0] == plots.FIGURE_STYLES["slides"].widths_in["full"]
+    assert free.axes[0].xaxis.label.get_fontsize() == plots.FIGURE_STYLES["slides"].font_pt
+    assert not any("CAPTION" in t for t in _texts(given))  # not baked in unless asked
+    assert any("CAPTION" in t for t in _texts(free))
+
+
+def test_whiskers_error_bars_and_background_are_drawn(tmp_path: Path, saved: list) -> None:
+    points = _points().assign(accuracy_ci_low=lambda d: d["accuracy_top1"] - 0.01,
+                              accuracy_ci_high=lambda d: d["accuracy_top1"] + 0.01)
+    x = OBJECTIVES["latency_p50"]
+    fronts = pareto.fronts_by(points, [ACCURACY, x])
+    faint = points.assign(latency_p50_ms=points["latency_p50_ms"] * 1.3)
+    for xerr, yerr, bg in ((None, None, None),
+                           ((None, "latency_p90_ms"), ("accuracy_ci_low", "accuracy_ci_high"),
+                            faint)):
+        plots.draw_tradeoff(plots.Panel(x, ACCURACY, points, fronts, x_err_columns=xerr,
+                                        y_err_columns=yerr, background=bg),
+                            tmp_path / "p", title="T", caption="C", formats=("png",))
+    bare, full = (f.axes[0] for f in saved)
+    assert len(bare.collections) == 0  # no error bars at all
+    segments = [seg for c in full.collections for seg in c.get_segments()]
+    heights = sorted(abs(s[1][1] - s[0][1]) for s in segments if s[0][0] == s[1][0])
+    assert heights and heights[-1] == pytest.approx(0.02)  # Wilson bars, +/- 0.01
+    widths = [abs(s[1][0] - s[0][0]) for s in segments if s[0][1] == s[1][1]]
+    assert max(widths) == pytest.approx(0.1 * 6.8)  # p50 to p90 of the dense point
+    hollow = [ln for ln in full.lines if ln.get_markerfacecolor() == "none"]
+    assert sum(len(ln.get_xdata()) for ln in hollow) == len(faint)

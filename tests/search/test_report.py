@@ -14,6 +14,7 @@ from prunebench.harness.measurement import Measurement
 from prunebench.harness.pruning.config import PruningConfig
 from prunebench.search import pareto, report
 from prunebench.search.cli import main
+from prunebench.search.figures import figure_options
 from prunebench.search.runs import folders as run_folders
 
 LAYERS = ["layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"]
@@ -128,11 +129,12 @@ def test_report_has_every_section(tmp_path: Path) -> None:
     folders = make_runs(tmp_path / "runs")
     out = tmp_path / "out"
     summary = report.write_report([run_folders.load_run(p) for p in folders], out,
-                                  formats=("png",), widths=("full",))
+                                  figures=figure_options(formats=("png",), widths=("full",)))
     md = (out / "report.md").read_text()
     for heading in ("## Setup", "## Trade-off plots", "## Hypervolume", "## Pareto fronts",
                     "## Best configuration under each budget", "## Dynamic vs static",
-                    "## How energy was obtained", "## Environment", "## Files"):
+                    "## How energy was obtained", "## Methods", "## Files",
+                    "## Appendix: environment"):
         assert heading in md, heading
     assert "modelled" in md and "not measured" in md
     assert "layer2.0.conv1" in md  # per-layer ratios of the best configuration
