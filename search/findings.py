@@ -91,6 +91,8 @@ def label_unmet_budgets(runs: list[RunData], merged: pd.DataFrame, *,
     out = []
     for run in runs:
         mine = (merged["run"] == run.name) & (merged["run_kind"] == "search")
+        if "feasible" in merged:
+            mine &= merged["feasible"].notna()  # rows that recorded whether they were feasible
         if not run.budgets_ms or "feasible" not in merged or not mine.any():
             continue
         feasible = merged.loc[mine, "feasible"].map(

@@ -68,12 +68,12 @@ def analyse(runs: Sequence[RunData], *, objectives: str | Sequence[str] = DEFAUL
     """
     objs = pareto.parse_objectives(objectives)
     runs = list(runs)
-    chosen = findings.choose_split(merge_runs(runs), split, allow_mixed=allow_mixed,
-                                   strict=strict)
+    every = merge_runs(runs)
+    chosen = findings.choose_split(every, split, allow_mixed=allow_mixed, strict=strict)
     merged = intervals.with_intervals(chosen.rows)
     notes = list(chosen.warnings)
     notes += findings.label_unmet_budgets(runs, merged, strict=strict)
-    notes += findings.anchor_findings(merged, strict=strict)
+    notes += findings.anchor_findings(every, strict=strict)  # every split: trials carry it
     warnings = check_comparable(merged, allow_mixed=allow_mixed)
     fronts = pareto.fronts_by(merged, objs)
     reference = pareto.reference_point([merged], objs, margin=margin)

@@ -202,3 +202,54 @@ def test_compare_bad_input_errors(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "x")]) == 2
     assert main(["compare", str(folders[0]), "--budget-ms", "-3",
                  "--out", str(tmp_path / "x")]) == 2
+
+
+def _unmet_and_anchored(folders: list[Path]) -> None:
+    """static-search: nothing feasible and nothing re-measured; dynamic-search: latencies framed
+    by a recorded anchor of 7.14 ms (the sweep's dense p50 is 6.8 ms)."""
+    trials = pd.read_csv(folders[1] / "trials.csv").assign(feasible=False)
+    trials.to_csv(folders[1] / "trials.csv", index=False)
+    (folders[1] / "remeasured.csv").write_text("")
+    dyn = pd.read_csv(folders[2] / "trials.csv")
+    dyn["environment"] = json.dumps({"cpu_model": "Intel Xeon (synthetic)",
+                                     "latency_anchor_ms": 7.14})
+    dyn.to_csv(folders[2] / "trials.csv", index=False)
+
+
+def test_compare_shows_and_labels_what_it_used_to_refuse(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folders = make_runs(tmp_path / "runs")
+    _unmet_and_anchored(folders)
+    out = tmp_path / "cmp"
+    code = main(["compare", *map(str, folders), "--out", str(out), "--formats", "png",
+                 "--widths", "column"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "static-search (val)" in printed and "nothing under its budget (4 ms)" in printed
+    assert "different latency anchors" in printed and "1.050x" in printed  # 7.14 / 6.8
+    series = set(pd.read_csv(out / "points.csv")["series"])
+    assert "l1 search [val split] [nothing under budget]" in series
+    assert "attention search" in series  # re-measured on test: kept on the common split
+    md = (out / "report.md").read_text()
+    assert "Shown and labelled rather than refused" in md
+
+
+@pytest.mark.parametrize("case,word", [("split", "different splits"),
+                                       ("unmet", "nothing under its budget"),
+                                       ("anchor", "different latency anchors")])
+def test_compare_strict_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                case: str, word: str) -> None:
+    folders = make_runs(tmp_path / "runs", remeasure=case != "split")
+    if case != "split":
+        _unmet_and_anchored(folders)
+    if case == "anchor":  # only the anchors differ: the static search keeps its front
+        folders = [folders[0], folders[2]]
+    elif case == "unmet":  # only the unmet budget: test accuracies from every other run
+        pd.read_csv(folders[1] / "trials.csv").assign(accuracy_split="test").to_csv(
+            folders[1] / "trials.csv", index=False)
+        folders = folders[:2]
+    out = tmp_path / "cmp"
+    code = main(["compare", *map(str, folders), "--out", str(out), "--strict"])
+    err = capsys.readouterr().err
+    assert code == 2 and word in err and "--strict" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
