@@ -15,12 +15,20 @@ score starts at exactly 1 with gradient 1.
 
 *Loss*: cross-entropy plus ``lam * sum(scores)`` over all filters of all layers (one joint
 training, no per-layer budget), through ``train_model``'s ``loss_hook``; one stage, from the given
-pretrained network or from scratch (``from_scratch=true`` re-initialises the weights).
+pretrained network or, the paper's setting, from scratch: ``from_scratch=true`` re-initialises
+every weight (seeded by ``ctx.seed``; convolutions He-normal, fan-out, as the zoo's networks,
+every other layer by its own ``reset_parameters``), so the given network's weights are never
+read, and the scores and weights are then trained together from that random start for the
+recipe's epochs at its learning rate before the cut. The attention networks are created under
+``ctx.seed`` too, so a run repeats.
 
 *Amount and cut*: the global budget ``options["budget"]`` (``params=0.5`` or ``macs=0.5``: a
 fraction of dense when at most 1, else a count) keeps filters in order of decreasing score until
-one more would exceed the budget (every group keeps its top filter; the keep-count is found by
-bisection over real cuts, so the budget is met exactly as counted). The scores are folded into
+one more would exceed the budget; every group first keeps its ``group_floor`` share of its
+filters (its top-scored ones, at least one: ``ceil(group_floor x channels)``, default 0.2, the
+search space's largest ratio 0.8), so a coupled residual stream cannot collapse to one channel
+under a global budget (the paper has no such floor). The keep-count is found by bisection over
+real cuts, so the budget is met exactly as counted. The scores are folded into
 the following normalisation layer (or the member's weights), which is exact in eval mode, the
 other filters are removed physically, and the attention networks and hooks are dropped: the
 result is an ordinary smaller network.
@@ -28,10 +36,10 @@ result is an ordinary smaller network.
 Options: ``budget``; ``epochs`` (score training; default the recipe's epochs from scratch, a
 third of them from a pretrained network), ``lr`` (default the recipe's lr from scratch, lr / 10
 from pretrained), ``lam`` (regulariser weight per score, default 1e-3), ``from_scratch``,
-``hidden`` (attention width, 16), ``alpha`` (leak, 0.1), ``finetune_epochs`` / ``finetune_lr``
-(after the cut, default 0). With ``ratios`` / ``global_ratio`` instead of a budget, the learned
-scores choose the filters and the ratios the amount (``round_to`` applies), as for the other
-static methods.
+``hidden`` (attention width, 16), ``alpha`` (leak, 0.1), ``group_floor`` (0.2, with a budget
+only), ``finetune_epochs`` / ``finetune_lr`` (after the cut, default 0). With ``ratios`` /
+``global_ratio`` instead of a budget, the learned scores choose the filters and the ratios the
+amount (``round_to`` applies; ``group_floor`` does not), as for the other static methods.
 """
 
 from __future__ import annotations
@@ -204,16 +212,24 @@ def _fold(mod: nn.Module, s: torch.Tensor, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------- budget
+def floor_count(channels: int, floor: float) -> int:
+    """Filters a group of ``channels`` always keeps under a budget: ``ceil(floor x channels)``,
+    at least one (``floor`` a fraction in [0, 1])."""
+    return min(channels, max(1, math.ceil(floor * channels - 1e-9)))
+
+
 def select_by_budget(net: nn.Module, example_input: torch.Tensor,
-                     scores: Mapping[str, torch.Tensor], kind: str, limit: float
-                     ) -> tuple[dict[str, list[int]], dict[str, Any]]:
+                     scores: Mapping[str, torch.Tensor], kind: str, limit: float,
+                     floor: float = 0.0) -> tuple[dict[str, list[int]], dict[str, Any]]:
     """Keep filters by decreasing score while the cut network's ``kind`` stays <= ``limit``.
 
-    Every group keeps its top filter. Returns the indices to remove per group and a summary.
+    Every group first keeps its :func:`floor_count` top-scored filters (``floor`` 0: its top
+    one); ties keep the lower index. Returns the indices to remove per group and a summary.
     """
     from prunebench.harness.pruning.static.cut import cut_filters
 
-    forced = {(g, int(torch.argmax(s))) for g, s in scores.items()}
+    forced = {(g, int(i)) for g, s in scores.items()
+              for i in torch.argsort(s, descending=True, stable=True)[:floor_count(len(s), floor)]}
     rest = sorted(((float(v), g, i) for g, s in scores.items() for i, v in enumerate(s)
                    if (g, i) not in forced), key=lambda r: (-r[0], r[1], r[2]))
 
@@ -227,8 +243,11 @@ def select_by_budget(net: nn.Module, example_input: torch.Tensor,
         return _cost(cut, example_input, kind)
 
     if cost(0) > limit:
-        raise PrunebenchError(f"budget {kind}={limit:.4g} is below what one filter per layer "
-                              f"needs ({cost(0)}); raise the budget")
+        what = ("one filter per layer" if floor == 0 else
+                f"the per-group floor (group_floor={floor:g}: {len(forced)} filters)")
+        hint = "" if floor == 0 else " or lower group_floor"
+        raise PrunebenchError(f"budget {kind}={limit:.4g} is below what {what} needs "
+                              f"({cost(0)}); raise the budget{hint}")
     lo, hi = 0, len(rest)  # cost(lo) <= limit; find the largest such k
     if cost(hi) <= limit:
         lo = hi
@@ -238,8 +257,11 @@ def select_by_budget(net: nn.Module, example_input: torch.Tensor,
     idxs = prune_idxs(lo)
     return ({g: ii for g, ii in idxs.items() if ii},
             {"kept_filters": len(forced) + lo, "total_filters": len(forced) + len(rest),
-             kind: cost(lo), f"{kind}_limit": limit,
-             "kept_per_group": {g: len(scores[g]) - len(ii) for g, ii in idxs.items()}})
+             kind: cost(lo), f"{kind}_limit": limit, "group_floor": floor,
+             "kept_per_group": {g: len(scores[g]) - len(ii) for g, ii in idxs.items()},
+             "at_floor": sorted(g for g, ii in idxs.items()
+                                if len(scores[g]) - len(ii) == floor_count(len(scores[g]), floor)
+                                and ii)})
 
 
 # ----------------------------------------------------------------------------- method
@@ -262,9 +284,14 @@ class PAAM(PruningMethod):
                "scratch, lr / 10 from a pretrained network)", min=0, min_exclusive=True,
                example=0.01),
         Option("lam", float, 1e-3, "weight of the score-sum penalty, per filter score", min=0),
-        Option("from_scratch", bool, False, "re-initialise the weights before the score training"),
+        Option("from_scratch", bool, False, "the paper's one stage: re-initialise every weight "
+               "(seeded) and train weights and scores together from random init, then cut; the "
+               "given network's weights are not used"),
         Option("hidden", int, 16, "width of each attention network", min=1),
         Option("alpha", float, 0.1, "leak of the leaky exponential activation", min=0),
+        Option("group_floor", float, 0.2, "with a budget, every coupled group keeps at least "
+               "this fraction of its filters (rounded up, at least one), so a residual stream "
+               "cannot collapse; 0 keeps only each group's top filter", min=0, max=1),
         FINETUNE_EPOCHS,
         FINETUNE_LR,
         dataclasses.replace(ROUND_TO, help=ROUND_TO.help + " (with ratios only)"),
@@ -279,6 +306,13 @@ class PAAM(PruningMethod):
         if ctx.splits is None and opts["epochs"] != 0:
             raise PrunebenchError("method 'paam' trains its scores on data; give --dataset "
                                   "(e.g. digits), or epochs=0 to cut on the initial scores")
+        if opts["from_scratch"] and opts["epochs"] == 0:
+            raise PrunebenchError("PAAM option from_scratch=true with epochs=0 would cut an "
+                                  "untrained random network; give epochs >= 1 (or leave it "
+                                  "unset: the recipe's epochs)")
+        if has_ratio and "group_floor" in given:
+            raise PrunebenchError("PAAM option group_floor applies to a budget only; with "
+                                  "ratios each group's ratio sets its amount")
         x = ctx.example_input
         wrapped = train_scores(model, ctx, opts)
         final = {g: s.detach() for g, s in wrapped.scores().items()}
@@ -290,7 +324,7 @@ class PAAM(PruningMethod):
         else:
             kind, value = parse_spec(opts["budget"], BUDGETS, "budget", "params=0.5")
             limit = resource_limit(value, _cost(model, x, kind))
-            idxs, summary = select_by_budget(net, x, final, kind, limit)
+            idxs, summary = select_by_budget(net, x, final, kind, limit, opts["group_floor"])
         return self._cut(net, idxs, summary, final, ctx, opts)
 
     def _cut(self, net: nn.Module, idxs: Mapping[str, list[int]], summary: dict[str, Any],
@@ -302,7 +336,8 @@ class PAAM(PruningMethod):
         pruned = finish_cut(cut_filters(net, ctx.example_input, idxs) if idxs
                             else copy.deepcopy(net), ctx, opts, desc="paam finetune")
         allscores = torch.cat(list(scores.values()))
-        pruned.prunebench_paam = {**summary, "score_min": float(allscores.min()),
+        pruned.prunebench_paam = {**summary, "from_scratch": opts["from_scratch"],
+                                  "score_min": float(allscores.min()),
                                   "score_median": float(allscores.median()),
                                   "score_max": float(allscores.max())}
         return pruned.eval()
@@ -320,14 +355,12 @@ def train_scores(model: nn.Module, ctx: PruneContext, opts: Mapping[str, Any]) -
     net = copy.deepcopy(model)
     scratch = opts["from_scratch"]
     if scratch:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed)
-            for m in net.modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+        reinitialise(net, ctx.seed)
     groups = coupled_groups(net, ctx.example_input)
     sites = scale_sites(net, groups, ctx.example_input)
-    wrapped = PaamNetwork(net, groups, sites, opts["hidden"], opts["alpha"])
+    with torch.random.fork_rng(devices=[]):  # the attention networks' start repeats per seed
+        torch.manual_seed(ctx.seed)
+        wrapped = PaamNetwork(net, groups, sites, opts["hidden"], opts["alpha"])
     base = ctx.recipe or DEFAULT_RECIPE
     epochs = opts["epochs"]
     if epochs is None:
@@ -341,6 +374,29 @@ def train_scores(model: nn.Module, ctx: PruneContext, opts: Mapping[str, Any]) -
                     loss_hook=lambda m, x, o, y: lam * m.regulariser(),
                     progress=ctx.progress, desc="paam")
     return wrapped.eval()
+
+
+def reinitialise(net: nn.Module, seed: int) -> None:
+    """Random weights in place (PAAM from scratch), seeded: every layer's own
+    ``reset_parameters`` (BatchNorm: scale 1, shift 0, fresh statistics), then convolutions
+    He-normal (fan-out, ReLU), the initialisation of the zoo's networks and torchvision's ResNets.
+
+    A module holding parameters without ``reset_parameters`` cannot be re-initialised and raises
+    rather than keep its trained weights.
+    """
+    for name, m in net.named_modules():
+        if any(True for _ in m.parameters(recurse=False)) and not hasattr(m, "reset_parameters"):
+            raise PrunebenchError(f"PAAM from_scratch=true cannot re-initialise module "
+                                  f"{name!r} ({type(m).__name__}: parameters but no "
+                                  "reset_parameters); give that module a reset_parameters "
+                                  "method or use from_scratch=false")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for m in net.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
 register_method(PAAM())
