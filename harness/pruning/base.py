@@ -68,6 +68,13 @@ class PruningMethod(abc.ABC):
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
         """Prune (a copy of) ``model`` as ``config`` says; never modifies ``model`` in place."""
 
+    def gated_layers(self, model: nn.Module, config: PruningConfig,
+                     ctx: PruneContext) -> list[str] | None:
+        """The keys of ``keep`` this dynamic method gates in ``model`` under ``config``'s
+        options, when it chooses them itself (``instance_sparsity``'s layer selection); ``None``:
+        every gated site (``harness.pruning.pipeline.gated_layers``)."""
+        return None
+
 
 METHODS: Registry[PruningMethod] = Registry("pruning method")
 

@@ -115,8 +115,20 @@ def prunable_groups(model: nn.Module, example_input: Any) -> list[str]:
     return [g.name for g in coupled_groups(model, example_input)]
 
 
-def gated_layers(model: nn.Module) -> list[str]:
-    """Names of the layers a dynamic stage gates (the keys of ``keep``)."""
+def gated_layers(model: nn.Module, config: PruningConfig | None = None,
+                 ctx: PruneContext | None = None) -> list[str]:
+    """Names of the layers a dynamic stage gates (the keys of ``keep``): every gated site, or,
+    with a dynamic ``config``, those its method gates under its options (``instance_sparsity``
+    selects layers on ``ctx``'s calibration inputs, which ``config`` then needs)."""
     from prunebench.harness.pruning.dynamic.build import gated_layers as layers
 
-    return list(layers(model))
+    if config is None:
+        return list(layers(model))
+    if method_kind(config.method) != "dynamic":
+        raise PrunebenchError(f"method {config.method!r} gates no layers; give a dynamic "
+                              "method (see `prunebench methods`)")
+    if ctx is None:
+        raise TypeError("gated_layers(model, config) needs ctx, the PruneContext the "
+                        "dynamic stage will be built with")
+    chosen = get_method(config.method).gated_layers(model, config, ctx)
+    return list(layers(model)) if chosen is None else list(chosen)

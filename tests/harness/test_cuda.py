@@ -82,7 +82,9 @@ X = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     ("antidote", {"columns": 0.5}, ("masked", "gathered")),
     ("antidote", {"inputs": 1}, ("masked", "gathered")),
     ("antidote_fast", {}, ("masked", "gathered", "fast")),
-    ("instance_sparsity", {"select": 1.0}, ("masked", "gathered")),
+    ("instance_sparsity", {"select": "all"}, ("masked", "gathered")),
+    ("instance_sparsity", {"select": "all", "rule": "prefix", "round_to": 1},
+     ("masked", "gathered", "fast")),
 ])
 def test_dynamic_modes_on_cuda_match_cpu(method: str, options: dict, modes: tuple) -> None:
     """Same outputs and the same per-input effective MACs on the GPU as on the CPU."""

@@ -34,7 +34,8 @@ EXACT_MODES = ("masked", "gathered")
 class GateRule:
     """How one gate decides. ``kind``: ``topk`` (keep ``ceil(value*C)`` highest-attention
     channels), ``relative`` (keep attention >= value x the input's largest attention) or
-    ``absolute`` (keep attention >= value). ``columns``: fraction of output positions kept by
+    ``absolute`` (keep attention >= value, and at least each input's strongest channel).
+    ``columns``: fraction of output positions kept by
     column attention (1 = no column pruning). ``power``: p of the p-norm attention."""
 
     kind: str
@@ -64,7 +65,8 @@ def channel_mask(att: torch.Tensor, rule: GateRule) -> torch.Tensor:
         return torch.zeros_like(att, dtype=torch.bool).scatter_(1, idx, True)
     if rule.kind == "relative":
         return att >= rule.value * att.amax(1, keepdim=True)
-    return att >= rule.value
+    # absolute: an input whose every channel is below the threshold still keeps its strongest
+    return (att >= rule.value).scatter_(1, att.argmax(1, keepdim=True), True)
 
 
 def column_mask(z: torch.Tensor, fraction: float) -> torch.Tensor:

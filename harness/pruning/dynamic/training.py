@@ -17,9 +17,13 @@ ordinary network, so the trained weights load into the unmodified architecture; 
   each residual block's input channels are targeted too, in front of its first conv only, for
   ``antidote`` with its option ``inputs=1``. What each recipe recovers is measured by
   ``benchmarks/accuracy_dynamic.py`` (its recorded figures: ``docs/benchmarks.md``).
-- :class:`FeatureDecay` (Liu et al. 2019): an l2,1 penalty ``lambda x sum_sites mean_inputs
-  sum_channels ||z_c||_2 / sqrt(HW)`` on the gated feature maps, returned by :meth:`loss_hook`
-  for ``prunebench.harness.train.train_model(..., loss_hook=...)``.
+- :class:`FeatureDecay` (Liu et al. 2019): an instance-wise l2,1 penalty ``lambda_t x
+  sum_sites mean_inputs sum_channels ||z_c||_2 / sqrt(HW)`` on the gated feature maps (each
+  input's channel norms are summed, so for each input many channels are driven to silence),
+  returned by :meth:`loss_hook` for ``prunebench.harness.train.train_model(..., loss_hook=...)``.
+  Its weight ``lambda_t`` ramps linearly from 0 to ``lambda`` over the first ``warmup_steps``
+  optimiser steps, then stays (``finetune_dynamic``: the first quarter of the steps), so that the
+  penalty does not silence channels before the classifier has adapted to the fine-tuning.
 """
 
 from __future__ import annotations
@@ -139,12 +143,21 @@ class TargetedDropout:
 
 
 class FeatureDecay:
-    """Collects the gated feature maps during training and returns their l2,1 penalty."""
+    """Collects the gated feature maps during training and returns their l2,1 penalty.
 
-    def __init__(self, model: nn.Module, strength: float) -> None:
+    ``warmup_steps``: the weight ramps linearly from ``strength / warmup_steps`` at the first
+    penalised step to ``strength`` at step ``warmup_steps`` (0: ``strength`` from the start).
+    """
+
+    def __init__(self, model: nn.Module, strength: float, warmup_steps: int = 0) -> None:
         if not strength >= 0.0:
             raise PrunebenchError(f"feature decay {strength!r} must be >= 0; use e.g. 1e-4")
+        if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
+            raise PrunebenchError(f"feature decay warm-up {warmup_steps!r} must be a whole "
+                                  "number of steps >= 0; use e.g. 100")
         self.strength = float(strength)
+        self.warmup_steps = warmup_steps
+        self.steps = 0  # penalties returned so far
         self._maps: list[torch.Tensor] = []
         self._hooks = [get_module(model, s.gate).register_forward_hook(self._hook)
                        for s in require_sites(model, "instance_sparsity")]
@@ -153,13 +166,22 @@ class FeatureDecay:
         if module.training:
             self._maps.append(z)
 
+    def weight(self) -> float:
+        """The penalty's weight at the current step (the schedule above)."""
+        if self.warmup_steps == 0:
+            return self.strength
+        return self.strength * min(1.0, (self.steps + 1) / self.warmup_steps)
+
     def penalty(self) -> torch.Tensor | None:
-        """The l2,1 penalty of the maps seen since the last call (and forget them)."""
+        """The l2,1 penalty of the maps seen since the last call (and forget them); each call
+        that returns one is one step of the weight's schedule."""
         maps, self._maps = self._maps, []
         if not maps or self.strength == 0.0:
             return None
         total = sum(channel_attention(z, 2.0).sum(1).mean() for z in maps)
-        return self.strength * total
+        weight = self.weight()
+        self.steps += 1
+        return weight * total
 
     def loss_hook(self, model: nn.Module, inputs: torch.Tensor, outputs: torch.Tensor,
                   targets: torch.Tensor) -> torch.Tensor | None:
@@ -194,13 +216,15 @@ def finetune_dynamic(model: nn.Module, splits: object, recipe: object, *,
                      targeted_dropout: dict[str, float] | None = None,
                      feature_decay: float | None = None, order: str = "attention",
                      teacher: nn.Module | None = None, kd_alpha: float = 0.0,
-                     progress: bool = True) -> nn.Module:
+                     feature_decay_warmup: float = 0.25, progress: bool = True) -> nn.Module:
     """Fine-tune ``model`` in place for dynamic pruning (targeted dropout and/or feature decay,
     neither = plain fine-tuning) with ``harness.train.train_model``; returns it in eval mode
     with every hook removed, so it is an ordinary network of the same architecture.
     ``order`` is :class:`TargetedDropout`'s (``"calibrated"`` trains for ``antidote_fast``).
     ``teacher``/``kd_alpha``: distil from (typically) the dense base model, as slimmable networks'
-    in-place distillation; on digits it lifts antidote_fast at keep 0.5 from 94 % to 98 % val."""
+    in-place distillation; on digits it lifts antidote_fast at keep 0.5 from 94 % to 98 % val.
+    ``feature_decay_warmup``: the fraction of all optimiser steps over which the feature decay's
+    weight ramps up to ``feature_decay`` (:class:`FeatureDecay`; 0: constant)."""
     from prunebench.harness.train import train_model
 
     attached: list[TargetedDropout | FeatureDecay] = []
@@ -214,7 +238,11 @@ def finetune_dynamic(model: nn.Module, splits: object, recipe: object, *,
                 seed=getattr(recipe, "seed", 0),
                 inputs=bool(targeted_dropout.get("inputs", 0.0))))
         if feature_decay:
-            decay = FeatureDecay(model, feature_decay)
+            if not 0.0 <= feature_decay_warmup <= 1.0:
+                raise PrunebenchError(f"feature decay warm-up {feature_decay_warmup!r} is "
+                                      "outside [0, 1] (a fraction of the steps); use e.g. 0.25")
+            decay = FeatureDecay(model, feature_decay, math.ceil(
+                feature_decay_warmup * _steps(splits, recipe)))
             attached.append(decay)
             hook = decay.loss_hook
         train_model(model, splits, recipe, loss_hook=hook, progress=progress,  # type: ignore
@@ -224,3 +252,11 @@ def finetune_dynamic(model: nn.Module, splits: object, recipe: object, *,
         for a in attached:
             a.remove()
     return model.eval()
+
+
+def _steps(splits: object, recipe: object) -> int:
+    """Optimiser steps of ``train_model(model, splits, recipe)`` (its loader drops a last
+    partial batch when the train split holds more than one batch)."""
+    n, bs = len(splits.train), int(recipe.batch_size)  # type: ignore[attr-defined]
+    per_epoch = n // bs if n > bs else 1
+    return int(recipe.epochs) * per_epoch  # type: ignore[attr-defined]

@@ -246,7 +246,10 @@ DYNAMIC_CASES = [
                 ("test_resnet",), "widths", keep_is_fraction=False),
     DynamicCase("antidote_fast-round1", "antidote_fast", {"round_to": 1},
                 ("masked", "gathered", "fast"), ("test_resnet",), "widths"),
-    DynamicCase("instance_sparsity", "instance_sparsity", {"select": 1.0}),
+    DynamicCase("instance_sparsity", "instance_sparsity", {"select": "all"}),
+    DynamicCase("instance_sparsity-prefix", "instance_sparsity",
+                {"select": "all", "rule": "prefix", "round_to": 1},
+                ("masked", "gathered", "fast"), ("test_resnet",)),
 ]
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
