@@ -167,7 +167,7 @@ class SearchObjective:
 
     def __init__(self, spec: SearchSpec, *, prepared: Any = None, profile: Any = None,
                  timing_lock: Any = None, progress: bool = False) -> None:
-        from prunebench.harness.evaluate import Workload, prepare
+        from prunebench.harness.evaluate import Workload, prepare, prune_context
         from prunebench.harness.profiles import check_usable, load_profile
 
         self.spec = spec
@@ -181,7 +181,8 @@ class SearchObjective:
             Workload(model=spec.model, dataset=spec.dataset, data_dir=spec.data_dir,
                      checkpoint=spec.checkpoint, seed=spec.seed), progress=progress)
         self.space = SearchSpace.build(spec.space, self.prepared.base_model,
-                                       self.prepared.example_input)
+                                       self.prepared.example_input,
+                                       prune_context(self.prepared, progress=False))
         self.timing_lock = timing_lock
         self.progress = progress
         self.latency_anchor_ms: float | None = None  # set by dense_reference (anchored frame)

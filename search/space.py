@@ -5,8 +5,10 @@ Three spaces (``SPACES``):
 - ``static``: one pruning ratio per coupled layer group; the parameter is the group's name (its
   first member's module name, e.g. ``layer1.0.conv1``), so the trial's parameters read as a
   per-layer table and map one-to-one to ``PruningConfig.ratios``.
-- ``dynamic``: one keep-ratio (or threshold, as the method reads it) per gated layer, parameter
-  named after the gated module, mapping to ``PruningConfig.keep``.
+- ``dynamic``: one keep-ratio (or threshold, as the method reads it) per layer the dynamic
+  method gates under ``dynamic_options`` (``harness.pruning.pipeline.gated_layers``: every gated
+  site, or ``instance_sparsity``'s coefficient-of-variation selection unless ``select=all``),
+  parameter named after the gated module, mapping to ``PruningConfig.keep``.
 - ``hybrid``: a static cut, then dynamic gating of what remains; parameters ``ratio/<module>``
   and ``keep/<module>``.
 
@@ -19,7 +21,7 @@ from the storage alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.harness.pruning import METHODS, PruningConfig, pipeline
+from prunebench.harness.pruning import METHODS, PruneContext, PruningConfig, pipeline
 
 SPACES = ("static", "dynamic", "hybrid")
 CRITERION = "criterion"
@@ -40,7 +42,8 @@ class SpaceSpec:
 
     Ratios are drawn from ``[0, max_ratio]`` in steps of ``ratio_step``; keep-ratios from
     ``[keep_min, 1]`` in steps of ``keep_step``. ``finetune_epochs`` is fixed unless
-    ``search_finetune`` makes it a parameter in ``0..finetune_epochs``.
+    ``search_finetune`` makes it a parameter in ``0..finetune_epochs``. ``dynamic_options`` are
+    the dynamic method's options (``--option``), fixed for the study.
     """
 
     kind: str = "static"
@@ -54,9 +57,11 @@ class SpaceSpec:
     finetune_epochs: int = 0
     search_finetune: bool = False
     round_to: int | None = None
+    dynamic_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "static_methods", tuple(self.static_methods))
+        object.__setattr__(self, "dynamic_options", dict(self.dynamic_options))
         self.validate()
 
     def validate(self) -> None:
@@ -81,6 +86,14 @@ class SpaceSpec:
 
                 check_exec_mode(self.exec_mode, self.dynamic_method,
                                 get_method(self.dynamic_method).exec_modes)
+        if self.dynamic_options:
+            if self.kind == "static" or not self.dynamic_method:
+                raise PrunebenchError("method options apply to the dynamic method; use --space "
+                                      "dynamic or hybrid, or drop --option")
+            from prunebench.harness.pruning import get_method
+
+            get_method(self.dynamic_method).options.parse(self.dynamic_method,
+                                                          self.dynamic_options)
         if not 0.0 < self.max_ratio < 1.0:
             raise PrunebenchError(f"max ratio {self.max_ratio!r} is outside (0, 1); use e.g. 0.8")
         if not 0.0 < self.ratio_step <= self.max_ratio:
@@ -105,6 +118,7 @@ class SpaceSpec:
         """A JSON-serialisable dict."""
         out = asdict(self)
         out["static_methods"] = list(self.static_methods)
+        out["dynamic_options"] = dict(self.dynamic_options)
         return out
 
     @classmethod
@@ -160,8 +174,13 @@ class SearchSpace:
     gated: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, spec: SpaceSpec, model: nn.Module, example_input: torch.Tensor) -> SearchSpace:
-        """Find the coupled groups (static, hybrid) and gated layers (dynamic, hybrid)."""
+    def build(cls, spec: SpaceSpec, model: nn.Module, example_input: torch.Tensor,
+              ctx: PruneContext | None = None) -> SearchSpace:
+        """Find the coupled groups (static, hybrid) and the layers the dynamic method gates
+        (dynamic, hybrid), asking the pipeline with the spec's ``dynamic_options``; ``ctx`` is
+        what the network is pruned with (its train split calibrates a data-dependent layer
+        selection; default: the example input only). In the hybrid space the selection is made
+        on ``model``, before the static cut."""
         groups: tuple[str, ...] = ()
         gated: tuple[str, ...] = ()
         if spec.kind in ("static", "hybrid"):
@@ -170,7 +189,10 @@ class SearchSpace:
                 raise PrunebenchError("the network has no prunable layer groups; pick another "
                                       "--model or --space dynamic")
         if spec.kind in ("dynamic", "hybrid"):
-            gated = tuple(pipeline.gated_layers(model))
+            gated = tuple(pipeline.gated_layers(
+                model, PruningConfig(method=str(spec.dynamic_method),
+                                     options=dict(spec.dynamic_options)),
+                ctx if ctx is not None else PruneContext(example_input)))
             if not gated:
                 raise PrunebenchError(f"the network has no layer that method "
                                       f"{spec.dynamic_method!r} can gate; pick another --model "
@@ -224,7 +246,7 @@ class SearchSpace:
         hybrid = static_method is not None
         return TrialConfig(PruningConfig(
             method=str(s.dynamic_method), exec_mode=s.exec_mode, keep=keep, ratios=ratios,
-            finetune_epochs=epochs, static_method=static_method,
+            options=dict(s.dynamic_options), finetune_epochs=epochs, static_method=static_method,
             static_options=static_options if hybrid else {}))
 
     def param_names(self) -> list[str]:

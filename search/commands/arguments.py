@@ -124,6 +124,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    "'criterion'), and for dynamic/hybrid one dynamic method, e.g. l1,antidote")
     p.add_argument("--exec", dest="exec_mode", help="dynamic execution mode (masked, gathered, "
                    "fast)")
+    p.add_argument("--option", action="append", default=d["option"], metavar="KEY=VALUE",
+                   help="an option of the dynamic method, fixed for the study, repeatable: e.g. "
+                        "--option select=all for instance_sparsity (every layer searched, not "
+                        "only those its selection gates); see `prunebench methods --options`")
     p.add_argument("--profile", default=d["profile"], help="hardware profile name or TOML path")
     p.add_argument("--latency-budget-ms", type=float, help="p50 latency budget (ms per batch)")
     p.add_argument("--energy-budget-mj", type=float, help="energy budget (mJ per inference)")

@@ -36,7 +36,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "latency_margin": DEFAULT_LATENCY_MARGIN, "latency_anchor_ms": None,
     "trials": None, "timeout": None, "sampler": "tpe", "seed": 0,
     "objectives": "accuracy,latency_p50", "finetune_epochs": 0, "search_finetune": False,
-    "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None,
+    "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None, "option": None,
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
     "remeasure_max": 20, "out": None, "force": False,
 }
@@ -159,7 +159,8 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       exec_mode=s["exec_mode"], max_ratio=s["max_ratio"],
                       ratio_step=s["ratio_step"], keep_min=s["keep_min"],
                       finetune_epochs=s["finetune_epochs"],
-                      search_finetune=s["search_finetune"], round_to=s["round_to"])
+                      search_finetune=s["search_finetune"], round_to=s["round_to"],
+                      dynamic_options=dynamic_options(s["space"], dyn, s["option"]))
     budgets = {k: s[name] for k, name in BUDGET_SETTINGS.items() if s[name] is not None}
     objectives = s["objectives"]
     if isinstance(objectives, str):
@@ -169,6 +170,25 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       data_dir=s["data_dir"], checkpoint=s["checkpoint"], objectives=objectives,
                       budgets=budgets, seed=s["seed"], force=s["force"],
                       latency_frame=s["latency_frame"], latency_margin=s["latency_margin"])
+
+
+def dynamic_options(space: str, method: str | None,
+                    given: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    """The dynamic method's options of setting ``option``: a mapping (typed values) or
+    ``--option KEY=VALUE`` texts, parsed by the method's schema (one line naming a bad one)."""
+    if not given:
+        return {}
+    if space == "static" or method is None:
+        raise PrunebenchError("--option sets options of the dynamic method; use --space dynamic "
+                              "or hybrid, or drop --option")
+    from prunebench.harness.pruning import get_method
+
+    schema = get_method(method).options
+    if isinstance(given, Mapping):
+        return schema.parse(method, given)
+    if isinstance(given, str):
+        given = [given]
+    return dict(schema.parse_text(method, str(text)) for text in given)
 
 
 def check_anchor(anchor: float | None, spec: SearchSpec) -> float | None:
