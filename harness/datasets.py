@@ -26,6 +26,7 @@ from prunebench.harness.errors import DataError, PrunebenchError
 from prunebench.harness.registry import Registry
 
 SPLIT_NAMES = ("train", "val", "test")
+DEFAULT_IMAGE_SIZE = 32  # the side imagefolder images are resized to unless told (the CIFAR size)
 
 
 class TensorImageDataset(Dataset):
@@ -50,6 +51,12 @@ class TensorImageDataset(Dataset):
         if isinstance(index, int):
             return x, int(self.labels[index])
         return x, self.labels[index]
+
+    @property
+    def fill_value(self) -> list[float]:
+        """Per channel, the value a black (0) pixel has after normalisation: what padding an
+        augmented crop is filled with (:mod:`prunebench.harness.augment`)."""
+        return (-self.mean / self.std).flatten().tolist()
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> TensorImageDataset:
         """A new data set holding the items at ``indices`` (same normalisation)."""
@@ -87,7 +94,7 @@ DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, seed: int = 0,
-                 download: bool = False, image_size: int = 32) -> DatasetSplits:
+                 download: bool = False, image_size: int = DEFAULT_IMAGE_SIZE) -> DatasetSplits:
     """Load data set ``name`` with splits fixed by ``seed``.
 
     ``data_dir`` is the folder holding the files (see ``prunebench datasets`` for each layout);
@@ -108,20 +115,26 @@ def _collate_batch(batch: object) -> object:
 
 
 def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    """A single-process loader; shuffling uses its own generator seeded with ``seed``.
+                drop_last: bool = False, *, workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A loader whose shuffling uses its own generator seeded with ``seed``.
 
     Iterating the loader again gives the next permutation of that generator, so a training run
-    is reproducible without touching the global RNG. In-memory data sets are fetched a batch at a
-    time (one indexing operation per batch).
+    is reproducible without touching the global RNG (the sampler runs in the main process, also
+    with ``workers`` > 0 worker processes). In-memory data sets are fetched a batch at a time
+    (one indexing operation per batch). ``pin_memory`` pins batches for fast copies to a GPU.
     """
     gen = torch.Generator().manual_seed(seed)
+    extra = {"num_workers": workers, "pin_memory": pin_memory}
+    if workers > 0:
+        extra["generator"] = torch.Generator().manual_seed(seed)  # workers' base seed
     if isinstance(ds, TensorImageDataset):
         sampler = RandomSampler(ds, generator=gen) if shuffle else SequentialSampler(ds)
-        return DataLoader(ds, batch_size=None, num_workers=0, collate_fn=_collate_batch,
-                          sampler=BatchSampler(sampler, batch_size, drop_last=drop_last))
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
-                      drop_last=drop_last)
+        return DataLoader(ds, batch_size=None, collate_fn=_collate_batch,
+                          sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
+                          **extra)
+    extra["generator"] = gen
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **extra)
 
 
 # ----------------------------------------------------------------------------- shared helpers

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunebench.harness.datasets import DEFAULT_IMAGE_SIZE
 from prunebench.harness.engines import check_dynamic_support
 from prunebench.harness.engines import record_of as engine_record
 from prunebench.harness.errors import PrunebenchError
@@ -52,6 +53,9 @@ class Workload:
 
     Without ``dataset`` only cost is measured; ``input_size`` ``(C, H, W)`` defaults to the
     model's nominal size and ``num_classes`` to 1000 for ImageNet models, else 10.
+    ``image_size`` (pixels) is the side an ``imagefolder`` data set is loaded at; ``None``: the
+    size the ``checkpoint`` records, else 32. The checkpoint's recorded geometry must match
+    the data's (:func:`prepare` refuses it otherwise).
     """
 
     model: str
@@ -62,6 +66,21 @@ class Workload:
     num_classes: int | None = None
     seed: int = 0
     recipe: Recipe = DEFAULT_RECIPE
+    image_size: int | None = None
+
+
+def workload_image_size(workload: Workload) -> int:
+    """The side (pixels) ``workload``'s data is loaded at: its ``image_size``, else the one its
+    checkpoint was made for, else the data sets' default of 32."""
+    if workload.image_size is not None:
+        return workload.image_size
+    if workload.checkpoint is not None:
+        from prunebench.harness.train import checkpoint_meta
+
+        size = (checkpoint_meta(workload.checkpoint) or {}).get("input_size")
+        if size is not None:
+            return int(size[-1])
+    return DEFAULT_IMAGE_SIZE
 
 
 @dataclass
@@ -121,7 +140,8 @@ def prepare(workload: Workload, *, progress: bool = True) -> PreparedWorkload:
     if workload.dataset is not None:
         from prunebench.harness.datasets import load_dataset
 
-        splits = load_dataset(workload.dataset, workload.data_dir, seed=workload.seed)
+        splits = load_dataset(workload.dataset, workload.data_dir, seed=workload.seed,
+                              image_size=workload_image_size(workload))
         input_size, num_classes = tuple(splits.input_size), splits.num_classes
         if workload.num_classes not in (None, num_classes):
             raise PrunebenchError(f"num_classes {workload.num_classes} does not match data set "
@@ -136,7 +156,8 @@ def prepare(workload: Workload, *, progress: bool = True) -> PreparedWorkload:
         given = splits is not None
         expect = {"model": workload.model,
                   "num_classes": num_classes if given or workload.num_classes else None,
-                  "in_channels": input_size[0] if given or workload.input_size else None}
+                  "in_channels": input_size[0] if given or workload.input_size else None,
+                  "input_size": list(input_size) if given or workload.input_size else None}
         base, _ = load_checkpoint(workload.checkpoint,
                                   create_model(workload.model, num_classes, input_size[0]),
                                   expect=expect)

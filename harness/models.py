@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from prunebench.harness.errors import PrunebenchError, UnknownNameError
 from prunebench.harness.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -18,13 +19,27 @@ MODELS: Registry[ModelFactory] = Registry("model")
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """Build the registered model ``name`` (unknown names raise, listing the known ones)."""
-    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels)
+    """Build the registered model ``name`` (unknown names raise, listing the known ones).
+
+    ``name`` may also be ``package.module:factory`` (a user's model, registered on first use)
+    or the name of an entry point of the group ``prunebench.models``
+    (:mod:`prunebench.harness.user_models`).
+    """
+    model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels)
+    if not isinstance(model, nn.Module):
+        raise PrunebenchError(f"model factory {name!r} returned {type(model).__name__}, not a "
+                              "torch.nn.Module; return the network from the factory")
+    return model
 
 
 def nominal_input_size(name: str, in_channels: int | None = None) -> tuple[int, int, int]:
     """The input size ``(C, H, W)`` the model was designed for."""
-    c, h, w = MODELS.metadata(name)["input_size"]
+    size = MODELS.metadata(name).get("input_size")
+    if size is None:
+        raise PrunebenchError(f"model {name!r} declares no input size; give --input-shape "
+                              "CxHxW or a data set (or set input_size = (C, H, W) on its "
+                              "factory)")
+    c, h, w = size
     return (in_channels or c, h, w)
 
 
@@ -234,12 +249,22 @@ def test_resnet(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- torchvision adapter
+# Networks whose train-mode forward returns auxiliary heads beside the logits: built without
+# them (training expects one logits tensor), with the initialisation torchvision's own weights
+# were trained from.
+_TV_OPTIONS: dict[str, dict[str, bool]] = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
+
+
 def _torchvision(name: str) -> ModelFactory:
     def factory(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
         import torchvision
 
-        # weights=None: nothing is downloaded; users load their own checkpoints.
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        # weights=None: nothing is downloaded; users load their own (--weights, --checkpoint).
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes,
+                                             **_TV_OPTIONS.get(name, {}))
         if in_channels != 3:
             _replace_stem(model, in_channels)
         return model
@@ -258,6 +283,84 @@ def _replace_stem(model: nn.Module, in_channels: int) -> None:
                 return
 
 
-for _tv in ("resnet18", "resnet50", "mobilenet_v2"):
-    MODELS.add(f"tv_{_tv}", _torchvision(_tv), input_size=(3, 224, 224), family="imagenet",
-               description=f"torchvision {_tv} (ImageNet geometry, weights not downloaded)")
+def _register_torchvision(registry: Registry[ModelFactory]) -> None:
+    """``tv_<name>`` for every classification model of ``torchvision.models``, at the input
+    size its ImageNet weights were evaluated at (torchvision's own metadata, nothing fetched)."""
+    import torchvision
+
+    for name in torchvision.models.list_models(module=torchvision.models):
+        weights = next(iter(torchvision.models.get_model_weights(name)))
+        side = int(weights.transforms.keywords["crop_size"])
+        registry.add(f"tv_{name}", _torchvision(name), input_size=(3, side, side),
+                     family="imagenet", description=f"torchvision {name} (ImageNet geometry, "
+                     "random init; --weights loads a state_dict, nothing is downloaded)")
+
+
+MODELS.add_lazy(_register_torchvision, lambda name: name.startswith("tv_"))
+
+
+# --------------------------------------------------------------------------- user models
+ENTRY_POINT_GROUP = "prunebench.models"
+
+
+def _user_metadata(factory: object, where: str) -> dict[str, object]:
+    size = getattr(factory, "input_size", None)
+    if size is not None and not (isinstance(size, tuple | list) and len(size) == 3
+                                 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise PrunebenchError(f"{where}: input_size {size!r} must be (C, H, W) in whole pixels, "
+                              "e.g. (3, 32, 32)")
+    doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
+    meta: dict[str, object] = {"family": "user", "source": where,
+                               "description": doc[0] if doc else f"user model {where}"}
+    if size is not None:
+        meta["input_size"] = tuple(size)
+    return meta
+
+
+def _resolve_user_model(name: str) -> tuple[ModelFactory, dict[str, object]] | None:
+    """``package.module:factory`` -> that callable, imported now; the factory is called as
+    ``factory(num_classes=N, in_channels=C)`` and may carry ``input_size = (C, H, W)``."""
+    if ":" not in name:
+        if not name.startswith("tv_") and f"tv_{name}" in MODELS:
+            raise UnknownNameError(f"unknown model {name!r}; torchvision's {name} is "
+                                   f"tv_{name} (see `prunebench models`)")
+        return None
+    import importlib
+
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise PrunebenchError(f"model {name!r} is not package.module:factory; e.g. "
+                              "--model mypackage.nets:small_cnn")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PrunebenchError(f"model {name!r}: module {module_name!r} cannot be imported "
+                              f"({exc}); install it or put it on PYTHONPATH") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise PrunebenchError(f"model {name!r}: {module_name} has no callable {attr!r}; name a "
+                              "function taking num_classes and in_channels")
+    return factory, _user_metadata(factory, name)
+
+
+def _register_entry_points(registry: Registry[ModelFactory]) -> None:
+    """Every entry point of the group ``prunebench.models`` (its name -> its factory)."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in registry._items:
+            raise PrunebenchError(f"entry point {ep.name!r} ({ep.value}) of group "
+                                  f"{ENTRY_POINT_GROUP} reuses a registered model name; "
+                                  "rename the entry point")
+        try:
+            factory = ep.load()
+        except Exception as exc:  # a broken third-party package: name it, whatever it raised
+            raise PrunebenchError(f"entry point {ep.name!r} ({ep.value}) of group "
+                                  f"{ENTRY_POINT_GROUP} fails to load ({type(exc).__name__}: "
+                                  f"{exc}); fix or uninstall that package") from None
+        registry.add(ep.name, factory, **_user_metadata(factory, f"entry point {ep.value}"))
+
+
+MODELS.add_resolver(_resolve_user_model)
+MODELS.add_lazy(_register_entry_points, lambda name: ":" not in name and
+                not name.startswith("tv_"))

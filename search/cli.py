@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "prunebench.search.commands.profiles",
     "prunebench.search.commands.measure",
     "prunebench.search.commands.train",
+    "prunebench.search.commands.recipes",
     "prunebench.search.commands.finetune",
     "prunebench.search.commands.compare",
     "prunebench.search.commands.search",

@@ -66,6 +66,10 @@ class SearchSpec:
     # a trial meets a latency budget only if p50 x (1 + this) does (at least the p50's own CI):
     # re-measurements on a shared machine differ by more than one measurement's CI
     latency_margin: float = 0.0
+    # the training recipe's content (Recipe.to_dict(); None: the default recipe) and the side
+    # imagefolder data is loaded at (None: the checkpoint's, else 32)
+    recipe: dict[str, Any] | None = None
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -98,7 +102,19 @@ class SearchSpec:
         out = dataclasses.asdict(self)
         out["space"] = self.space.to_dict()
         out["objectives"] = list(self.objectives)
+        for key in ("recipe", "image_size"):  # absent when unset: older specs read the same
+            if out[key] is None:
+                del out[key]
         return out
+
+    def training_recipe(self, runtime: Any = None) -> Any:
+        """The :class:`~prunebench.harness.train.Recipe` of this spec, on ``runtime`` (a
+        :class:`~prunebench.harness.devices.TrainRuntime`; ``None``: the CPU)."""
+        from prunebench.harness.devices import CPU_RUNTIME
+        from prunebench.harness.train import DEFAULT_RECIPE, Recipe
+
+        recipe = Recipe(**self.recipe) if self.recipe is not None else DEFAULT_RECIPE
+        return recipe.with_(runtime=runtime or CPU_RUNTIME)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpec:
@@ -166,7 +182,8 @@ class SearchObjective:
     """
 
     def __init__(self, spec: SearchSpec, *, prepared: Any = None, profile: Any = None,
-                 timing_lock: Any = None, progress: bool = False) -> None:
+                 timing_lock: Any = None, progress: bool = False,
+                 train_runtime: Any = None) -> None:
         from prunebench.harness.evaluate import Workload, prepare, prune_context
         from prunebench.harness.profiles import check_usable, load_profile
 
@@ -179,7 +196,8 @@ class SearchObjective:
             check_dynamic_support(self.profile, spec.space.dynamic_method)  # before training
         self.prepared = prepared if prepared is not None else prepare(
             Workload(model=spec.model, dataset=spec.dataset, data_dir=spec.data_dir,
-                     checkpoint=spec.checkpoint, seed=spec.seed), progress=progress)
+                     checkpoint=spec.checkpoint, seed=spec.seed, image_size=spec.image_size,
+                     recipe=spec.training_recipe(train_runtime)), progress=progress)
         self.space = SearchSpace.build(spec.space, self.prepared.base_model,
                                        self.prepared.example_input,
                                        prune_context(self.prepared, progress=False))

@@ -65,6 +65,9 @@ class WorkerOptions:
     grace_period_s: int | None = None
     max_retry: int | None = DEFAULT_MAX_RETRY
     db_outage_s: float = DEFAULT_DB_OUTAGE_S  # how long a lost database is waited for
+    # where this worker trains (a harness.devices.TrainRuntime; None: the CPU): per machine,
+    # not in the study's spec
+    train_runtime: Any = None
 
 
 @dataclass
@@ -242,7 +245,8 @@ def join(storage_url: str, study_name: str, options: WorkerOptions, *,
     try:
         objective = WorkerObjective(spec, cache=cache, fingerprint=fingerprint_key(),
                                     interrupts=interrupts or _Interrupts(),
-                                    timing_lock=timing_lock(options.lock_dir), progress=progress)
+                                    timing_lock=timing_lock(options.lock_dir), progress=progress,
+                                    train_runtime=options.train_runtime)
     except ProfileError as exc:
         raise ProfileError(f"this machine cannot join study {study_name!r}: {exc}") from None
     if spec.latency_frame == "anchored":

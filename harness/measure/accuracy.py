@@ -29,22 +29,29 @@ class AccuracyResult:
 
 
 def accuracy(model: nn.Module, dataset: Dataset, *, batch_size: int = 256,
-             device: str | torch.device = "cpu") -> AccuracyResult:
+             device: str | torch.device | None = None, workers: int = 0,
+             pin_memory: bool = False) -> AccuracyResult:
     """Evaluate ``model`` (switched to eval mode, no autograd) on every item of ``dataset``.
 
-    The model's train/eval mode is restored afterwards.
+    Inputs go to ``device`` (default: where the model's first parameter is, e.g. a training
+    GPU; the CPU for a model without parameters); ``workers`` and ``pin_memory`` are the
+    loader's. The model's train/eval mode is restored afterwards.
     """
     from prunebench.harness.datasets import make_loader
 
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise DataError("cannot measure accuracy on an empty split; check the data set")
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
     hit1 = hit5 = n = 0
     try:
         with torch.inference_mode():
-            for x, y in make_loader(dataset, batch_size=batch_size, shuffle=False):
-                x, y = x.to(device), torch.as_tensor(y).to(device)
+            for x, y in make_loader(dataset, batch_size=batch_size, shuffle=False,
+                                    workers=workers, pin_memory=pin_memory):
+                x = x.to(device, non_blocking=pin_memory)
+                y = torch.as_tensor(y).to(device, non_blocking=pin_memory)
                 logits = model(x)
                 k = min(5, logits.shape[1])
                 top = logits.topk(k, dim=1).indices

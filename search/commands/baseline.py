@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.search.commands.arguments import whole
+from prunebench.search.commands.arguments import (
+    add_recipe_arguments,
+    add_runtime_arguments,
+    training_recipe,
+    whole,
+)
 from prunebench.search.runs.sweep import parse_ratios
 
 NAME = "baseline"
@@ -52,7 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=whole(1, 10), default=None,
                    help="epochs (at least 1) to train the dense model if it is not cached "
                         "(default: recipe)")
-    p.add_argument("--checkpoint", default=None, help="dense checkpoint to start from")
+    add_recipe_arguments(p, "dense-model and fine-tuning")
+    p.add_argument("--checkpoint", "--weights", dest="checkpoint", default=None,
+                   help="dense weights to start from: a prunebench checkpoint or a plain "
+                        "state_dict of --model, e.g. torchvision's (default: the cached base)")
+    p.add_argument("--image-size", type=whole(8, 32), default=None,
+                   help="side in pixels imagefolder images are loaded at (default: the "
+                        "checkpoint's, else 32)")
     p.add_argument("--seed", type=whole(0, 0), default=0,
                    help="split and pruning seed (default: 0)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/"
@@ -61,6 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the profile even if this machine does not match its fingerprint")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_runtime_arguments(p)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from prunebench.harness.evaluate import Workload
     from prunebench.harness.models import MODELS
     from prunebench.harness.profiles import check_usable, load_profile
-    from prunebench.harness.train import DEFAULT_RECIPE
+    from prunebench.harness.train import checkpoint_meta
     from prunebench.search.runs.sweep import default_sweep_dir, run_sweep, sweep_points
 
     MODELS.get(args.model)
@@ -120,11 +132,14 @@ def run(args: argparse.Namespace) -> int:
     check_usable(profile, args.force)
     run_dir = Path(args.out) if args.out is not None else \
         default_sweep_dir(args.model, args.dataset, args.method)
-    recipe = DEFAULT_RECIPE if args.epochs is None else DEFAULT_RECIPE.with_(epochs=args.epochs)
+    recipe = training_recipe(args, epochs=args.epochs)
+    if args.checkpoint is not None:
+        checkpoint_meta(args.checkpoint)  # a missing or foreign file: refused before any work
     workload = Workload(args.model, args.dataset, args.data_dir, args.checkpoint, seed=args.seed,
-                        recipe=recipe)
+                        recipe=recipe, image_size=args.image_size)
+    resolved = {**_resolved(args), "train_runtime": recipe.runtime.to_dict()}
     result = run_sweep(run_dir, points, workload=workload, profile=profile,
-                       args=_resolved(args), force=args.force, progress=not args.quiet)
+                       args=resolved, force=args.force, progress=not args.quiet)
     return _print(result.run_dir, result.dense, result.rows, args.json)
 
 

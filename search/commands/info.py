@@ -25,10 +25,12 @@ def _print(rows: list[dict], as_json: bool, key: str, indent: str = "") -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    """List registered models with their nominal input size and family."""
+    """List registered models (every torchvision classifier as ``tv_<name>``, and entry points
+    of the group ``prunebench.models``) with their nominal input size and family."""
     from prunebench.harness.models import MODELS
 
-    rows = [{"name": n, "input_size": "x".join(map(str, MODELS.metadata(n)["input_size"])),
+    rows = [{"name": n, "input_size": "x".join(map(str, MODELS.metadata(n).get("input_size")
+                                                  or ("-",))),
              "family": MODELS.metadata(n)["family"],
              "description": MODELS.metadata(n)["description"]} for n in MODELS.list()]
     return _print(rows, args.json, "models")

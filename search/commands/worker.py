@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from prunebench.search.commands.arguments import add_storage_arguments, positive, whole
+from prunebench.search.commands.arguments import (
+    add_runtime_arguments,
+    add_storage_arguments,
+    positive,
+    training_runtime,
+    whole,
+)
 from prunebench.search.retrying import DEFAULT_DB_OUTAGE_S
 from prunebench.search.storage import DEFAULT_HEARTBEAT_S, DEFAULT_MAX_RETRY
 
@@ -46,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_DB_OUTAGE_S:g})")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print one JSON object when done")
+    add_runtime_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     options = WorkerOptions(trials=args.trials, force=args.force, use_cache=not args.no_cache,
                             lock_dir=args.lock_dir, heartbeat_interval_s=args.heartbeat_interval,
                             grace_period_s=args.grace_period, max_retry=args.max_retry,
-                            db_outage_s=args.db_outage_s)
+                            db_outage_s=args.db_outage_s, train_runtime=training_runtime(args))
 
     def log(msg: str) -> None:
         if not args.quiet:

@@ -33,6 +33,7 @@ from prunebench.search.runs.search_settings import (
     default_run_dir,
     method_names,
     search_settings,
+    train_runtime,
 )
 
 
@@ -136,15 +137,18 @@ def execute_search(settings: Mapping[str, Any], *, progress: bool = True,
         raise PrunebenchError(f"unknown sampler {s['sampler']!r}; choose one of "
                               f"{', '.join(SAMPLERS)}")
     spec = build_spec(s)  # every value checked (ranges, methods, --exec) before any work
+    runtime = train_runtime(s)  # a CUDA request on a machine without one: refused now
     anchor = check_anchor(s["latency_anchor_ms"], spec)
     if s["trials"] is None and s["timeout"] is None:
         s["trials"] = DEFAULT_TRIALS
     run_dir = Path(s["out"]) if s["out"] else default_run_dir(spec)
     check_before_work(spec, run_dir, s["storage"])
-    run = SearchRun(spec, run_dir, args=recorded_args(s, record), sampler=s["sampler"],
+    recorded = {**recorded_args(s, record), "train_runtime": runtime.to_dict(),
+                "train_recipe": spec.training_recipe(runtime).to_dict()}
+    run = SearchRun(spec, run_dir, args=recorded, sampler=s["sampler"],
                     storage=s["storage"], study_name=s["study"] or run_dir.name,
                     resume=s["resume"], progress=progress, warm_start=s["warm_start"],
-                    latency_anchor_ms=anchor)
+                    latency_anchor_ms=anchor, train_runtime=runtime)
     run.execute(n_trials=s["trials"], timeout=s["timeout"], remeasure_max=s["remeasure_max"])
     return run.result()
 
@@ -186,15 +190,19 @@ class SearchRun:
     """One run: open/resume the study, measure dense, run trials, re-measure, write the folder.
 
     ``objective`` (a :class:`~prunebench.search.objective.SearchObjective`) is reused when given
-    (benchmarks share one across runs), else built from ``spec``; ``args`` is recorded in
-    ``config.json``; ``latency_anchor_ms`` gives a new study its latency frame.
+    (benchmarks share one across runs), else built from ``spec`` to train on
+    ``train_runtime`` (a :class:`~prunebench.harness.devices.TrainRuntime`; ``None``: the CPU);
+    ``args`` is recorded in ``config.json``; ``latency_anchor_ms`` gives a new study its latency
+    frame.
     """
 
     def __init__(self, spec: Any, run_dir: Path, *, args: dict[str, Any], sampler: str = "tpe",
                  storage: str | None = None, study_name: str | None = None,
                  resume: bool = False, progress: bool = True, objective: Any = None,
-                 warm_start: int = 0, latency_anchor_ms: float | None = None) -> None:
+                 warm_start: int = 0, latency_anchor_ms: float | None = None,
+                 train_runtime: Any = None) -> None:
         self.spec, self.run_dir, self.args = spec, Path(run_dir), args
+        self.train_runtime = train_runtime
         self.objective = objective
         self.sampler, self.storage = sampler, storage
         self.study_name = study_name or self.run_dir.name
@@ -237,7 +245,8 @@ class SearchRun:
         if self.resume and not exists:
             raise PrunebenchError(f"--resume: no study {self.study_name!r} in {redact(url)}; "
                                   "drop --resume to start one or give the right --study/--out")
-        objective = self.objective or SearchObjective(self.spec, progress=self.progress)
+        objective = self.objective or SearchObjective(self.spec, progress=self.progress,
+                                                      train_runtime=self.train_runtime)
         stored = optuna.load_study(study_name=self.study_name, storage=storage) if exists \
             else None
         self._use_given_anchor(objective, stored)

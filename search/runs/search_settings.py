@@ -39,6 +39,11 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None, "option": None,
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
     "remeasure_max": 20, "out": None, "force": False,
+    # what the base model and fine-tunes are trained with and the data's size (in the spec)
+    "recipe": None, "recipe_file": None, "image_size": None,
+    # where this process trains (recorded in config.json, not in the spec: a worker has its own)
+    "train_device": "auto", "amp": None, "channels_last": False, "workers": 0,
+    "deterministic": False,
 }
 
 
@@ -55,11 +60,12 @@ def search_settings(given: Mapping[str, Any]) -> dict[str, Any]:
 _NUMBER_RANGES: dict[str, tuple[float, bool, str]] = {
     "trials": (1, False, "40"), "timeout": (0, True, "600"), "warm_start": (0, False, "8"),
     "remeasure_max": (0, False, "20"), "seed": (0, False, "0"),
-    "finetune_epochs": (0, False, "2"),
+    "finetune_epochs": (0, False, "2"), "image_size": (8, False, "32"), "workers": (0, False, "4"),
     "latency_budget_ms": (0, True, "4"), "energy_budget_mj": (0, True, "2"),
     "macs_budget": (0, True, "2e7"), "params_budget": (0, True, "1e5"),
 }
-_INTEGER_SETTINGS = ("trials", "warm_start", "remeasure_max", "seed", "finetune_epochs")
+_INTEGER_SETTINGS = ("trials", "warm_start", "remeasure_max", "seed", "finetune_epochs",
+                     "image_size", "workers")
 
 
 def flag(name: str) -> str:
@@ -169,7 +175,31 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
     return SearchSpec(model=s["model"], dataset=s["dataset"], space=space, profile=s["profile"],
                       data_dir=s["data_dir"], checkpoint=s["checkpoint"], objectives=objectives,
                       budgets=budgets, seed=s["seed"], force=s["force"],
-                      latency_frame=s["latency_frame"], latency_margin=s["latency_margin"])
+                      latency_frame=s["latency_frame"], latency_margin=s["latency_margin"],
+                      recipe=spec_recipe(s), image_size=s["image_size"])
+
+
+def spec_recipe(settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The content of the recipe ``recipe`` (a shipped name) or ``recipe_file`` (a TOML path)
+    names, checked; ``None`` when neither is given (the default recipe)."""
+    from prunebench.harness.recipes import load_recipe
+
+    if settings.get("recipe") and settings.get("recipe_file"):
+        raise PrunebenchError(f"--recipe {settings['recipe']} and --recipe-file "
+                              f"{settings['recipe_file']} both name a recipe; give one")
+    source = settings.get("recipe_file") or settings.get("recipe")
+    return None if source is None else load_recipe(source).to_dict()
+
+
+def train_runtime(settings: Mapping[str, Any]) -> Any:
+    """The :class:`~prunebench.harness.devices.TrainRuntime` of the runtime settings, checked
+    against this machine before any work."""
+    from prunebench.harness.devices import resolve_runtime
+
+    return resolve_runtime(settings.get("train_device") or "auto", amp=settings.get("amp"),
+                           channels_last=bool(settings.get("channels_last")),
+                           workers=settings.get("workers") or 0,
+                           deterministic=bool(settings.get("deterministic")))
 
 
 def dynamic_options(space: str, method: str | None,

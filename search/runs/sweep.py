@@ -28,7 +28,10 @@ from prunebench.harness.files import keep_copy
 from prunebench.search.runs.files import check_out_dir, read_json, write_atomic, write_json
 
 # arguments that may change between a sweep and its resumption
-VOLATILE_ARGS = ("quiet", "json", "force", "ratios", "_run")
+# not compared on resume: output, forcing, the points asked for, and where training runs (a sweep
+# may resume on another machine; --amp and --channels-last still count)
+VOLATILE_ARGS = ("quiet", "json", "force", "ratios", "_run", "train_device", "workers",
+                 "train_runtime")
 # a points.csv row without one of these was not written whole: its point is measured again
 POINT_COLUMNS = ("run_kind", "label", "config", "macs", "params", "latency_p50_ms")
 

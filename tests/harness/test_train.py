@@ -104,9 +104,10 @@ def test_recipe_key_and_validation() -> None:
     assert Recipe().key == DEFAULT_RECIPE.key and len(DEFAULT_RECIPE.key) == 10
     assert TINY.key != TINY.with_(seed=1).key
     assert TINY.to_dict()["batch_size"] == 32
-    with pytest.raises(PrunebenchError, match="unknown schedule 'step'"):
-        Recipe(schedule="step")
-    with pytest.raises(PrunebenchError, match="invalid recipe"):
+    with pytest.raises(PrunebenchError, match="recipe field schedule = 'linear' must be one of "
+                       "cosine, onecycle, step"):
+        Recipe(schedule="linear")
+    with pytest.raises(PrunebenchError, match="recipe field lr = 0 must be a number > 0"):
         Recipe(lr=0)
 
 
