@@ -52,13 +52,16 @@ def lower(model: nn.Module, example: torch.Tensor, profile: HardwareProfile) -> 
 def check_dynamic_support(profile: HardwareProfile, method: str) -> None:
     """Refuse, before any work, a dynamic ``method`` on a profile whose engine cannot run it."""
     engine = get_engine(profile.engine)
-    if not engine.runs_dynamic:
+    reason = engine.dynamic_reason(method, profile.default_batch_size)
+    if reason is not None:
         from prunebench.harness.errors import PrunebenchError
 
+        runs = [n for n in ENGINES.list() if get_engine(n).dynamic_reason(
+            method, profile.default_batch_size) is None]
         raise PrunebenchError(
-            f"profile {profile.name!r} runs networks with engine {engine.name!r}, which cannot "
-            f"run input-dependent networks ({method}) yet; use a profile with engine = "
-            "\"eager\" (e.g. cpu-1t) for dynamic pruning")
+            f"profile {profile.name!r} runs networks with engine {engine.name!r}: {reason}; "
+            f"use a profile whose engine runs {method} (engines: {', '.join(runs)}; "
+            "e.g. cpu-1t)")
 
 
 def usable_engines(profile: HardwareProfile) -> dict[str, str | None]:

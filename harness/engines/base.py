@@ -52,8 +52,22 @@ class Engine(abc.ABC):
     name: str
     # channel-count multiple its kernels prefer (recorded per profile; a search may align to it)
     preferred_alignment: int = 1
-    # whether it runs input-dependent (dynamic) networks; checked before anything is built
-    runs_dynamic: bool = False
+    # the dynamic methods it runs ("*": every one); checked before anything is built
+    dynamic_methods: tuple[str, ...] = ()
+    # the largest batch it runs a dynamic network at (None: any)
+    dynamic_max_batch: int | None = None
+
+    def dynamic_reason(self, method: str, batch_size: int) -> str | None:
+        """``None`` when this engine runs dynamic ``method`` at ``batch_size``, else why not."""
+        if "*" not in self.dynamic_methods and method not in self.dynamic_methods:
+            if not self.dynamic_methods:
+                return "it cannot run input-dependent networks"
+            return (f"of the input-dependent methods it runs only "
+                    f"{', '.join(self.dynamic_methods)} (exec_mode 'fast'), not {method}")
+        if self.dynamic_max_batch is not None and batch_size > self.dynamic_max_batch:
+            return (f"its exported graph decides once per call, so it runs dynamic networks at "
+                    f"batch {self.dynamic_max_batch} only (batch {batch_size} asked)")
+        return None
 
     @abc.abstractmethod
     def version(self) -> str:

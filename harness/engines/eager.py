@@ -29,7 +29,7 @@ class EagerEngine(Engine):
     """PyTorch eager with conv/BN folding."""
 
     name = "eager"
-    runs_dynamic = True
+    dynamic_methods = ("*",)
 
     def version(self) -> str:
         return f"torch {torch.__version__}"

@@ -1,15 +1,23 @@
-"""``openvino``: convert the module with OpenVINO's PyTorch frontend and compile it for the CPU
-with the profile's threads, the latency hint and f32 inference precision (no silent bf16)."""
+"""``openvino``: convert the network's ONNX export (the one ONNX Runtime runs, dynamic networks'
+``If`` branches included) with OpenVINO's ONNX frontend and compile it for the CPU with the
+profile's threads, the latency hint and f32 inference precision (no silent bf16). Dense, static
+and dynamic networks take the same route, so their folding is the same."""
 
 from __future__ import annotations
 
-import warnings
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from prunebench.harness.engines.base import Engine, is_dynamic
+from prunebench.harness.engines.base import Engine
+from prunebench.harness.engines.onnxruntime import (
+    check_dynamic_batch,
+    dynamic_export_reason,
+    export_onnx,
+)
 from prunebench.harness.profiles import HardwareProfile
 
 
@@ -34,13 +42,15 @@ class OpenVinoEngine(Engine):
     def version(self) -> str:
         import openvino
 
-        return f"openvino {openvino.__version__}"
+        return f"openvino {openvino.__version__} (ONNX frontend, torch.onnx TorchScript exporter)"
+
+    dynamic_methods = ("antidote_fast",)
+    dynamic_max_batch = 1
 
     def supports(self, model: nn.Module, profile: HardwareProfile) -> str | None:
-        method = is_dynamic(model)
-        if method:
-            return (f"the per-input width choice of {method} is not expressed in the converted "
-                    "graph (its decision runs in NumPy)")
+        reason = dynamic_export_reason(self, model, profile)
+        if reason is not None:
+            return reason
         if profile.is_cuda:
             return "prunebench runs OpenVINO on the CPU only"
         if profile.dtype != "float32":
@@ -51,9 +61,11 @@ class OpenVinoEngine(Engine):
                profile: HardwareProfile) -> nn.Module:
         import openvino as ov
 
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            converted = ov.convert_model(model.eval(), example_input=example)
+        check_dynamic_batch(model, example)
+        with tempfile.TemporaryDirectory(prefix="prunebench-ov-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            path.write_bytes(export_onnx(model, example))
+            converted = ov.convert_model(str(path))
         config = {"INFERENCE_NUM_THREADS": profile.resolved_threads(),
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
                   "NUM_STREAMS": 1}

@@ -40,6 +40,8 @@ from prunebench.harness.pruning.dynamic.attention_stats import block_statistics
 from prunebench.harness.pruning.dynamic.build import EXEC_MODES, build_gated, check_exec_mode
 from prunebench.harness.pruning.dynamic.fast_blocks import (
     FastBasicBlock,
+    FastStage,
+    calibrate_stage,
     calibrate_widths,
     fit_predictor,
 )
@@ -106,6 +108,10 @@ class AntiDoteFast(PruningMethod):
     options = OptionSchema(
         Option("widths", int, 4, "pre-packed widths per block", min=1),
         Option("round_to", int, 4, "widths are multiples of N channels", min=1),
+        Option("decide", str, "block", "where the width is decided: per block (each block's "
+               "own predictor) or per stage (one decision at the stage input sets the widths of "
+               "all its blocks: one branch per stage in an exported graph)",
+               choices=("block", "stage")),
         samples_option(512),
     )
     exec_modes = EXEC_MODES
@@ -123,7 +129,11 @@ class AntiDoteFast(PruningMethod):
         keep = resolve_keep(config, sites)
         n_widths, round_to = opts["widths"], opts["round_to"]
         base = copy.deepcopy(model).eval()
-        need = [b for s, b in zip(sites, blocks, strict=True) if keep[s.name] < 1.0]
+        keep_of = {b: keep[s.name] for s, b in zip(sites, blocks, strict=True)}
+        stages = _stages(model, blocks) if opts["decide"] == "stage" else {}
+        stages = {p: bs for p, bs in stages.items() if any(keep_of[b] < 1.0 for b in bs)}
+        need = sorted({b for b in blocks if keep_of[b] < 1.0} | {b for bs in stages.values()
+                                                                  for b in bs})
         calib = "none"
         stats = {}
         if need:
@@ -132,12 +142,17 @@ class AntiDoteFast(PruningMethod):
         per_layer = module_macs(base, ctx.example_input[:1])
         net = fold_batchnorm(base)
         block_macs = 0.0
-        for s, b in zip(sites, blocks, strict=True):
+        for b in blocks:
             block_macs += sum(v for k, v in per_layer.items() if k.startswith(b + "."))
-            set_module(net, b, self._fast_block(get_module(base, b), keep[s.name],
-                                                stats.get(b), n_widths, round_to, mode))
+            if not any(b in bs for bs in stages.values()):
+                set_module(net, b, self._fast_block(get_module(base, b), keep_of[b],
+                                                    stats.get(b), n_widths, round_to, mode))
+        for path, bs in stages.items():
+            set_module(net, path, self._fast_stage(base, bs, keep_of, stats, per_layer,
+                                                   n_widths, round_to, mode))
         info = {"method": self.info.name, "exec_mode": mode, "gated": [s.name for s in sites],
                 "calibration": calib, "bn_folded": True, "dense_macs": sum(per_layer.values()),
+                "decide": opts["decide"], "stages": sorted(stages),
                 "widths": {b: get_module(net, b).widths for b in blocks}}
         return DynamicNetwork(net, sum(per_layer.values()) - block_macs, info).eval()
 
@@ -153,6 +168,47 @@ class AntiDoteFast(PruningMethod):
         scores = (a @ predictor[0].T + predictor[1])[:, order]
         tau, widths = calibrate_widths(scores, keep, n_widths, min(round_to, c))
         return FastBasicBlock(block, order, predictor, tau, widths, mode)
+
+    @staticmethod
+    def _fast_stage(base: nn.Module, names: list[str], keep: dict[str, float], stats: dict,
+                    per_layer: dict[str, float], n_levels: int, round_to: int, mode: str
+                    ) -> FastStage:
+        """The blocks ``names`` (one stage) deciding once, at the stage input."""
+        demand, channels, cost, orders = [], [], [], []
+        for b in names:
+            c = get_module(base, b).conv1.out_channels
+            s = stats[b][1]
+            if keep[b] < 1.0:
+                tau = torch.quantile(s.flatten().double(), 1.0 - keep[b]).float()
+                demand.append((s >= tau).sum(1).clamp(min=1).double() / c)
+                orders.append(s.mean(0).argsort(descending=True))
+            else:
+                demand.append(torch.ones(len(s), dtype=torch.float64))
+                orders.append(torch.arange(c))
+            channels.append(c)
+            cost.append((per_layer[b + ".conv1"] + per_layer[b + ".conv2"]) / c)
+        total = sum(c * m for c, m in zip(channels, cost, strict=True))
+        stage_keep = sum(keep[b] * c * m for b, c, m in zip(names, channels, cost, strict=True))
+        predictor, thresholds, widths = calibrate_stage(
+            stats[names[0]][0], demand, channels, cost, stage_keep / total, n_levels, round_to)
+        blocks = [FastBasicBlock(get_module(base, b), order, None, 0.0, w, mode)
+                  for b, order, w in zip(names, orders, widths, strict=True)]
+        return FastStage(blocks, predictor, thresholds, mode)
+
+
+def _stages(model: nn.Module, blocks: list[str]) -> dict[str, list[str]]:
+    """Blocks grouped by the ``nn.Sequential`` that holds them (``layer1.0``, ``layer1.1`` ->
+    ``layer1``); a block held by anything else cannot share a stage decision."""
+    out: dict[str, list[str]] = {}
+    for b in blocks:
+        out.setdefault(b.rpartition(".")[0], []).append(b)
+    for path, names in out.items():
+        parent = get_module(model, path) if path else model
+        if not isinstance(parent, nn.Sequential) or len(parent) != len(names):
+            raise PrunebenchError(
+                f"option decide='stage' needs each stage to be an nn.Sequential of basic blocks; "
+                f"{path or 'the model'!r} is not: use decide='block'")
+    return out
 
 
 register_method(AntiDote())

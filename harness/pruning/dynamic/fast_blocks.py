@@ -210,7 +210,10 @@ class FastBasicBlock(nn.Module):
         if self.mode == "fast" and x.shape[0] == 1 and not recording_active():
             # batch 1: the fewest possible operator dispatches to decide
             return self._run_width(x, self.width_index(x))
-        widx = self._choose(x)
+        return self.run_indexed(x, self._choose(x))
+
+    def run_indexed(self, x: torch.Tensor, widx: torch.Tensor) -> torch.Tensor:
+        """Block output when input ``i`` computes width ``widths[widx[i]]`` (recorded)."""
         if recording_active():
             self._record(x, widx)
         if self.mode == "fast":
@@ -245,3 +248,119 @@ class FastBasicBlock(nn.Module):
         if self.predict:
             fixed += c_in * x.shape[2] * x.shape[3] + c_in * self.w1.shape[0]
         record_effective_macs(self.widths_t[widx].double() * per_channel + fixed)
+
+
+@torch.no_grad()
+def calibrate_stage(stage_in: torch.Tensor, demand: list[torch.Tensor], channels: list[int],
+                    cost: list[float], keep: float, n_levels: int, round_to: int
+                    ) -> tuple[tuple[torch.Tensor, torch.Tensor], list[float], list[list[int]]]:
+    """One decision for a run of blocks (a stage): ``(predictor, thresholds, widths)``.
+
+    ``stage_in`` (N, C_in): the stage input's per-channel spatial mean over calibration inputs;
+    ``demand[b]`` (N,): block ``b``'s exact AntiDote kept fraction per input; ``channels[b]`` and
+    ``cost[b]`` its internal width and MACs per internal channel. The predictor maps the stage
+    input to the cost-weighted mean demand; inputs are split into ``n_levels`` equally frequent
+    levels by thresholds on it; level ``l`` gives block ``b`` the width of its mean demand over
+    that level's calibration inputs, scaled by one factor chosen so the mean MACs fraction is
+    closest to ``keep``. Widths never shrink as the level rises.
+    """
+    w = torch.tensor([c * m for c, m in zip(channels, cost, strict=True)], dtype=torch.float64)
+    target = (torch.stack(demand, 1).double() * w).sum(1) / w.sum()
+    predictor = fit_predictor(stage_in, target[:, None].float())
+    pred = (stage_in @ predictor[0].T + predictor[1])[:, 0].double()
+    qs = torch.linspace(0, 1, n_levels + 1, dtype=torch.float64)[1:-1]
+    thresholds = torch.quantile(pred, qs).tolist() if n_levels > 1 else []
+    level = (pred[:, None] >= torch.tensor(thresholds, dtype=torch.float64)).sum(1)
+    mean_demand = torch.stack([
+        torch.stack([d.double()[level == lv].mean() if (level == lv).any() else d.double().max()
+                     for lv in range(n_levels)]).cummax(0).values
+        for d in demand])  # (blocks, levels)
+    share = torch.bincount(level, minlength=n_levels).double() / len(level)
+    best: tuple[float, list[list[int]]] | None = None
+    for scale in torch.linspace(0.25, 4.0, 301, dtype=torch.float64).tolist():
+        widths = [[min(c, max(min(round_to, c), math.ceil(scale * float(f) * c / round_to)
+                              * round_to)) for f in row]
+                  for row, c in zip(mean_demand, channels, strict=True)]
+        frac = float(sum(share[lv] * sum(wb[lv] * m for wb, m in zip(widths, cost, strict=True))
+                         for lv in range(n_levels)) / w.sum())
+        if best is None or abs(frac - keep) < best[0]:
+            best = (abs(frac - keep), widths)
+    assert best is not None
+    return predictor, thresholds, best[1]
+
+
+class FastStage(nn.Sequential):
+    """Consecutive fast blocks that share one decision, taken once at the stage input.
+
+    The stage input's per-channel sums go through one linear predictor (one score) and
+    ``len(thresholds)`` comparisons give the input's *level*; block ``b`` then computes its
+    ``widths[level]``. In an exported graph this is one branch per stage instead of one per
+    block (``harness/pruning/dynamic/export.py``; the cost of each is measured in
+    ``benchmarks/bench_dynamic.py``). The blocks keep their names (``layer1.0`` ...).
+    """
+
+    def __init__(self, blocks: list[FastBasicBlock], predictor: tuple[torch.Tensor, torch.Tensor],
+                 thresholds: list[float], mode: str) -> None:
+        super().__init__(*blocks)
+        self.register_buffer("pw", predictor[0][0].contiguous())
+        self.register_buffer("thr", (torch.tensor(thresholds) - predictor[1][0]).contiguous())
+        self.mode, self.levels = mode, len(thresholds) + 1
+        self._np: dict[int, tuple] = {}
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> FastStage:
+        self._np = {}
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._np = {}
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_np"] = {}
+        return state
+
+    def _np_level(self, xi: np.ndarray, hw: int) -> int:
+        if hw not in self._np:
+            self._np[hw] = (self.pw.numpy(), self.thr.numpy() * hw, np.ones(hw, dtype=np.float32))
+        pw, thr, ones = self._np[hw]
+        return int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
+
+    def _levels(self, x: torch.Tensor) -> torch.Tensor:
+        """Level per input (B,), row by row as :meth:`FastBasicBlock._counts`."""
+        hw = x.shape[2] * x.shape[3]
+        if FastBasicBlock._numpy_ok(x):
+            return torch.tensor([self._np_level(xi, hw) for xi in x.numpy()])
+        s = x.detach().sum((2, 3)) @ self.pw
+        return (s[:, None] >= self.thr * hw).sum(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage output; each input's level sets the width of every block."""
+        if self.mode == "fast" and x.shape[0] == 1 and not recording_active():
+            j = (self._np_level(x.numpy()[0], x.shape[2] * x.shape[3])
+                 if FastBasicBlock._numpy_ok(x) else int(self._levels(x)[0]))
+            for block in self:
+                x = block._run_width(x, j)
+            return x
+        level = self._levels(x).to(x.device)
+        if recording_active():
+            record_effective_macs(torch.full((x.shape[0],), float(
+                self.pw.numel() * (x.shape[2] * x.shape[3] + 1)), dtype=torch.float64))
+        if self.mode != "fast" or recording_active():
+            for block in self:
+                x = block.run_indexed(x, level)
+            return x
+        groups = level.unique().tolist()
+        if len(groups) == 1:
+            for block in self:
+                x = block._run_width(x, groups[0])
+            return x
+        out = None
+        for j in groups:
+            sel = (level == j).nonzero().squeeze(1)
+            part = x.index_select(0, sel)
+            for block in self:
+                part = block._run_width(part, j)
+            out = part.new_empty((x.shape[0], *part.shape[1:])) if out is None else out
+            out.index_copy_(0, sel, part)
+        return out
