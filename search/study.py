@@ -31,19 +31,38 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TPE_STARTUP_TRIALS = 5  # random trials (warm-start ones included) before TPE models
 
 
+def dashboard_constraints(trial: FrozenTrial) -> tuple[float, ...]:
+    """The trial's ``set_constraint`` values in key order, for a sampler's ``constraints_func``.
+
+    Optuna 5 stores ``trial.set_constraint`` values under one system attr per key, which
+    optuna-dashboard 0.21 does not read; a sampler given ``constraints_func`` also stores them
+    as the list the dashboard greys infeasible trials by. The samplers read the constraints
+    from ``trial.constraints`` either way (every consumer here takes their max or all <= 0, so
+    the list's copy under keys "0", "1"... changes no decision).
+    """
+    return tuple(v for k, v in sorted(trial.constraints.items()) if not k.isdigit())
+
+
 def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (constraints come from ``trial.set_constraint``)."""
-    if name == "tpe":
-        # multivariate: a layer's ratio matters with the others' (latency is their sum); models
-        # from the 5th trial, so the warm-start points are used at once
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    """The Optuna sampler called ``name`` (constraints come from ``trial.set_constraint``;
+    ``tpe``, ``nsga2`` and ``gp`` also copy them for optuna-dashboard through
+    :func:`dashboard_constraints`; ``random`` takes no ``constraints_func``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # constraints_func is deprecated in Optuna 5 (removal in 7) in favour of
+        # trial.set_constraint, which the objective uses; it stays only for the dashboard
+        warnings.simplefilter("ignore", FutureWarning)
+        if name == "tpe":
+            # multivariate: a layer's ratio matters with the others' (latency is their sum);
+            # models from the 5th trial, so the warm-start points are used at once
             return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                              n_startup_trials=TPE_STARTUP_TRIALS)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+                                              n_startup_trials=TPE_STARTUP_TRIALS,
+                                              constraints_func=dashboard_constraints)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=20,
+                                                 constraints_func=dashboard_constraints)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, constraints_func=dashboard_constraints)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise PrunebenchError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -82,12 +101,22 @@ def create_or_load_study(storage: optuna.storages.BaseStorage, name: str, spec: 
             raise PrunebenchError(f"study {name!r} was made with different settings "
                                   f"({'; '.join(diff)}); use the same settings to resume or a "
                                   "new --study name")
+        name_metrics(study, spec.objectives)
         return study, False
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner,
                                 directions=spec.directions, load_if_exists=True)
     if SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    name_metrics(study, spec.objectives)
     return study, True
+
+
+def name_metrics(study: optuna.Study, objectives: Sequence[str]) -> None:
+    """Name the study's objectives (optuna-dashboard shows them instead of "0", "1")."""
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(objectives))
 
 
 def spec_differences(old: SearchSpec, new: SearchSpec) -> list[str]:
@@ -167,13 +196,16 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
 
     Exceptions inside a trial mark it FAIL (the objective stores ``fail_reason``); the loop goes
     on. The first Ctrl-C stops after the running trial; a second one interrupts it (the trial is
-    recorded as failed). Either way, everything in the storage stays.
+    recorded as failed). Either way, everything in the storage stays. ``callbacks`` steer the
+    next trials (the warm start enqueues its next point), so they are not called after the
+    loop's last trial (``n_trials`` ran, ``timeout`` passed or a stop was asked): the search
+    ends with no trial of its own left queued (WAITING).
     """
     from tqdm.auto import tqdm
 
     if n_trials is None and timeout is None:
         raise PrunebenchError("give --trials N and/or --timeout SECONDS to bound the search")
-    state = {"stop": False, "ran": 0}
+    state = {"stop": False, "ran": 0, "last": False}
     bar = tqdm(total=n_trials, desc="search", unit="trial", disable=not progress, leave=True)
 
     def request_stop() -> None:
@@ -182,6 +214,8 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
 
     def after_trial(st: optuna.Study, trial: FrozenTrial) -> None:
         state["ran"] += 1
+        state["last"] = state["stop"] or (n_trials is not None and state["ran"] >= n_trials) \
+            or (timeout is not None and time.perf_counter() - start >= timeout)
         n_ok = sum(1 for t in st.get_trials(deepcopy=False) if is_feasible(t))
         best = describe_trial(best_feasible(st, objectives), objectives)
         bar.set_postfix_str(f"feasible {n_ok}, best {best}", refresh=False)
@@ -189,12 +223,20 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
         if state["stop"]:
             st.stop()
 
+    def steering(callback: Callable[[optuna.Study, FrozenTrial], None]
+                 ) -> Callable[[optuna.Study, FrozenTrial], None]:
+        def call(st: optuna.Study, trial: FrozenTrial) -> None:
+            if not state["last"]:
+                callback(st, trial)
+        return call
+
     start = time.perf_counter()
     interrupted = False
     try:
         with _graceful_interrupt(request_stop):
             study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
-                           callbacks=[after_trial, *callbacks], gc_after_trial=True)
+                           callbacks=[after_trial, *map(steering, callbacks)],
+                           gc_after_trial=True)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -222,7 +264,8 @@ def trial_row(trial: FrozenTrial, objectives: Sequence[str]) -> dict[str, Any]:
     row.update({f"params_{k}": v for k, v in trial.params.items()})
     values = trial.values or [None] * len(objectives)
     row.update({f"value_{o}": v for o, v in zip(objectives, values, strict=False)})
-    row.update({f"constraint_{k}": v for k, v in trial.constraints.items()})
+    # keys "0", "1"... are the dashboard's copy (dashboard_constraints), not constraints
+    row.update({f"constraint_{k}": v for k, v in trial.constraints.items() if not k.isdigit()})
     row.update(trial.user_attrs)
     row.setdefault("fail_reason", None)
     return row

@@ -32,7 +32,7 @@ def create_worker_study(storage_url: str, study_name: str,
     from prunebench.search.objective import ANCHOR_ATTR, SPEC_ATTR
     from prunebench.search.runs.search_settings import build_spec, check_anchor, search_settings
     from prunebench.search.storage import open_storage, redact
-    from prunebench.search.study import SAMPLERS, make_pruner, make_sampler
+    from prunebench.search.study import SAMPLERS, make_pruner, make_sampler, name_metrics
     from prunebench.search.workers import BUDGET_ATTR, SAMPLER_ATTR
 
     s = search_settings(settings)
@@ -58,6 +58,7 @@ def create_worker_study(storage_url: str, study_name: str,
             sampler=make_sampler(s["sampler"], s["seed"]),
             pruner=make_pruner(len(spec.objectives), spec.space.finetune_epochs))
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
+        name_metrics(study, spec.objectives)
         study.set_user_attr(SAMPLER_ATTR, s["sampler"])
         if s["trials"] is not None:
             study.set_user_attr(BUDGET_ATTR, int(s["trials"]))
