@@ -19,12 +19,21 @@ at keep 1.0 of each), which isolate what the dynamic widths themselves save.
 (1 means that block runs one fixed width). ``realized_speedup_same_engine_decisions_replayed``
 (batch 1, a diagnostic, not a method) runs every input at the widths it chose without deciding
 them again; its gap to ``realized_speedup_same_engine`` is the cost of the per-block decisions.
-``engines`` (on ``cpu-1t``): per CPU engine the dense p50, and ``dynamic_fast_speedup_50`` /
-``dynamic_over_static_same_macs`` where the engine runs ``antidote_fast`` (today the eager one
-only: the others refuse it, and the reason is recorded as ``not_run``).
+``engines`` (on ``cpu-1t``; ``--engines-only`` runs just this table): per CPU engine, all timed
+in that engine, the dense p50 and, where the engine runs ``antidote_fast`` (eager, and ONNX
+Runtime / OpenVINO through its exported ``If`` form), for each decision granularity
+(``decide`` block / stage) the ~50% network's ``dynamic_fast_speedup_50`` over dense,
+``dynamic_over_static_same_macs`` (against the static cut with the same effective MACs, both
+channel-aligned to the engine's preference), ``control_flow_ms`` (the network against itself
+with each input's branch fixed: what deciding and branching cost), and the engine profiler's
+``op_profile``; the row's headline keys are those of the faster granularity (``decide``).
+Engines that cannot run it record the reason as ``not_run``.
 ``masked`` computes everything (it is the correctness reference) and is reported as such.
 Column pruning (``antidote`` with ``columns``) is reported where it stands, even when it does
-not pay.
+not pay. ``instance_sparsity`` (batch 1, rule ``prefix``, ``select=all``: its default selection
+gates half of the blocks, which caps the reduction near 25%) is timed in ``fast`` and in its
+``masked`` reference at the keep closest to 25% effective-MAC reduction, as ``antidote``'s exact
+rule: its conv1 features set each input's conv2 width, so only conv2 can be saved.
 
 Network and inputs: ResNet-56 trained on digits at 1x32x32 (the ``DEFAULT_RECIPE`` base model
 from the checkpoint cache; trained once, about 3 minutes on one thread). The gates are
@@ -35,10 +44,10 @@ gates is done here: this benchmark is about speed; ``accuracy_dynamic.py`` measu
 
 Batch 1 uses the profile's timing (5 interleaved rounds); batch 32 uses 3 rounds of at most
 4 s per network and reports ``fast`` at every point, ``gathered``/``masked`` at 50% only.
-Usage: ``python benchmarks/bench_dynamic.py [--profile P]`` (a few minutes). Last line: one JSON
-object. ``--profile`` (default ``cpu-1t``) times on another profile, e.g. ``cuda-b1`` on a GPU
-machine: its device, dtype and timing settings apply, batch 32 included; the replayed-decisions
-diagnostic reads inputs through NumPy and is left out on a GPU.
+Usage: ``python benchmarks/bench_dynamic.py [--profile P] [--engines-only]`` (a few minutes).
+Last line: one JSON object. ``--profile`` (default ``cpu-1t``) times on another profile, e.g.
+``cuda-b1`` on a GPU machine: its device, dtype and timing settings apply, batch 32 included;
+the replayed-decisions diagnostic reads inputs through NumPy and is left out on a GPU.
 """
 
 from __future__ import annotations
@@ -170,7 +179,10 @@ def main() -> None:
     """Run every point and print the table (stderr) and the JSON (stdout, last line)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu-1t", help="hardware profile (default cpu-1t)")
-    profile_name = parser.parse_args().profile
+    parser.add_argument("--engines-only", action="store_true",
+                        help="only the per-engine table at the ~50%% point (cpu-1t)")
+    cli = parser.parse_args()
+    profile_name = cli.profile
     try:
         base = load_profile(profile_name)
         check_usable(base)
@@ -190,6 +202,12 @@ def main() -> None:
     dense_engine = _engine(model, images)
     points = []
     cache: dict = {}
+    if cli.engines_only:
+        print(json.dumps({"engines": _engines(model, images, dense_macs, 5),
+                          "inputs": "digits test images 1x32x32 (first 64)",
+                          "model": "resnet56 trained on digits (DEFAULT_RECIPE)",
+                          "calibration": "digits train images", "torch": torch.__version__}))
+        return
 
     def fast_red(k: float) -> float:
         key = ("fast", k)
@@ -251,7 +269,10 @@ def main() -> None:
                                              batch, red, _speed(net, model, setting),
                                              static_speed, keep=keep,
                                              reference=REFERENCE)))
-    engines = _engines(model, images, points) if profile_name == "cpu-1t" else None
+        if batch == 1:
+            points += _instance_points(model, images, dense_macs, calib_inputs, cache, setting,
+                                       static_red, dense_folded)
+    engines = _engines(model, images, dense_macs, 5) if profile_name == "cpu-1t" else None
     print(json.dumps({"points": points, "engines": engines,
                       "inputs": "digits test images 1x32x32 (first 64)",
                       "model": "resnet56 trained on digits (DEFAULT_RECIPE)",
@@ -270,38 +291,122 @@ def _exact_red(model: torch.nn.Module, keep: float, options: dict, images: torch
     return cache[key]
 
 
+def _instance_points(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
+                     calib_inputs: list, cache: dict, setting: tuple, static_red,
+                     dense_folded: torch.nn.Module) -> list[dict]:
+    """``instance_sparsity`` (rule prefix) in ``fast`` and ``masked`` near 25% reduction."""
+    def red_of(k: float) -> float:
+        key = ("instance", k)
+        if key not in cache:
+            cache[key] = _reduction(_dynamic(model, "instance_sparsity", k, "fast", images,
+                                             rule="prefix", select="all"),
+                                    dense_macs, calib_inputs)
+        return cache[key]
+
+    keep, red = _closest(red_of, 0.25, KEEP_GRID)
+    s_keep, _ = _closest(static_red, red, _near(1.0 - red))
+    static_speed = _speed(fold_batchnorm(_static(model, s_keep, images)), dense_folded, setting)
+    out = []
+    for mode in ("fast", "masked"):
+        net = _dynamic(model, "instance_sparsity", keep, mode, images, rule="prefix",
+                       select="all")
+        out.append(_report(_point("instance_sparsity", mode, 1, red,
+                                  _speed(net, dense_folded, setting), static_speed, keep=keep,
+                                  reference=REFERENCE)))
+    return out
+
+
 REFERENCE = "dense, profile engine (BN folded)"
 ENGINE_PROFILES = {"eager": "cpu-1t", "torchscript": "cpu-1t-frozen",
                    "compile": "cpu-1t-compile", "onnxruntime": "cpu-1t-ort",
                    "openvino": "cpu-1t-openvino"}
+DECIDE = ("block", "stage")
 
 
-def _engines(model: torch.nn.Module, images: torch.Tensor, points: list[dict]) -> dict:
-    """Per CPU engine: the dense p50 in that engine and, where the engine runs ``antidote_fast``,
-    its batch-1 speedup at the ~50% point and its ratio to the static network with the same
-    MACs (both timed in that engine); where it cannot, the engine's one-line reason."""
+def _static_aligned(model: torch.nn.Module, keep: float, x: torch.Tensor,
+                    align: int) -> torch.nn.Module:
+    """:func:`_static` with each block's kept width a multiple of ``align``."""
+    idxs = {}
+    for name in gated_layers(model):
+        w = model.get_submodule(name).weight.detach()
+        c = w.shape[0]
+        k = min(c, max(align, round(keep * c / align) * align))
+        idxs[name] = w.abs().sum((1, 2, 3)).argsort()[: c - k].tolist()
+    return cut_filters(model, x[:1], idxs).eval()
+
+
+def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
+             rounds: int) -> dict:
+    """Per CPU engine, everything timed in that engine (interleaved, batch 1, one thread):
+    the dense p50; for each decision granularity (``decide``: block, stage) the ~50% fast
+    network's speedup over dense and its ratio to the static cut with the same effective MACs
+    (both with the engine's preferred channel alignment); the control flow's own cost (the
+    dynamic network against the same network with each input's branch fixed, on that input);
+    and where the time goes, from the engine's own profiler. Engines that cannot run the
+    dynamic network record why (``not_run``)."""
     from prunebench.harness.engines import get_engine
-    from prunebench.harness.measure.latency import measure_latency, place_model
+    from prunebench.harness.measure.latency import place_model
+    from prunebench.harness.pruning.dynamic.export import fixed_widths
 
-    half = min((p for p in points if p["method"] == "antidote_fast" and p["exec"] == "fast"
-                and p["batch"] == 1), key=lambda p: abs(p["macs_reduction"] - 0.5))
-    fast = _dynamic(model, "antidote_fast", half["keep"], "fast", images,
-                    calibration_samples=256)
+    inputs = [images[i:i + 1] for i in range(8)]
+    calib = [images[:32]]
     out: dict = {}
     for engine, name in ENGINE_PROFILES.items():
         profile = load_profile(name)
-        dense = measure_latency(model, [images[i:i + 1] for i in range(8)], profile)
-        row = {"profile": name, "version": get_engine(engine).version(),
-               "dense_p50_ms": round(dense.p50_ms, 4)}
-        reason = get_engine(engine).supports(place_model(fast, profile), profile)
-        if reason is None:  # timed with the points above (the eager engine)
-            row.update(dynamic_fast_speedup_50=half["realized_speedup"],
-                       dynamic_over_static_same_macs=round(
-                           half["realized_speedup"] / half["static_speedup_same_macs"], 3),
-                       macs_reduction=half["macs_reduction"])
+        eng = get_engine(engine)
+        align = max(4, eng.preferred_alignment)
+        rows: dict = {}
+        row: dict = {"profile": name, "version": eng.version(), "align": align}
+        reason = eng.dynamic_reason("antidote_fast", 1)
+        for decide in DECIDE if reason is None else ():
+            opts = {"calibration_samples": 256, "decide": decide, "round_to": align}
+
+            def red(k: float, opts: dict = opts) -> float:
+                return _reduction(_dynamic(model, "antidote_fast", k, "fast", images, **opts),
+                                  dense_macs, calib)
+
+            keep, reduction = _closest(red, 0.5, _near(0.5))
+            fast = _dynamic(model, "antidote_fast", keep, "fast", images, **opts)
+            s_keep, _ = _closest(lambda k, a=align: 1.0 - count_macs(_static_aligned(
+                model, k, images, a), images[:1]).macs / dense_macs, reduction, _near(0.5))
+            static = _static_aligned(model, s_keep, images, align)
+            settings = long_rounds(profile.timing, rounds)
+            over_dense = measure_speedup(model, fast, inputs, profile, **settings)
+            over_static = measure_speedup(static, fast, inputs, profile, **settings)
+            flow = [measure_speedup(fixed_widths(fast, x), fast, [x], profile, **settings)
+                    for x in inputs[:2]]
+            rows[decide] = {
+                "keep": keep, "macs_reduction": round(reduction, 3),
+                "ideal_speedup": round(1.0 / (1.0 - reduction), 3),
+                "dynamic_fast_speedup_50": round(over_dense.ratio_median, 3),
+                "dynamic_over_static_same_macs": round(over_static.ratio_median, 3),
+                "static_speedup_same_macs": round(
+                    over_dense.ratio_median / over_static.ratio_median, 3),
+                "static_macs_reduction": round(1.0 - count_macs(static, images[:1]).macs
+                                               / dense_macs, 3),
+                "dynamic_p50_ms": round(over_dense.latency_b.p50_ms, 4),
+                "control_flow_ms": round(sorted(
+                    f.latency_b.p50_ms - f.latency_a.p50_ms for f in flow)[len(flow) // 2], 4),
+                "speedup_spread": round(over_dense.ratio_spread, 3),
+                "op_profile": eng.op_profile(place_model(fast, profile), inputs[0],
+                                             profile).to_dict()}
+            row["dense_p50_ms"] = round(over_dense.latency_a.p50_ms, 4)
+            print(f"engine {engine} decide={decide}: "
+                  + " ".join(f"{k}={v}" for k, v in rows[decide].items() if k != "op_profile"),
+                  file=sys.stderr, flush=True)
+        if reason is None:
+            best = max(rows, key=lambda d: rows[d]["dynamic_fast_speedup_50"])
+            row.update({k: rows[best][k] for k in (
+                "dynamic_fast_speedup_50", "dynamic_over_static_same_macs", "macs_reduction",
+                "control_flow_ms")}, decide=best, by_decide=rows)
         else:
-            row.update(dynamic_fast_speedup_50=None, dynamic_over_static_same_macs=None,
+            from prunebench.harness.measure.latency import measure_latency
+
+            row.update(dense_p50_ms=round(measure_latency(model, inputs, profile).p50_ms, 4),
+                       dynamic_fast_speedup_50=None, dynamic_over_static_same_macs=None,
                        not_run=reason)
+        row["dense_op_profile"] = eng.op_profile(place_model(model, profile), inputs[0],
+                                                 profile).to_dict()
         print(f"engine {engine}: dense p50 {row['dense_p50_ms']} ms, dynamic "
               f"{row['dynamic_fast_speedup_50']}", file=sys.stderr, flush=True)
         out[engine] = row
