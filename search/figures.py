@@ -1,10 +1,11 @@
 """Figure options of a report (limits, whiskers, error bars, style) and the automatic limits.
 
 :class:`FigureOptions` is checked when it is made (:func:`figure_options`), before any run is
-read. :func:`auto_limits` is a pure function: the x-axis runs from the fastest point (its whisker
-included) to the dense reference, the y-axis from the lowest front point within
-``y_within_pp`` points of dense accuracy to the best accuracy (error bars included), each padded
-by :data:`PAD`. Points outside the limits are counted (:func:`outside`) and the caption says so.
+read. :func:`auto_limits` is a pure function: the y-axis runs from the lowest front point within
+``y_within_pp`` points of dense accuracy to the best accuracy (error bars included), the x-axis
+from the fastest point inside that y range (its whisker included) to the dense reference, each
+padded by :data:`PAD`. Points outside the limits are counted (:func:`outside`) and the caption
+says so.
 """
 
 from __future__ import annotations
@@ -106,14 +107,19 @@ def auto_limits(points: pd.DataFrame, fronts: dict[str, pd.DataFrame], x: str, y
                 x_low: str | None = None, x_high: str | None = None,
                 y_low: str | None = None, y_high: str | None = None,
                 y_within: float = DEFAULT_Y_WITHIN_PP / 100, log_x: bool = False,
+                ylim: tuple[float, float] | None = None,
                 ) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-    """(xlim, ylim): x from the fastest point to dense, y from the lowest front point within
-    ``y_within`` (a fraction) of dense accuracy to the best; None where nothing bounds an axis.
+    """(xlim, ylim): y from the lowest front point within ``y_within`` (a fraction) of dense
+    accuracy to the best (or the given ``ylim``); x from the fastest point inside that y range
+    to dense. None where nothing bounds an axis.
 
     ``x_low``/``x_high``/``y_low``/``y_high`` name whisker and error-bar columns to include.
     """
+    ylim = ylim if ylim is not None else _auto_y(points, fronts, y, y_low, y_high, y_within)
     dense = points[points["series"] == "dense"]
-    xs = np.concatenate([_num(points, x), _num(points, x_low)])
+    ys = _num(points, y)
+    shown = points[(ys >= ylim[0]) & (ys <= ylim[1])] if ylim is not None else points
+    xs = np.concatenate([_num(shown, x), _num(shown, x_low)])
     xs = xs[np.isfinite(xs)]
     dense_x = np.concatenate([_num(dense, x), _num(dense, x_high)])
     dense_x = dense_x[np.isfinite(dense_x)]
@@ -122,22 +128,28 @@ def auto_limits(points: pd.DataFrame, fronts: dict[str, pd.DataFrame], x: str, y
         high = dense_x.max() if len(dense_x) else xs.max()
         if high > xs.min():
             xlim = _pad(float(xs.min()), float(high), log_x)
+    return xlim, ylim
+
+
+def _auto_y(points: pd.DataFrame, fronts: dict[str, pd.DataFrame], y: str, y_low: str | None,
+            y_high: str | None, y_within: float) -> tuple[float, float] | None:
     ys_all = np.concatenate([_num(points, y), _num(points, y_high)])
     ys_all = ys_all[np.isfinite(ys_all)]
     if not len(ys_all):
-        return xlim, None
-    dense_y = _num(dense, y)
+        return None
+    dense_y = _num(points[points["series"] == "dense"], y)
     ref = np.nanmax(dense_y) if np.isfinite(dense_y).any() else ys_all.max()
-    front_rows = [f for s, f in fronts.items() if s != "dense" and not f.empty]
     near = []
-    for f in front_rows:
+    for series, f in fronts.items():
+        if series == "dense" or f.empty:
+            continue
         fy, lo = _num(f, y), _num(f, y_low)
         ok = np.isfinite(fy) & (fy >= ref - y_within)
         near.append(np.where(np.isfinite(lo[ok]), lo[ok], fy[ok]))
     lows = np.concatenate(near) if near else np.array([])
     low = float(lows.min()) if len(lows) else float(ref - y_within)
     high = float(ys_all.max())
-    return xlim, (_pad(low, high, False) if high > low else None)
+    return _pad(low, high, False) if high > low else None
 
 
 def outside(points: pd.DataFrame, x: str, y: str, xlim: tuple[float, float] | None,

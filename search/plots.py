@@ -94,9 +94,10 @@ def series_styles(series: Sequence[str]) -> dict[str, Style]:
     return out
 
 
-def _formatter(obj: Objective) -> PercentFormatter | EngFormatter | None:
+def _formatter(obj: Objective, span: float) -> PercentFormatter | EngFormatter | None:
     if obj.column.startswith("accuracy"):
-        return PercentFormatter(xmax=1.0, decimals=None)
+        # whole percents once the axis spans a few points; decimals on a narrow one
+        return PercentFormatter(xmax=1.0, decimals=0 if span >= 0.04 else None)
     if obj.column in ("macs", "params", "flops") or obj.column.endswith("bytes"):
         return EngFormatter(places=0, sep="")
     return None
@@ -212,8 +213,9 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
             ax.set_xlim(*panel.xlim)
         if panel.ylim is not None:
             ax.set_ylim(*panel.ylim)
-        for axis, obj in ((ax.xaxis, panel.x), (ax.yaxis, panel.y)):
-            fmt = _formatter(obj)
+        for axis, obj, lim in ((ax.xaxis, panel.x, ax.get_xlim()),
+                               (ax.yaxis, panel.y, ax.get_ylim())):
+            fmt = _formatter(obj, lim[1] - lim[0])
             if fmt is not None:
                 axis.set_major_formatter(fmt)
         ax.set_xlabel(panel.x.label)

@@ -152,7 +152,8 @@ def _panel(an: Analysis, x_name: str, whisker_cols: dict, with_budget: bool,
                                  x_high=xerr[1] if xerr else None,
                                  y_low=yerr[0] if yerr else None,
                                  y_high=yerr[1] if yerr else None,
-                                 y_within=opts.y_within_pp / 100, log_x=log_x)
+                                 y_within=opts.y_within_pp / 100, log_x=log_x,
+                                 ylim=opts.ylim if isinstance(opts.ylim, tuple) else None)
     given_x = opts.xlim if is_latency else "auto"
     xlim = given_x if isinstance(given_x, tuple) else auto_x if given_x == "auto" else None
     ylim = opts.ylim if isinstance(opts.ylim, tuple) else auto_y if opts.ylim == "auto" else None

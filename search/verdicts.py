@@ -41,7 +41,8 @@ class BudgetVerdict:
             return ("No measured configuration fits this budget, not even within its latency "
                     "CI.")
         if self.tied:
-            names = " and ".join(name(r) for r in self.tied)
+            names = " and ".join(name(r) + (" [at the budget]" if r["budget_status"] == AT
+                                             else "") for r in self.tied)
             accs = " vs ".join(accuracy_text(r) for r in self.tied)
             return (f"Tie within noise: {names}; their 95% accuracy intervals overlap "
                     f"({accs}).")

@@ -44,10 +44,14 @@ def test_auto_limits_fastest_to_dense_and_near_dense_accuracy() -> None:
     fronts = {"dense": pts[:1], "a": pts[1:]}
     xlim, ylim = figures.auto_limits(pts, fronts, "lat", "acc", y_within=0.10)
     pad = figures.PAD
-    assert xlim == pytest.approx((1.0 - pad * 5.0, 6.0 + pad * 5.0))
-    # the collapsed point (15%) is below dense - 10 pp: the axis starts at the 85% point
+    # the collapsed point (15%) is below dense - 10 pp: the axis starts at the 85% point, and
+    # the x-axis at the fastest point inside that range (3 ms), ending at dense (6 ms)
     assert ylim == pytest.approx((0.85 - pad * 0.07, 0.92 + pad * 0.07))
+    assert xlim == pytest.approx((3.0 - pad * 3.0, 6.0 + pad * 3.0))
     assert figures.outside(pts, "lat", "acc", xlim, ylim) == 1
+    # a given y range decides which points bound x
+    xlim, ylim = figures.auto_limits(pts, fronts, "lat", "acc", ylim=(0.0, 1.0))
+    assert ylim == (0.0, 1.0) and xlim == pytest.approx((1.0 - pad * 5.0, 6.0 + pad * 5.0))
 
 
 def test_report_plots_follow_the_options(tmp_path: Path, saved: dict) -> None:

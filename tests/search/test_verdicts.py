@@ -81,7 +81,12 @@ def test_points_within_noise_are_a_tie() -> None:
     v = verdicts.budget_verdict(df, 1.28)
     assert [r["label"] for r in v.tied] == ["trial 7", "trial 2"]
     assert v.headline.startswith("Tie within noise: antidote_fast search, trial 7")
-    assert "l1 search, trial 2" in v.headline and "random" not in v.headline
+    assert "l1 search, trial 2 (run l1 search);" in v.headline  # under: no label
+    assert "random" not in v.headline
+    # a tied point whose CI contains the budget says so
+    at = intervals.with_intervals(df.assign(latency_p50_ms=[1.1, 1.28, 0.9]))
+    assert "l1 search, trial 2 (run l1 search) [at the budget]" in \
+        verdicts.budget_verdict(at, 1.28).headline
     sentence = verdicts.family_sentence(df, 1.28, "dynamic")
     assert "tie within noise on accuracy" in sentence and "static point is faster" in sentence
     # far apart: a winner, ahead beyond noise
