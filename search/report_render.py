@@ -94,8 +94,8 @@ def _setup(an: Analysis) -> list[Block]:
         rows.append({"run": run.name, "series": ", ".join(dict.fromkeys(pts["series"])),
                      "points": str(len(pts)), "not completed": str(run.excluded),
                      **{c: distinct(pts, c) for c in ("model", "dataset", "profile",
-                                                      "fingerprint", "device", "threads",
-                                                      "batch_size", "dtype")}})
+                                                      "engine", "fingerprint", "device",
+                                                      "threads", "batch_size", "dtype")}})
     blocks: list[Block] = [("h2", "Setup"), ("table", pd.DataFrame(rows)),
                            ("p", f"Accuracy: {an.split_note}. Failed or pruned trials are not "
                                  "plotted (column 'not completed').")]
@@ -222,9 +222,13 @@ def document(an: Analysis, figures: dict[str, list[Path]]) -> list[Block]:
     blocks += _setup(an)
     blocks.append(("h2", "Trade-off plots"))
     for stem, paths in figures.items():
-        png = next((p for p in paths if p.suffix == ".png" and "_column" not in p.name), None)
+        pngs = [p for p in paths if p.suffix == ".png"]
+        png = next((p for p in pngs if "_column" not in p.name), pngs[0] if pngs else None)
         if png:
             blocks.append(("img", (f"plots/{png.name}", stem.replace("_", " vs "))))
+            caption = png.with_name(f"{stem}.caption.txt")
+            if caption.is_file():
+                blocks.append(("p", caption.read_text().strip()))
     ref = ", ".join(f"{o.label} {v * o.sign:.4g}"
                     for o, v in zip(an.objectives, an.reference, strict=True))
     hv = pd.DataFrame({"series": list(an.hypervolume),
