@@ -299,6 +299,19 @@ def _place(model: nn.Module, runtime: TrainRuntime) -> None:
     model.to(device=runtime.device, memory_format=runtime.memory_format)
 
 
+def runtime_accuracy(model: nn.Module, dataset: Any, runtime: TrainRuntime) -> Any:
+    """Top-1/top-5 of ``model`` on ``dataset`` computed on the training runtime's device, with
+    its loader workers and pinned memory (a validation pass during training, not a
+    measurement: those run on the hardware profile's device); the model stays on the CPU."""
+    from prunebench.harness.measure.accuracy import accuracy
+
+    model.to(device=runtime.device)
+    try:
+        return accuracy(model, dataset, workers=runtime.workers, pin_memory=runtime.pin_memory)
+    finally:
+        model.to(device="cpu")
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, splits: DatasetSplits, batches: int, *,
                           batch_size: int = 64, seed: int = 0) -> nn.Module:
@@ -519,8 +532,6 @@ def get_base_model(model_name: str, dataset_name: str, splits: DatasetSplits, re
     """
     from filelock import FileLock
 
-    from prunebench.harness.measure.accuracy import accuracy
-
     source = str(Path(data_dir).expanduser().resolve()) if data_dir is not None else splits.source
     identity = {"model": model_name, "dataset": dataset_name, "source": source,
                 "split_seed": splits.seed, "input_size": list(splits.input_size),
@@ -563,6 +574,7 @@ def get_base_model(model_name: str, dataset_name: str, splits: DatasetSplits, re
                 "recipe_key": recipe.key, "train_seconds": time.perf_counter() - start,
                 "train_runtime": recipe.runtime.to_dict(),
                 "init_weights_file": None if init_weights is None else str(init_weights),
-                "val_top1": accuracy(model, splits.val).top1, "torch": str(torch.__version__)}
+                "val_top1": runtime_accuracy(model, splits.val, recipe.runtime).top1,
+                "torch": str(torch.__version__)}
         save_checkpoint(model, path, meta)
     return model, path

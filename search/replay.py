@@ -117,9 +117,12 @@ def _search_point(run_dir: Path, config: dict[str, Any], trial: int) -> Recorded
     if not row.get("config"):
         raise PrunebenchError(f"trial {trial} of {run_dir} recorded no configuration (state "
                               f"{row.get('state')}); pick a completed trial")
+    from prunebench.search.objective import SearchSpec
+
     workload = Workload(model=spec["model"], dataset=spec.get("dataset"),
                         data_dir=spec.get("data_dir"), checkpoint=spec.get("checkpoint"),
-                        seed=int(spec.get("seed", 0)))
+                        seed=int(spec.get("seed", 0)), image_size=spec.get("image_size"),
+                        recipe=SearchSpec.from_dict(spec).training_recipe())
     return RecordedPoint(run_dir, "search", f"trial {trial}",
                          upgrade_config(json.loads(row["config"])), workload, spec["profile"],
                          row.get("accuracy_split") or "val", _parsed(row))
@@ -138,7 +141,7 @@ def _baseline_point(run_dir: Path, config: dict[str, Any], label: str) -> Record
     recipe = Recipe(**config["recipe"]) if "recipe" in config else None
     workload = Workload(model=args["model"], dataset=args.get("dataset"),
                         data_dir=args.get("data_dir"), checkpoint=args.get("checkpoint"),
-                        seed=int(args.get("seed", 0)),
+                        seed=int(args.get("seed", 0)), image_size=args.get("image_size"),
                         **({"recipe": recipe} if recipe is not None else {}))
     return RecordedPoint(run_dir, "baseline", label, upgrade_config(json.loads(row["config"])),
                          workload, args.get("profile", "cpu-1t"),

@@ -76,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
     """Fine-tune and save; prints the checkpoint path and the validation accuracy."""
     from prunebench.harness.datasets import load_dataset
     from prunebench.harness.evaluate import Workload, workload_image_size
-    from prunebench.harness.measure.accuracy import accuracy
     from prunebench.harness.models import MODELS, create_model
     from prunebench.harness.pruning import finetune_dynamic, parse_targeted_dropout
     from prunebench.harness.recipes import DEFAULT_RECIPE_NAME, load_recipe
-    from prunebench.harness.train import get_base_model, load_checkpoint, save_checkpoint
+    from prunebench.harness.train import (
+        get_base_model,
+        load_checkpoint,
+        runtime_accuracy,
+        save_checkpoint,
+    )
 
     if args.targeted_dropout is None and args.feature_decay is None:
         raise PrunebenchError("give --targeted-dropout gamma=0.5,alpha=0.5 (antidote) or "
@@ -118,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                      feature_decay=args.feature_decay,
                      order="calibrated" if args.method == "antidote_fast" else "attention",
                      progress=not args.quiet)
-    val = accuracy(model, splits.val).top1
+    val = runtime_accuracy(model, splits.val, recipe.runtime).top1
     out = args.out or Path("results/finetune") / f"{args.model}-{args.dataset}-{args.method}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {**{k: v for k, v in base_meta.items() if k not in ("val_top1", "train_seconds")},

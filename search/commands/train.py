@@ -55,9 +55,8 @@ def train_and_report(args: argparse.Namespace) -> dict[str, Any]:
     """Load the data, get the cached or freshly trained model, and measure it on every split."""
     from prunebench.harness.datasets import DATASETS, load_dataset
     from prunebench.harness.files import check_writable_dir
-    from prunebench.harness.measure.accuracy import accuracy
     from prunebench.harness.models import MODELS
-    from prunebench.harness.train import checkpoint_meta, get_base_model
+    from prunebench.harness.train import checkpoint_meta, get_base_model, runtime_accuracy
 
     MODELS.get(args.model)  # unknown names fail before any data is read
     DATASETS.get(args.dataset)
@@ -73,11 +72,11 @@ def train_and_report(args: argparse.Namespace) -> dict[str, Any]:
     model, path = get_base_model(args.model, args.dataset, splits, recipe,
                                  data_dir=args.data_dir, cache_dir=args.cache_dir,
                                  progress=not args.quiet, init_weights=args.weights)
-    test = accuracy(model, splits.test)
+    test = runtime_accuracy(model, splits.test, recipe.runtime)
     return {
         "model": args.model, "dataset": args.dataset, "accuracy_top1": test.top1,
         "accuracy_top5": test.top5, "test_n": test.n,
-        "val_accuracy_top1": accuracy(model, splits.val).top1,
+        "val_accuracy_top1": runtime_accuracy(model, splits.val, recipe.runtime).top1,
         "params": sum(p.numel() for p in model.parameters()),
         "input_size": list(splits.input_size), "num_classes": splits.num_classes,
         "recipe": recipe.to_dict(), "recipe_key": recipe.key,
