@@ -187,6 +187,24 @@ def _graceful_interrupt(on_first: Callable[[], None]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+FEASIBLE_ATTR = "feasible"
+
+
+def mark_feasible(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
+    """``objective`` that also stores whether the trial met every budget as the user attr
+    ``feasible``: optuna-dashboard shows user attrs in its trial table, and a ``random`` sampler
+    takes no ``constraints_func`` (:func:`dashboard_constraints`) to grey the trial by."""
+    def marked(trial: optuna.Trial) -> Any:
+        values = objective(trial)
+        running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        mine = next((t for t in running if t.number == trial.number), None)
+        if mine is not None and mine.constraints:
+            trial.set_user_attr(FEASIBLE_ATTR, all(v <= 0.0 for v in mine.constraints.values()))
+        return values
+
+    return marked
+
+
 def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                n_trials: int | None, timeout: float | None, objectives: Sequence[str],
                progress: bool = True,
@@ -234,7 +252,8 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     interrupted = False
     try:
         with _graceful_interrupt(request_stop):
-            study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
+            study.optimize(mark_feasible(objective), n_trials=n_trials, timeout=timeout,
+                           catch=(Exception,),
                            callbacks=[after_trial, *map(steering, callbacks)],
                            gc_after_trial=True)
     except KeyboardInterrupt:

@@ -57,3 +57,22 @@ def test_dashboard_shows_metric_names_and_feasibility(assets: dict[str, str]) ->
     for t in detail["trials"]:  # the dashboard's marks agree with the search's own verdict
         own = all(v <= 0 for v in trials[t["number"]].constraints.values())
         assert own == all(c <= 0 for c in t["constraints"])
+
+
+@pytest.mark.slow
+def test_random_sampler_marks_feasibility_as_a_user_attr(assets: dict[str, str]) -> None:
+    """RandomSampler takes no constraints_func: the dashboard shows the ``feasible`` user attr."""
+    run = Path(assets["dir"]) / "dash-random"
+    dense_macs = count_macs(create_model("test_convnet", 10, 1), torch.zeros(1, 1, 32, 32)).macs
+    run_search(model="test_convnet", dataset="digits", checkpoint=assets["checkpoint"],
+               profile=assets["profile"], macs_budget=0.1 * float(dense_macs), out=run,
+               progress=False, trials=3, sampler="random", seed=3, warm_start=3,
+               remeasure_max=1)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(run / "study.journal")))
+    app = dashboard.create_app(storage)
+    study_id = _get(app, "/api/studies")["study_summaries"][0]["study_id"]
+    detail = _get(app, f"/api/studies/{study_id}")
+    marks = [{a["key"]: a["value"] for a in t["user_attrs"]}["feasible"] for t in detail["trials"]]
+    assert set(marks) == {"True", "False"}, marks  # the dashboard shows attrs as text
+    assert all(t["constraints"] == [] for t in detail["trials"])  # nothing to grey them by
