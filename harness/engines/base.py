@@ -46,6 +46,30 @@ class EngineRecord:
                 "engine_folding": self.folding, "engine_max_abs_diff": self.max_abs_diff}
 
 
+@dataclass(frozen=True)
+class OpProfile:
+    """Where a lowered network's time goes, from the engine's own profiler: milliseconds per
+    run by operator type (``tool`` names the profiler; ``runs`` how many runs it averaged)."""
+
+    tool: str
+    ms_per_run: dict[str, float]
+    runs: int
+
+    def top(self, n: int = 6) -> dict[str, float]:
+        """The ``n`` costliest operator types (ms per run, rounded), the rest as ``"other"``."""
+        ranked = sorted(self.ms_per_run.items(), key=lambda kv: -kv[1])
+        out = {k: round(v, 4) for k, v in ranked[:n]}
+        rest = sum(v for _, v in ranked[n:])
+        if rest:
+            out["other"] = round(rest, 4)
+        return out
+
+    def to_dict(self, n: int = 6) -> dict[str, Any]:
+        """Plain dict for benchmark output."""
+        return {"tool": self.tool, "runs": self.runs,
+                "total_ms": round(sum(self.ms_per_run.values()), 4), "ms_per_run": self.top(n)}
+
+
 class Engine(abc.ABC):
     """A registered execution engine (``ENGINES`` in :mod:`harness.engines`)."""
 
@@ -83,6 +107,25 @@ class Engine(abc.ABC):
         """The runnable form of ``model`` (placed, eval mode) for inputs like ``example``."""
 
     folding = "conv+bn"
+
+    def op_profile(self, model: nn.Module, example: torch.Tensor, profile: HardwareProfile,
+                   runs: int = 50) -> OpProfile:
+        """Where the lowered network's time goes, by operator type. PyTorch engines: the
+        PyTorch profiler's self CPU time per ``aten``/``prim`` op over ``runs`` runs (after
+        ``runs // 5`` warm-up runs)."""
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        lowered = self.lower(model, example, profile)
+        with torch.inference_mode():
+            for _ in range(max(1, runs // 5)):
+                lowered(example)
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(runs):
+                    lowered(example)
+        by_op = {e.key: e.self_cpu_time_total / 1e3 / runs for e in prof.key_averages()
+                 if e.self_cpu_time_total > 0}
+        return OpProfile("torch.profiler (self CPU time)", by_op, runs)
 
     def lower(self, model: nn.Module, example: torch.Tensor, profile: HardwareProfile,
               check_inputs: list[torch.Tensor] | None = None) -> nn.Module:

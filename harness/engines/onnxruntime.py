@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from prunebench.harness.engines.base import Engine, is_dynamic
+from prunebench.harness.engines.base import Engine, OpProfile, is_dynamic
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.profiles import HardwareProfile
 
@@ -163,8 +166,8 @@ class OnnxRuntimeEngine(Engine):
                     "onnxruntime-gpu for CUDA)")
         return None
 
-    def _lower(self, model: nn.Module, example: torch.Tensor,
-               profile: HardwareProfile) -> nn.Module:
+    def _session(self, model: nn.Module, example: torch.Tensor, profile: HardwareProfile,
+                 profile_dir: str | None = None) -> object:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -173,7 +176,35 @@ class OnnxRuntimeEngine(Engine):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if profile_dir is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(profile_dir) / "ort")
         check_dynamic_batch(model, example)
-        session = ort.InferenceSession(export_onnx(model, example), options,
-                                       providers=[self._provider(profile)])
-        return _Session(session, example.device).eval()
+        return ort.InferenceSession(export_onnx(model, example), options,
+                                    providers=[self._provider(profile)])
+
+    def _lower(self, model: nn.Module, example: torch.Tensor,
+               profile: HardwareProfile) -> nn.Module:
+        return _Session(self._session(model, example, profile), example.device).eval()
+
+    def op_profile(self, model: nn.Module, example: torch.Tensor, profile: HardwareProfile,
+                   runs: int = 50) -> OpProfile:
+        """ONNX Runtime's own profiler (``enable_profiling``): node durations by operator type
+        (nodes inside ``If`` branches included), per run, after ``runs // 5`` warm-up runs."""
+        with tempfile.TemporaryDirectory(prefix="prunebench-ort-") as tmp:
+            session = self._session(model, example, profile, profile_dir=tmp)
+            runner = _Session(session, example.device)
+            warm = max(1, runs // 5)
+            with torch.inference_mode():
+                for _ in range(warm + runs):
+                    runner(example)
+            events = json.loads(Path(session.end_profiling()).read_text())  # type: ignore
+        by_op: dict[str, float] = {}
+        node_runs = [e for e in events if e.get("cat") == "Node"
+                     and e.get("name", "").endswith("_kernel_time")]
+        for e in node_runs:
+            op = e.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e3
+        scale = 1.0 / (warm + runs)  # the profiler records every run, warm-up included
+        return OpProfile("onnxruntime profiler (enable_profiling)",
+                         {k: v * scale for k, v in by_op.items()}, warm + runs)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunebench.harness.engines.base import Engine
+from prunebench.harness.engines.base import Engine, OpProfile
 from prunebench.harness.engines.onnxruntime import (
     check_dynamic_batch,
     dynamic_export_reason,
@@ -57,8 +57,8 @@ class OpenVinoEngine(Engine):
             return f"this engine runs float32 only (profile dtype {profile.dtype})"
         return None
 
-    def _lower(self, model: nn.Module, example: torch.Tensor,
-               profile: HardwareProfile) -> nn.Module:
+    def _compile(self, model: nn.Module, example: torch.Tensor, profile: HardwareProfile,
+                 perf_count: bool = False) -> object:
         import openvino as ov
 
         check_dynamic_batch(model, example)
@@ -68,5 +68,27 @@ class OpenVinoEngine(Engine):
             converted = ov.convert_model(str(path))
         config = {"INFERENCE_NUM_THREADS": profile.resolved_threads(),
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                  "NUM_STREAMS": 1}
-        return _Compiled(ov.Core().compile_model(converted, "CPU", config)).eval()
+                  "NUM_STREAMS": 1, **({"PERF_COUNT": True} if perf_count else {})}
+        return ov.Core().compile_model(converted, "CPU", config)
+
+    def _lower(self, model: nn.Module, example: torch.Tensor,
+               profile: HardwareProfile) -> nn.Module:
+        return _Compiled(self._compile(model, example, profile)).eval()
+
+    def op_profile(self, model: nn.Module, example: torch.Tensor, profile: HardwareProfile,
+                   runs: int = 50) -> OpProfile:
+        """OpenVINO's own performance counters (``PERF_COUNT``): each executed node's real
+        time by node type, summed over ``runs`` runs after ``runs // 5`` warm-up runs."""
+        runner = _Compiled(self._compile(model, example, profile, perf_count=True))
+        by_op: dict[str, float] = {}
+        with torch.inference_mode():
+            for _ in range(max(1, runs // 5)):
+                runner(example)
+            for _ in range(runs):
+                runner(example)
+                for info in runner.request.profiling_info:
+                    if str(info.status).endswith("EXECUTED"):
+                        key = info.node_type
+                        by_op[key] = by_op.get(key, 0.0) + info.real_time.total_seconds() * 1e3
+        return OpProfile("openvino performance counters (PERF_COUNT)",
+                         {k: v / runs for k, v in by_op.items()}, runs)

@@ -18,7 +18,7 @@ from prunebench.harness.measure.flops import effective_macs
 from prunebench.harness.models import create_model
 from prunebench.harness.profiles import TimingSettings, load_profile
 from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
-from prunebench.harness.pruning.dynamic.export import exportable
+from prunebench.harness.pruning.dynamic.export import exportable, fixed_widths
 from prunebench.harness.pruning.dynamic.fast_blocks import FastStage
 
 FAST = TimingSettings(warmup_iters=1, min_samples=5, min_time_s=0.0, max_time_s=0.1,
@@ -149,3 +149,11 @@ def test_the_cli_refuses_a_dynamic_method_a_runtime_cannot_run(capsys) -> None:
                "--profile", "cpu-1t-ort"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "antidote_fast" in err[0] and "cpu-1t" in err[0]
+
+
+def test_fixed_widths_runs_what_the_input_chose_without_deciding(fast_net, images) -> None:
+    for x in images[:6]:
+        fixed = fixed_widths(fast_net, x[None])
+        with torch.inference_mode():
+            torch.testing.assert_close(fixed(x[None]), fast_net(x[None]), atol=1e-5, rtol=1e-5)
+        assert not any(isinstance(m, torch.jit.ScriptModule) for m in fixed.modules())

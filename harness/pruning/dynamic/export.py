@@ -101,10 +101,13 @@ class _Decided(nn.Module):
         self.register_buffer("lut", lut)  # count -> branch index
         self.tree = tree
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def choose(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch index for input ``x`` (batch 1)."""
         s = torch.matmul(self.pw, x.sum([2, 3])[0])
-        count = (s >= self.thr_hw).sum()
-        return self.tree(x, self.lut[count])
+        return self.lut[(s >= self.thr_hw).sum()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tree(x, self.choose(x))
 
 
 class _Fixed(nn.Module):
@@ -118,22 +121,30 @@ class _Fixed(nn.Module):
         return self.branch(x, torch.zeros((), dtype=torch.long))
 
 
-def _block_form(block: FastBasicBlock, hw: int) -> nn.Module:
-    if not block.predict:
-        return _Fixed(_Width(block, 0))
-    branches = [_Width(block, j) for j in range(len(block.widths))]
-    lut = torch.tensor(block.lut, dtype=torch.long)
-    return _script(_Decided(block.pw, block.thr * hw, lut, _tree(branches)))
+def _branches(part: nn.Module, hw: int) -> tuple[list[nn.Module], tuple | None]:
+    """A deciding part's branches and its decision ``(pw, thr_hw, lut)`` (``None``: one
+    branch, nothing to decide)."""
+    if isinstance(part, FastStage):
+        levels = [tuple(b.widths[lv] for b in part) for lv in range(part.levels)]
+        distinct = sorted(set(levels), key=levels.index)
+        branches = [_Chain([_Width(b, levels.index(w)) for b in part]) for w in distinct]
+        lut = torch.tensor([distinct.index(w) for w in levels], dtype=torch.long)
+        return branches, ((part.pw, part.thr * hw, lut) if len(distinct) > 1 else None)
+    if not part.predict:
+        return [_Width(part, 0)], None
+    branches = [_Width(part, j) for j in range(len(part.widths))]
+    return branches, (part.pw, part.thr * hw, torch.tensor(part.lut, dtype=torch.long))
 
 
-def _stage_form(stage: FastStage, hw: int) -> nn.Module:
-    levels = [tuple(b.widths[lv] for b in stage) for lv in range(stage.levels)]
-    distinct = sorted(set(levels), key=levels.index)
-    branches = [_Chain([_Width(b, levels.index(w)) for b in stage]) for w in distinct]
-    if len(distinct) == 1:
+def _form(part: nn.Module, x: torch.Tensor, fixed: bool) -> nn.Module:
+    """The exported form of ``part`` for its input ``x``: the branch tree behind the decision,
+    or (``fixed``) the one branch ``x`` takes, with no decision."""
+    branches, decision = _branches(part, x.shape[2] * x.shape[3])
+    if decision is None:
         return _Fixed(branches[0])
-    lut = torch.tensor([distinct.index(w) for w in levels], dtype=torch.long)
-    return _script(_Decided(stage.pw, stage.thr * hw, lut, _tree(branches)))
+    if fixed:
+        return _Fixed(branches[int(_Decided(*decision, _tree(branches)).choose(x))])
+    return _script(_Decided(*decision, _tree(branches)))
 
 
 def _script(module: nn.Module) -> nn.Module:
@@ -161,27 +172,36 @@ def exportable_reason(model: nn.Module) -> str | None:
 def exportable(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """A copy of the dynamic network ``model`` whose decisions are TorchScript control flow,
     for inputs shaped like ``example`` (batch 1); see the module doc."""
+    return _rebuilt(model, example, fixed=False)
+
+
+@torch.no_grad()
+def fixed_widths(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``model`` with every decision replaced by the branch input ``x`` takes: the same
+    convolutions as the exported form runs for ``x``, without deciding. Timing it against
+    :func:`exportable` on ``x`` gives what the decisions and branches themselves cost."""
+    return _rebuilt(model, x, fixed=True)
+
+
+def _rebuilt(model: nn.Module, x: torch.Tensor, fixed: bool) -> nn.Module:
     reason = exportable_reason(model)
     if reason is not None:
         raise ValueError(reason)
     net = copy.deepcopy(getattr(model, "model", model)).eval()
-    sizes: dict[str, int] = {}
+    seen: dict[str, torch.Tensor] = {}
     hooks = []
     for name, m in net.named_modules():
         if isinstance(m, FastStage) or (isinstance(m, FastBasicBlock)
                                         and not isinstance(_parent(net, name), FastStage)):
             hooks.append(m.register_forward_pre_hook(
-                lambda mod, args, name=name: sizes.__setitem__(
-                    name, args[0].shape[2] * args[0].shape[3])))
+                lambda mod, args, name=name: seen.__setitem__(name, args[0].clone())))
     try:
-        net(example[:1])
+        net(x[:1])
     finally:
         for h in hooks:
             h.remove()
-    for name in sorted(sizes, key=len, reverse=True):
-        m = net.get_submodule(name)
-        form = _stage_form(m, sizes[name]) if isinstance(m, FastStage) else \
-            _block_form(m, sizes[name])
+    for name in sorted(seen, key=len, reverse=True):
+        form = _form(net.get_submodule(name), seen[name], fixed)
         parent, _, leaf = name.rpartition(".")
         setattr(net.get_submodule(parent) if parent else net, leaf, form)
     return net
