@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from prunebench.harness.errors import UnknownNameError
+from prunebench.harness.errors import PrunebenchError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -95,7 +95,12 @@ class Registry(Generic[T]):
         return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._find(name)
+        if not isinstance(name, str):
+            return False
+        try:
+            return self._find(name)
+        except PrunebenchError:  # a resolver rejected the name (e.g. a module that is missing)
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.list())

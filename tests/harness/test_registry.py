@@ -50,3 +50,42 @@ def test_duplicate_registration_is_refused() -> None:
     with pytest.raises(ValueError, match="gizmo 'x' is already registered"):
         reg.add("x", 2)
     assert reg.get("x") == 1
+
+
+def test_lazy_loaders_run_once_when_a_name_they_may_hold_is_asked() -> None:
+    calls: list[str] = []
+    reg: Registry[int] = Registry("widget")
+    reg.add("plain", 0)
+
+    def load(r: Registry[int]) -> None:
+        calls.append("lazy")
+        r.add("lazy_a", 1)
+
+    reg.add_lazy(load, lambda name: name.startswith("lazy_"))
+    assert reg.get("plain") == 0 and calls == []  # registered names never trigger it
+    assert "other" not in reg and calls == []  # nor names it cannot hold
+    assert reg.get("lazy_a") == 1 and calls == ["lazy"]
+    assert reg.list() == ["lazy_a", "plain"] and calls == ["lazy"]  # once only
+    with pytest.raises(UnknownNameError, match="unknown widget 'lazy_b'; known widgets: "
+                       "lazy_a, plain"):
+        reg.get("lazy_b")
+
+
+def test_resolvers_register_names_that_say_where_an_object_is() -> None:
+    reg: Registry[str] = Registry("thing")
+
+    def resolve(name: str) -> tuple[str, dict[str, object]] | None:
+        if not name.startswith("at:"):
+            return None
+        if name == "at:bad":
+            raise PrunebenchError("no such place")
+        return name.upper(), {"where": name[3:]}
+
+    reg.add_resolver(resolve)
+    assert reg.get("at:home") == "AT:HOME" and reg.metadata("at:home")["where"] == "home"
+    assert reg.list() == ["at:home"]  # registered on first use
+    assert "at:bad" not in reg  # a rejected name is simply not there
+    with pytest.raises(PrunebenchError, match="no such place"):
+        reg.get("at:bad")  # ... and get() says why
+    with pytest.raises(UnknownNameError):
+        reg.get("elsewhere")
