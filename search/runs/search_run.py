@@ -170,6 +170,10 @@ def check_before_work(spec: Any, run_dir: Path, storage: str | None) -> None:
     if spec.checkpoint is not None and not Path(spec.checkpoint).expanduser().is_file():
         raise PrunebenchError(f"--checkpoint {spec.checkpoint} is not a file; give the path of "
                               "a checkpoint (or drop --checkpoint to use the cached base model)")
+    if spec.checkpoint is not None:
+        from prunebench.harness.train import checkpoint_meta
+
+        checkpoint_meta(spec.checkpoint)  # a corrupt or foreign file: refused before any work
     url = storage_url(storage, run_dir)
     if not url.startswith("journal:"):
         normalise_url(url)

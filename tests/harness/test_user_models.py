@@ -219,3 +219,16 @@ def test_a_custom_model_is_pruned_measured_and_searched(
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["train_runtime"]["device"] == "cpu"
     assert config["args"]["train_recipe"]["name"] == "digits"
+
+
+def test_search_refuses_a_foreign_weights_file_before_any_work(
+        tmp_path: Path, assets: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    junk = tmp_path / "junk.pt"
+    torch.save({"epoch": 3}, junk)  # neither a checkpoint nor a state_dict
+    out = tmp_path / "run"
+    assert main(["search", "--model", "test_convnet", "--dataset", "digits", "--weights",
+                 str(junk), "--profile", assets["profile"], "--trials", "1", "--out", str(out),
+                 "--quiet"]) == 2
+    _one_line_error(capsys, f"{junk} is not a prunebench checkpoint (state_dict + meta) nor a "
+                    "plain state_dict")
+    assert not out.exists()
