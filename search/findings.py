@@ -85,21 +85,32 @@ def choose_split(merged: pd.DataFrame, split: str = "auto", *, allow_mixed: bool
     return Findings(rows, note, merged.drop(rows.index), [warning])
 
 
+def _budget_text(run: RunData) -> str:
+    spec = run.config.get("spec")
+    budgets = spec.get("budgets") if isinstance(spec, dict) else None
+    if isinstance(budgets, dict) and budgets:
+        return ", ".join(f"{k} {v:g}" if isinstance(v, int | float) else f"{k} {v}"
+                         for k, v in sorted(budgets.items()))
+    return ", ".join(f"{b:g} ms" for b in run.budgets_ms)
+
+
 def label_unmet_budgets(runs: list[RunData], merged: pd.DataFrame, *,
                         strict: bool = False) -> list[str]:
-    """Label (in place) the series of searches none of whose trials met their budget."""
+    """Label (in place) the series of searches none of whose trials met their budgets."""
     out = []
+    if "feasible" not in merged:
+        return out
     for run in runs:
-        mine = (merged["run"] == run.name) & (merged["run_kind"] == "search")
-        if "feasible" in merged:
-            mine &= merged["feasible"].notna()  # rows that recorded whether they were feasible
-        if not run.budgets_ms or "feasible" not in merged or not mine.any():
+        # the search's own rows that recorded whether they met its budgets
+        mine = (merged["run"] == run.name) & (merged["run_kind"] == "search") & \
+            merged["feasible"].notna()
+        if not mine.any():
             continue
         feasible = merged.loc[mine, "feasible"].map(
             lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
         if feasible.any():
             continue
-        budgets = ", ".join(f"{b:g} ms" for b in run.budgets_ms)
+        budgets = _budget_text(run) or "its budgets"
         if strict:
             raise PrunebenchError(f"search {run.name!r} has nothing under its budget ({budgets}) "
                                   "and --strict refuses it; drop --strict to show it labelled, "
