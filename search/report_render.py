@@ -35,8 +35,7 @@ ENERGY_METHODS = {
 }
 COLUMNS = (  # (points column, table header, formatter); the energy header says "modelled"
     ("accuracy_top1", "top-1 (%)", lambda v: f"{100 * v:.2f}"),
-    ("accuracy_ci_low", "top-1 95% CI low (%)", lambda v: f"{100 * v:.1f}"),
-    ("accuracy_ci_high", "top-1 95% CI high (%)", lambda v: f"{100 * v:.1f}"),
+    ("accuracy_ci_text", "top-1 95% CI (%)", str),  # Wilson, from accuracy_ci_low/high
     ("latency_p50_ms", "p50 (ms)", lambda v: f"{v:.3g}"),
     ("latency_p90_ms", "p90 (ms)", lambda v: f"{v:.3g}"),
     ("energy_mj_per_inference", "energy (mJ)", lambda v: f"{v:.3g}"),
@@ -46,10 +45,21 @@ COLUMNS = (  # (points column, table header, formatter); the energy header says 
 
 
 def _fmt(value: Any, fn: Any) -> str:
+    if isinstance(value, str):
+        return value
     try:
         return "-" if value is None or pd.isna(value) else fn(float(value))
     except (TypeError, ValueError):
         return str(value)
+
+
+def _with_ci_text(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` plus ``accuracy_ci_text`` (``[95.7, 98.9]`` in %; None without an interval)."""
+    if "accuracy_ci_low" not in df:
+        return df
+    text = [f"[{100 * lo:.1f}, {100 * hi:.1f}]" if pd.notna(lo) and pd.notna(hi) else None
+            for lo, hi in zip(df["accuracy_ci_low"], df["accuracy_ci_high"], strict=True)]
+    return df.assign(accuracy_ci_text=text)
 
 
 def _disturbed(value: Any) -> bool:
@@ -64,6 +74,7 @@ def header(df: pd.DataFrame, column: str, head: str) -> str:
 def point_table(df: pd.DataFrame, lead: tuple[str, ...] = ("series", "label")) -> pd.DataFrame:
     """Rows of ``df`` with readable headers and units (strings, ready to print); a label gets
     ``[disturbed]`` when its timing was (``timing_disturbed``)."""
+    df = _with_ci_text(df)
     out = pd.DataFrame({c: df[c].astype(str) for c in lead if c in df})
     if "label" in out and "timing_disturbed" in df:
         out["label"] = [f"{lab} [disturbed]" if _disturbed(d) else lab
@@ -339,8 +350,9 @@ def tex_escape(text: str) -> str:
 
 def latex_fronts(an: Analysis) -> str:
     """The fronts as one booktabs table (needs ``\\usepackage{booktabs}``)."""
-    cols = [(c, header(an.merged, c, h), f) for c, h, f in COLUMNS
-            if c in an.merged and an.merged[c].notna().any()]
+    merged = _with_ci_text(an.merged)
+    cols = [(c, header(merged, c, h), f) for c, h, f in COLUMNS
+            if c in merged and merged[c].notna().any()]
     lines = [r"\begin{tabular}{ll" + "r" * len(cols) + "}", r"\toprule",
              " & ".join(["Method", "Configuration"] + [tex_escape(h) for _, h, _ in cols])
              + r" \\",
@@ -348,7 +360,7 @@ def latex_fronts(an: Analysis) -> str:
     for i, (series, front) in enumerate(an.fronts.items()):
         if i:
             lines.append(r"\midrule")
-        for _, row in front.iterrows():
+        for _, row in _with_ci_text(front).iterrows():
             vals = [_fmt(row.get(c), f) for c, _, f in cols]
             lead = [tex_escape(series), tex_escape(str(row.get("label", "")))]
             lines.append(" & ".join(lead + vals) + r" \\")
