@@ -34,6 +34,7 @@ from prunebench.harness.pruning import METHODS, PruneContext, PruningConfig, pip
 SPACES = ("static", "dynamic", "hybrid")
 CRITERION = "criterion"
 FINETUNE = "finetune_epochs"
+ROUND_TO = "round_to"
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,13 @@ class SpaceSpec:
     search_finetune: bool = False
     round_to: int | None = None
     dynamic_options: Mapping[str, Any] = field(default_factory=dict)
+    # channel multiples searched as the categorical parameter ``round_to`` (static and hybrid
+    # spaces; replaces ``round_to``): in deployment engines alignment decides the speed
+    round_to_choices: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "static_methods", tuple(self.static_methods))
+        object.__setattr__(self, "round_to_choices", tuple(self.round_to_choices))
         object.__setattr__(self, "dynamic_options", dict(self.dynamic_options))
         self.validate()
 
@@ -105,11 +110,22 @@ class SpaceSpec:
         if not 0.0 < self.keep_min <= 1.0:
             raise PrunebenchError(f"minimum keep {self.keep_min!r} is outside (0, 1]; use e.g. "
                                   "0.2")
-        if self.round_to is not None and self.kind in ("static", "hybrid"):
-            from prunebench.harness.pruning import get_method
+        if self.round_to_choices:
+            if self.kind == "dynamic":
+                raise PrunebenchError("searched --round-to choices apply to the static cut; use "
+                                      "--space static or hybrid, or give one --round-to")
+            if self.round_to is not None:
+                raise PrunebenchError(f"give either one --round-to ({self.round_to}) or a list "
+                                      f"of choices ({list(self.round_to_choices)}), not both")
+            if len(set(self.round_to_choices)) != len(self.round_to_choices):
+                raise PrunebenchError(f"--round-to choices {list(self.round_to_choices)} repeat "
+                                      "a value; give each once, e.g. 1,4,8,16")
+        for value in (self.round_to, *self.round_to_choices):
+            if value is not None and self.kind in ("static", "hybrid"):
+                from prunebench.harness.pruning import get_method
 
-            for name in self.static_methods:  # its schema names the range (e.g. >= 1)
-                get_method(name).options.parse(name, {"round_to": self.round_to})
+                for name in self.static_methods:  # its schema names the range (e.g. >= 1)
+                    get_method(name).options.parse(name, {"round_to": value})
         if self.finetune_epochs < 0:
             raise PrunebenchError(f"fine-tune epochs {self.finetune_epochs!r} is negative; use "
                                   "0 (off) or more")
@@ -119,6 +135,9 @@ class SpaceSpec:
         out = asdict(self)
         out["static_methods"] = list(self.static_methods)
         out["dynamic_options"] = dict(self.dynamic_options)
+        out["round_to_choices"] = list(self.round_to_choices)
+        if not self.round_to_choices:  # studies made before it existed read the same
+            del out["round_to_choices"]
         return out
 
     @classmethod
@@ -216,6 +235,8 @@ class SearchSpace:
             trial.suggest_categorical(CRITERION, list(s.static_methods))
         if s.search_finetune and s.finetune_epochs > 0:
             trial.suggest_int(FINETUNE, 0, s.finetune_epochs)
+        if s.round_to_choices and self.groups:
+            trial.suggest_categorical(ROUND_TO, list(s.round_to_choices))
         for g in self.groups:
             trial.suggest_float(self.ratio_param(g), 0.0, _top(s.max_ratio, s.ratio_step),
                                 step=s.ratio_step)
@@ -235,6 +256,8 @@ class SearchSpace:
         keep: dict[str, float] = {}
         static_method = None
         static_options: dict[str, Any] = {} if s.round_to is None else {"round_to": s.round_to}
+        if s.round_to_choices and self.groups:
+            static_options = {"round_to": int(params.get(ROUND_TO, s.round_to_choices[0]))}
         if self.groups:
             static_method = str(params.get(CRITERION, s.static_methods[0]))
             ratios = {g: round(float(params[self.ratio_param(g)]), 6) for g in self.groups}

@@ -39,11 +39,13 @@ class EngineRecord:
     version: str
     folding: str  # what was folded before timing, e.g. "conv+bn"
     max_abs_diff: float | None  # against eager on real inputs (None: not checked)
+    preferred_alignment: int = 1  # the channel multiple its kernels prefer
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for ``Measurement.environment``."""
         return {"engine": self.name, "engine_version": self.version,
-                "engine_folding": self.folding, "engine_max_abs_diff": self.max_abs_diff}
+                "engine_folding": self.folding, "engine_max_abs_diff": self.max_abs_diff,
+                "engine_preferred_alignment": self.preferred_alignment}
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ class Engine(abc.ABC):
                 f"(relative {diff['scaled']:.3g} > tolerance {limit:g}); its lowering of this "
                 "network is wrong: use engine \"eager\" and report the network")
         lowered.prunebench_engine = EngineRecord(self.name, self.version(), self.folding,
-                                                 diff["abs"])
+                                                 diff["abs"], self.preferred_alignment)
         return lowered
 
 

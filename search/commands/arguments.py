@@ -164,7 +164,10 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratio-step", type=float, default=d["ratio_step"], help="ratio grid step")
     p.add_argument("--keep-min", type=float, default=d["keep_min"],
                    help="smallest dynamic keep-ratio")
-    p.add_argument("--round-to", type=int, help="keep channel counts multiples of this")
+    p.add_argument("--round-to", help="keep channel counts multiples of N; a list (e.g. "
+                   "1,4,8,16) makes the multiple a searched parameter (round_to) of the static "
+                   "and hybrid spaces; 'engine' uses the profile's engine's preferred multiple "
+                   "(`prunebench profiles check` lists them)")
     p.add_argument("--storage", help="Optuna storage URL (sqlite:///x.db, postgresql://...) or "
                    "journal file path (default: the run folder's study.journal)")
     p.add_argument("--study", help="study name (default: the run folder's name)")

@@ -140,7 +140,10 @@ def _check(args: argparse.Namespace) -> int:
             version = get_engine(engine).version()
         except ImportError:
             version = "not installed"
-        print(f"{mark:6} engine {engine}{used}: {version if reason is None else reason}")
+        eng = get_engine(engine)
+        extra = (f"; channel multiple {eng.preferred_alignment} preferred (--round-to engine); "
+                 f"dynamic: {', '.join(eng.dynamic_methods) or 'none'}") if reason is None else ""
+        print(f"{mark:6} engine {engine}{used}: {version if reason is None else reason}{extra}")
     if usable[p.engine] is not None:
         raise ProfileError(f"profile {p.name!r}: its engine {p.engine!r} cannot run here "
                            f"({usable[p.engine]}); pick a profile with another engine")

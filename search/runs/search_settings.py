@@ -73,6 +73,27 @@ def flag(name: str) -> str:
     return "--" + {"exec_mode": "exec"}.get(name, name).replace("_", "-")
 
 
+def round_to_setting(value: Any, profile: str | None) -> dict[str, Any]:
+    """``round_to`` (one multiple) or ``round_to_choices`` (searched) of a :class:`SpaceSpec`
+    from the ``round_to`` setting: ``None``, an int, ``"engine"`` (the profile's engine's
+    preferred channel multiple), or several (``"1,4,8,16"`` or a list: a searched parameter)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return {"round_to": value}
+    if value == "engine":
+        from prunebench.harness.engines import get_engine
+        from prunebench.harness.profiles import load_profile
+
+        engine = load_profile(profile or "cpu-1t").engine
+        return {"round_to": get_engine(engine).preferred_alignment}
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        choices = tuple(int(str(v).strip()) for v in parts)
+    except ValueError:
+        raise PrunebenchError(f"--round-to {value!r} is not understood; give one multiple "
+                              "(e.g. 8), a list to search (e.g. 1,4,8,16) or 'engine'") from None
+    return {"round_to": choices[0]} if len(choices) == 1 else {"round_to_choices": choices}
+
+
 def check_numbers(settings: Mapping[str, Any]) -> None:
     """Every numeric setting in its range, checked before any work; a bad one raises a
     one-line :class:`PrunebenchError` naming the option, its value and a good one."""
@@ -165,7 +186,8 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       exec_mode=s["exec_mode"], max_ratio=s["max_ratio"],
                       ratio_step=s["ratio_step"], keep_min=s["keep_min"],
                       finetune_epochs=s["finetune_epochs"],
-                      search_finetune=s["search_finetune"], round_to=s["round_to"],
+                      search_finetune=s["search_finetune"],
+                      **round_to_setting(s["round_to"], s["profile"]),
                       dynamic_options=dynamic_options(s["space"], dyn, s["option"]))
     budgets = {k: s[name] for k, name in BUDGET_SETTINGS.items() if s[name] is not None}
     objectives = s["objectives"]

@@ -132,3 +132,47 @@ def test_warm_start_spreads_uniform_configs_on_the_grid() -> None:
     for p in params:
         study.enqueue_trial(p)
     assert space.suggest(study.ask()).static.ratios == {"conv1": 0.2, "conv2": 0.2, "conv3": 0.2}
+
+
+def test_round_to_is_a_searched_dimension_of_the_static_space() -> None:
+    from prunebench.search.space import ROUND_TO
+
+    model = create_model("test_resnet", 10, 1)
+    spec = SpaceSpec(kind="static", round_to_choices=(1, 4, 8))
+    space = SearchSpace.build(spec, model, X)
+    study = _study()
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        chosen = space.suggest(trial)
+        assert chosen.static.options == {"round_to": trial.params[ROUND_TO]}
+        seen.add(trial.params[ROUND_TO])
+        study.tell(trial, 0.0)
+    assert seen <= {1, 4, 8} and len(seen) >= 2
+    assert SpaceSpec.from_dict(spec.to_dict()) == spec
+    assert "round_to_choices" not in SpaceSpec(kind="static").to_dict()  # old studies read alike
+
+
+def test_round_to_settings_resolve_one_list_or_the_engines_multiple() -> None:
+    from prunebench.search.runs.search_settings import round_to_setting
+
+    assert round_to_setting(None, None) == {"round_to": None}
+    assert round_to_setting("8", None) == {"round_to": 8}
+    assert round_to_setting("1,4,8,16", None) == {"round_to_choices": (1, 4, 8, 16)}
+    assert round_to_setting([4, 8], None) == {"round_to_choices": (4, 8)}
+    assert round_to_setting("engine", "cpu-1t-ort") == {"round_to": 8}
+    assert round_to_setting("engine", "cpu-1t") == {"round_to": 1}
+    with pytest.raises(PrunebenchError, match="--round-to '1,x' is not understood"):
+        round_to_setting("1,x", None)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"kind": "dynamic", "dynamic_method": "antidote", "round_to_choices": (4, 8)},
+     "apply to the static cut"),
+    ({"round_to": 4, "round_to_choices": (4, 8)}, "not both"),
+    ({"round_to_choices": (4, 4)}, "repeat"),
+    ({"round_to_choices": (0, 4)}, "round_to=0"),
+])
+def test_bad_round_to_choices_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(PrunebenchError, match=match):
+        SpaceSpec(**kwargs)
