@@ -218,7 +218,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                    help="plot latencies from different profiles/machines or energies from "
                         "different energy methods on one axis anyway (marked in the report)")
     p.add_argument("--split", default="auto", choices=("auto", "test", "val"),
-                   help="which accuracy split to plot (default auto: the only one, else test)")
+                   help="which accuracy split to plot (default auto: the only one, else test, "
+                        "else each run on its own split, labelled)")
     p.add_argument("--strict", action="store_true",
                    help="refuse runs scored on different splits, searches with nothing under "
                         "budget and different latency anchors (default: shown and labelled)")
