@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -551,7 +552,8 @@ def get_base_model(model_name: str, dataset_name: str, splits: DatasetSplits, re
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     check_writable_dir(cache, "checkpoint cache" if cache_dir is not None or
                        not os.environ.get("PRUNEBENCH_CACHE") else "$PRUNEBENCH_CACHE")
-    path = cache / "checkpoints" / f"{model_name}-{dataset_name}-{_digest(identity)}.pt"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", model_name)  # package.module:factory names too
+    path = cache / "checkpoints" / f"{stem}-{dataset_name}-{_digest(identity)}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():

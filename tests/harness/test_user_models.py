@@ -232,3 +232,13 @@ def test_search_refuses_a_foreign_weights_file_before_any_work(
     _one_line_error(capsys, f"{junk} is not a prunebench checkpoint (state_dict + meta) nor a "
                     "plain state_dict")
     assert not out.exists()
+
+
+def test_a_user_model_trains_into_a_portable_cache_name(
+        user_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--model", USER, "--epochs", "1", "--quiet", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    path = Path(result["checkpoint"])
+    assert path.name.startswith("prunebench_user_nets_small_cnn-digits-")  # no ':' in the name
+    model, meta = load_checkpoint(path)  # rebuilt by importing the factory again
+    assert meta["model"] == USER and type(model).__name__ == "SmallCNN"
