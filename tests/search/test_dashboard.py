@@ -1,5 +1,6 @@
 """optuna-dashboard 0.21 opened on a search's journal: named metrics, infeasible trials marked,
-no trial left WAITING (read through the dashboard's own HTTP API, served in-process)."""
+no trial left WAITING (opened by the dashboard's own storage loading, read through its HTTP API
+served in-process)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ from prunebench.search.runs import run_search
 
 dashboard = pytest.importorskip("optuna_dashboard._app", reason="optuna-dashboard is a dev "
                                 "dependency: pip install -c constraints.txt -e '.[dev]'")
+storage_url = pytest.importorskip("optuna_dashboard._storage_url")
+
+
+def _open(journal: Path):  # noqa: ANN202
+    """The storage as ``optuna-dashboard JOURNAL`` opens it, and its app."""
+    storage = storage_url.get_storage(str(journal))
+    return storage, dashboard.create_app(storage)
 
 
 def _get(app, path: str) -> dict:  # noqa: ANN001 - a bottle WSGI app
@@ -40,9 +48,7 @@ def test_dashboard_shows_metric_names_and_feasibility(assets: dict[str, str]) ->
                         out=run, progress=False, trials=3, sampler="tpe", seed=3,
                         warm_start=4, remeasure_max=1)
     assert result.error is None
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(run / "study.journal")))
-    app = dashboard.create_app(storage)
+    storage, app = _open(run / "study.journal")
     studies = _get(app, "/api/studies")["study_summaries"]
     assert len(studies) == 1
     detail = _get(app, f"/api/studies/{studies[0]['study_id']}")
@@ -68,9 +74,7 @@ def test_random_sampler_marks_feasibility_as_a_user_attr(assets: dict[str, str])
                profile=assets["profile"], macs_budget=0.1 * float(dense_macs), out=run,
                progress=False, trials=3, sampler="random", seed=3, warm_start=3,
                remeasure_max=1)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(run / "study.journal")))
-    app = dashboard.create_app(storage)
+    _, app = _open(run / "study.journal")
     study_id = _get(app, "/api/studies")["study_summaries"][0]["study_id"]
     detail = _get(app, f"/api/studies/{study_id}")
     marks = [{a["key"]: a["value"] for a in t["user_attrs"]}["feasible"] for t in detail["trials"]]
