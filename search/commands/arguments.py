@@ -185,7 +185,6 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure even if the profile does not match this machine (recorded)")
     p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_runtime_arguments(p)
 
 
 def search_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -13,7 +13,11 @@ import sys
 from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.search.commands.arguments import add_search_arguments, search_values
+from prunebench.search.commands.arguments import (
+    add_runtime_arguments,
+    add_search_arguments,
+    search_values,
+)
 
 NAME = "search"
 HELP = "search pruning configurations with Optuna under latency/energy/MACs/params budgets"
@@ -22,6 +26,7 @@ HELP = "search pruning configurations with Optuna under latency/energy/MACs/para
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``prunebench search``."""
     add_search_arguments(p)
+    add_runtime_arguments(p)  # where this process trains (a study's workers choose their own)
 
 
 def run(args: argparse.Namespace) -> int:
