@@ -345,18 +345,22 @@ def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
     and where the time goes, from the engine's own profiler. Engines that cannot run the
     dynamic network record why (``not_run``)."""
     from prunebench.harness.engines import get_engine
+    from prunebench.harness.measure.accuracy import accuracy
     from prunebench.harness.measure.latency import place_model
     from prunebench.harness.pruning.dynamic.export import fixed_widths
 
     inputs = [images[i:i + 1] for i in range(8)]
     calib = [images[:32]]
+    test = _CONTEXT["splits"].split("test")
+    dense_top1 = round(accuracy(model, test).top1, 4)
     out: dict = {}
     for engine, name in ENGINE_PROFILES.items():
         profile = load_profile(name)
         eng = get_engine(engine)
         align = max(4, eng.preferred_alignment)
         rows: dict = {}
-        row: dict = {"profile": name, "version": eng.version(), "align": align}
+        row: dict = {"profile": name, "version": eng.version(), "align": align,
+                     "dense_test_top1": dense_top1}
         reason = eng.dynamic_reason("antidote_fast", 1)
         for decide in DECIDE if reason is None else ():
             opts = {"calibration_samples": 256, "decide": decide, "round_to": align}
@@ -377,6 +381,7 @@ def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
                     for x in inputs[:2]]
             rows[decide] = {
                 "keep": keep, "macs_reduction": round(reduction, 3),
+                "test_top1_no_finetune": round(accuracy(fast, test).top1, 4),
                 "ideal_speedup": round(1.0 / (1.0 - reduction), 3),
                 "dynamic_fast_speedup_50": round(over_dense.ratio_median, 3),
                 "dynamic_over_static_same_macs": round(over_static.ratio_median, 3),
