@@ -21,8 +21,10 @@ Engines: at the uniform ~50% point, unaligned and channel-aligned (``round_to`` 
 dense/pruned pair is timed in every CPU engine (``ENGINE_PROFILES``: eager with BN folded,
 TorchScript, ``torch.compile``, ONNX Runtime, OpenVINO; one thread, batch 1), each ratio from
 interleaved rounds in that engine; the JSON's ``engines`` maps each engine to
-``static_realized_over_ideal_50`` (aligned), ``static_realized_over_ideal_50_unaligned``,
-``dense_p50_ms`` and the versions.
+``static_realized_over_ideal_50`` (aligned to 8), ``static_realized_over_ideal_50_aligned16``
+(to 16), ``static_realized_over_ideal_50_unaligned``, ``dense_p50_ms``, the versions, and
+``op_profile`` (dense and aligned cut: milliseconds per run by operator type from the engine's
+own profiler: ONNX Runtime's ``enable_profiling``, OpenVINO's ``PERF_COUNT``, torch.profiler).
 Usage: ``.venv/bin/python benchmarks/bench_static.py [--profile P] [--engines-only]``; the last
 line is one JSON object ``{"points": [...], "engines": {...}, ...}``. ``--profile`` (default
 ``cpu-1t``, which also times the ``frozen`` form and the engine table) times another profile's
@@ -121,22 +123,22 @@ def engine_table(model: nn.Module, x: torch.Tensor, inputs: list[torch.Tensor],
                  dense_macs: int, ratio: float) -> dict:
     """Static realized/ideal at the ~50% cut in every CPU engine, aligned and unaligned."""
     from prunebench.harness.engines import get_engine
-    from prunebench.harness.measure.latency import long_rounds, measure_speedup
+    from prunebench.harness.measure.latency import long_rounds, measure_speedup, place_model
     from prunebench.harness.profiles import load_profile
 
     cuts = {"aligned": _prune(model, x, ratio, round_to=ALIGN),
+            "aligned16": _prune(model, x, ratio, round_to=16),
             "unaligned": _prune(model, x, ratio)}
     ideal = {k: dense_macs / _macs(v, x) for k, v in cuts.items()}
     out: dict = {}
     for engine, profile_name in ENGINE_PROFILES.items():
         profile = load_profile(profile_name)
         row: dict = {"profile": profile_name, "version": get_engine(engine).version(),
-                     "ideal_speedup_aligned": round(ideal["aligned"], 3),
-                     "ideal_speedup_unaligned": round(ideal["unaligned"], 3)}
+                     **{f"ideal_speedup_{k}": round(v, 3) for k, v in ideal.items()}}
         for kind, pruned in cuts.items():
             sp = measure_speedup(model, pruned, inputs, profile,
                                  **long_rounds(profile.timing, ROUNDS))
-            key = "" if kind == "aligned" else "_unaligned"
+            key = "" if kind == "aligned" else f"_{kind}"
             row[f"static_realized_over_ideal_50{key}"] = round(sp.ratio_median / ideal[kind], 3)
             row[f"static_speedup_50{key}"] = round(sp.ratio_median, 3)
             row[f"speedup_spread{key}"] = round(sp.ratio_spread, 3)
@@ -144,6 +146,9 @@ def engine_table(model: nn.Module, x: torch.Tensor, inputs: list[torch.Tensor],
             print(f"engine {engine} {kind}: realized {sp.ratio_median:.2f}x of ideal "
                   f"{ideal[kind]:.2f}x, dense p50 {sp.latency_a.p50_ms:.3f} ms",
                   file=sys.stderr, flush=True)
+        eng = get_engine(engine)  # where the time goes, from the engine's own profiler
+        row["op_profile"] = {kind: eng.op_profile(place_model(net, profile), x, profile).to_dict()
+                             for kind, net in (("dense", model), ("aligned", cuts["aligned"]))}
         out[engine] = row
     return out
 
