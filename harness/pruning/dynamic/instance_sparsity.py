@@ -22,6 +22,10 @@ Two rules decide what an input keeps on a gated site (option ``rule``):
 - ``exact`` (default in ``masked`` / ``gathered``): the channels whose RMS norm reaches the
   layer's threshold, the ``(1 - keep)`` quantile of channel norms over calibration inputs, and at
   least the input's strongest channel; the count varies per input. Any gated site.
+
+Each threshold (and each prefix block) is calibrated in model order on the maps the gates before
+it leave (:func:`norms_at` on the partly gated network), so a later gate keeps what it is asked
+even though earlier gates have thinned its input.
 - ``prefix`` (default in ``fast``; residual basic blocks only): the *number* of channels that
   reach the threshold sets a width, rounded up to one of ``widths`` pre-packed widths, and conv2
   reads that prefix of a calibrated channel order (``instance_fast.py``, on ``antidote_fast``'s
@@ -47,7 +51,7 @@ from prunebench.harness.pruning.dynamic.attention_stats import site_attention
 from prunebench.harness.pruning.dynamic.build import EXEC_MODES, build_gated, check_exec_mode
 from prunebench.harness.pruning.dynamic.fast_blocks import FastBasicBlock
 from prunebench.harness.pruning.dynamic.folding import fold_batchnorm
-from prunebench.harness.pruning.dynamic.gates import DynamicNetwork, GateRule
+from prunebench.harness.pruning.dynamic.gates import DynamicNetwork, GateRule, channel_attention
 from prunebench.harness.pruning.dynamic.instance_fast import instance_width_block
 from prunebench.harness.pruning.dynamic.sites import (
     GatedSite,
@@ -88,6 +92,36 @@ def select_layers(norms: dict[str, torch.Tensor], fraction: float) -> list[str]:
     names = list(norms)
     ranked = sorted(names, key=lambda n: (-coefficient_of_variation(norms[n]), names.index(n)))
     return sorted(ranked[:max(1, round(len(ranked) * fraction))])
+
+
+class _Seen(Exception):
+    """Stops a calibration forward once the site's map has been seen."""
+
+
+@torch.no_grad()
+def norms_at(model: nn.Module, site: GatedSite, inputs: torch.Tensor,
+             batch: int = 128) -> torch.Tensor:
+    """Per-input channel RMS norms (N, C) of ``site``'s map in ``model`` (which may already
+    gate earlier sites), on ``inputs``; each forward stops at the site."""
+    seen: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        seen.append(channel_attention(out, 2.0))
+        raise _Seen
+
+    handle = get_module(model, site.gate).register_forward_hook(hook)
+    was_training = model.training
+    try:
+        model.eval()
+        for start in range(0, len(inputs), batch):
+            try:
+                model(inputs[start:start + batch])
+            except _Seen:
+                pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(seen)
 
 
 class InstanceSparsity(PruningMethod):
@@ -149,17 +183,21 @@ class InstanceSparsity(PruningMethod):
         info = {"method": self.info.name, "calibration": calib, "select": opts["select"],
                 "fraction": opts["fraction"], "selected": sorted(selected), "rule": rule}
         if rule == "prefix":
-            return self._prefix(model, sites, gated, keep, norms, mode, opts, ctx, info)
-        rules = {}
-        for s in gated:
-            tau = float(torch.quantile(norms[s.name].flatten().double(), 1.0 - keep[s.name]))
+            return self._prefix(model, sites, gated, keep, inputs if todo else None, mode, opts,
+                                ctx, info)
+        rules: dict[str, GateRule] = {}
+        for s in gated:  # in model order, each on the maps the gates before it leave
+            seen = norms[s.name] if not rules else norms_at(
+                build_gated(model, rules, "masked", ctx.example_input).model, s, inputs)
+            tau = float(torch.quantile(seen.flatten().double(), 1.0 - keep[s.name]))
             rules[s.name] = GateRule("absolute", tau, 1.0, 2.0)
         return build_gated(model, rules, mode, ctx.example_input, info)
 
     def _prefix(self, model: nn.Module, sites: list[GatedSite], gated: list[GatedSite],
-                keep: dict[str, float], norms: dict[str, torch.Tensor], mode: str, opts: dict,
+                keep: dict[str, float], inputs: torch.Tensor | None, mode: str, opts: dict,
                 ctx: PruneContext, info: dict) -> nn.Module:
-        """The BN-folded network with every basic block as a fast block (``instance_fast``)."""
+        """The BN-folded network with every basic block as a fast block (``instance_fast``),
+        each gated block calibrated on the maps the blocks before it (already replaced) give."""
         blocks = [s.name.rpartition(".")[0] for s in sites]
         if not all(s.name.endswith(".conv1") and isinstance(get_module(model, b), BasicBlock)
                    for s, b in zip(sites, blocks, strict=True)):
@@ -176,8 +214,8 @@ class InstanceSparsity(PruningMethod):
             block = get_module(base, b)
             block_macs += sum(v for k, v in per_layer.items() if k.startswith(b + "."))
             if s.name in names:
-                fast = instance_width_block(block, norms[s.name], keep[s.name], opts["widths"],
-                                            opts["round_to"], mode)
+                fast = instance_width_block(block, norms_at(net, s, inputs), keep[s.name],
+                                            opts["widths"], opts["round_to"], mode)
             else:  # dense: the full width, no decision
                 c = block.conv1.out_channels
                 fast = FastBasicBlock(block, torch.arange(c), None, 0.0, [c], mode)
