@@ -108,6 +108,10 @@ class AntiDoteFast(PruningMethod):
     options = OptionSchema(
         Option("widths", int, 4, "pre-packed widths per block", min=1),
         Option("round_to", int, 4, "widths are multiples of N channels", min=1),
+        Option("rows", float, 1.0, "structured spatial pruning: the fraction of each block's "
+               "output rows its residual branch computes, one contiguous band per input where "
+               "the block input's row energy is largest (1: off)", min=0, max=1,
+               min_exclusive=True),
         Option("decide", str, "block", "where the width is decided: per block (each block's "
                "own predictor) or per stage (one decision at the stage input sets the widths of "
                "all its blocks: one branch per stage in an exported graph)",
@@ -150,9 +154,13 @@ class AntiDoteFast(PruningMethod):
         for path, bs in stages.items():
             set_module(net, path, self._fast_stage(base, bs, keep_of, stats, per_layer,
                                                    n_widths, round_to, mode))
+        if opts["rows"] < 1.0:
+            for m in net.modules():
+                if isinstance(m, FastBasicBlock):
+                    m.set_rows(opts["rows"])
         info = {"method": self.info.name, "exec_mode": mode, "gated": [s.name for s in sites],
                 "calibration": calib, "bn_folded": True, "dense_macs": sum(per_layer.values()),
-                "decide": opts["decide"], "stages": sorted(stages),
+                "decide": opts["decide"], "stages": sorted(stages), "rows": opts["rows"],
                 "widths": {b: get_module(net, b).widths for b in blocks}}
         return DynamicNetwork(net, sum(per_layer.values()) - block_macs, info).eval()
 

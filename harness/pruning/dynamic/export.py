@@ -162,6 +162,9 @@ def exportable_reason(model: nn.Module) -> str | None:
     if method != "antidote_fast":
         return (f"only antidote_fast's pre-packed widths are expressed as graph control flow; "
                 f"{method or 'this dynamic network'} decides with per-input masks or gathers")
+    if float(info.get("rows", 1.0)) < 1.0:
+        return ("its row bands (option rows) are placed per input by slicing, which the export "
+                "does not express; drop the rows option")
     if info.get("exec_mode") != "fast":
         return (f"exec_mode {info.get('exec_mode')!r} is a reference mode; export "
                 "exec_mode 'fast'")

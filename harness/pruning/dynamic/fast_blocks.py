@@ -201,9 +201,60 @@ class FastBasicBlock(nn.Module):
         return F.relu_(y.add_(sc))
 
     def _run_width(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        if self.rows < 1.0:
+            bands = self._bands(x).tolist()
+            if len(bands) == 1:
+                return self._run_band(x, j, bands[0])
+            return torch.cat([self._run_band(x[i:i + 1], j, r0) for i, r0 in enumerate(bands)])
         w1, b1, w2 = self._hot_refs()["runs"][j]
         h = F.relu_(F.conv2d(x, w1, b1, self.stride, 1))
         return self._tail(x, F.conv2d(h, w2, self.b2, 1, 1))
+
+    # ------------------------------------------------------------ structured spatial pruning
+    rows = 1.0  # fraction of output rows the residual branch computes (1.0: all, no decision)
+
+    def set_rows(self, fraction: float) -> None:
+        """Compute the residual branch on one contiguous band of ``fraction`` of the output rows
+        per input, placed where the block input's row energy (sum of |x| over channels and
+        columns) is largest; elsewhere the block passes its shortcut (as AntiDote's pruned
+        columns do). Executed as contiguous slices, never a gather."""
+        self.rows = float(fraction)
+
+    def _band_rows(self, x: torch.Tensor) -> tuple[int, int]:
+        """(output rows, rows kept) for input ``x``."""
+        ho = math.ceil(x.shape[2] / self.stride)
+        return ho, max(1, min(ho, round(self.rows * ho)))
+
+    def _bands(self, x: torch.Tensor) -> torch.Tensor:
+        """First kept output row per input (B,): the window of rows with the most energy."""
+        ho, r = self._band_rows(x)
+        e = x.detach().abs().sum((1, 3))  # (B, H)
+        if self.stride > 1:
+            e = F.avg_pool1d(e[:, None], self.stride, self.stride, ceil_mode=True)[:, 0]
+        cs = F.pad(e.cumsum(1), (1, 0))
+        return (cs[:, r:] - cs[:, :ho - r + 1]).argmax(1)
+
+    def _run_band(self, x: torch.Tensor, j: int, r0: int) -> torch.Tensor:
+        """One input at width ``j``, residual branch on output rows ``[r0, r0 + R)`` only."""
+        w1, b1, w2 = self._hot_refs()["runs"][j]
+        ho, r = self._band_rows(x)
+        a, b = max(r0 - 1, 0), min(r0 + r + 1, ho)  # conv1 rows conv2 reads
+        s = self.stride
+        xp = F.pad(x, (0, 0, 1, 1))  # the rows' zero padding, explicit; columns by conv
+        h = F.relu_(F.conv2d(xp[:, :, s * a:s * (b - 1) + 3], w1, b1, s, (0, 1)))
+        h = F.pad(h, (0, 0, a - (r0 - 1), (r0 + r + 1) - b))
+        y = F.conv2d(h, w2, self.b2, 1, (0, 1))
+        sc = F.conv2d(x, self.ws, self.bs, s) if self.has_shortcut else x
+        out = F.relu(sc)
+        out[:, :, r0:r0 + r] = F.relu_(y.add_(sc[:, :, r0:r0 + r]))
+        return out
+
+    def _row_mask(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(B, 1, Ho, 1) mask of each input's kept output rows (the masked reference)."""
+        _, r = self._band_rows(x)
+        rows = torch.arange(like.shape[2], device=like.device)
+        r0 = self._bands(x).to(like.device)[:, None]
+        return ((rows[None] >= r0) & (rows[None] < r0 + r)).to(like.dtype)[:, None, :, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Block output; each input computes its own width of internal channels."""
@@ -216,6 +267,9 @@ class FastBasicBlock(nn.Module):
         """Block output when input ``i`` computes width ``widths[widx[i]]`` (recorded)."""
         if recording_active():
             self._record(x, widx)
+        if self.mode == "fast" and self.rows < 1.0:  # each input its own band
+            return torch.cat([self._run_width(x[i:i + 1], int(widx[i]))
+                              for i in range(x.shape[0])])
         if self.mode == "fast":
             groups = widx.unique().tolist()
             if len(groups) == 1:  # one width for the whole batch: no gather, no scatter
@@ -232,13 +286,18 @@ class FastBasicBlock(nn.Module):
             h = F.relu(F.conv2d(x, self.w1, self.b1, self.stride, 1))
             ch = torch.arange(h.shape[1], device=h.device)
             h = h * (ch[None] < k[:, None]).to(h.dtype)[:, :, None, None]
-            return self._tail(x, F.conv2d(h, self.w2, self.b2, 1, 1))
+            return self._tail(x, self._rows_only(x, F.conv2d(h, self.w2, self.b2, 1, 1)))
         outs = []
         for i, ki in enumerate(k.tolist()):  # gathered: per-input slices, no packing
             xi = x[i:i + 1]
             h = F.relu(F.conv2d(xi, self.w1[:ki], self.b1[:ki], self.stride, 1))
-            outs.append(self._tail(xi, F.conv2d(h, self.w2[:, :ki], self.b2, 1, 1)))
+            outs.append(self._tail(xi, self._rows_only(
+                xi, F.conv2d(h, self.w2[:, :ki], self.b2, 1, 1))))
         return torch.cat(outs)
+
+    def _rows_only(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The residual branch ``y`` zeroed outside each input's band (reference modes)."""
+        return y if self.rows >= 1.0 else y * self._row_mask(x, y)
 
     def _record(self, x: torch.Tensor, widx: torch.Tensor) -> None:
         c_in, c_out = self.w1.shape[1], self.w2.shape[0]
@@ -247,7 +306,15 @@ class FastBasicBlock(nn.Module):
         fixed = c_out * c_in * hw if self.has_shortcut else 0.0
         if self.predict:
             fixed += c_in * x.shape[2] * x.shape[3] + c_in * self.w1.shape[0]
-        record_effective_macs(self.widths_t[widx].double() * per_channel + fixed)
+        if self.rows >= 1.0:
+            record_effective_macs(self.widths_t[widx].double() * per_channel + fixed)
+            return
+        ho, r = self._band_rows(x)
+        r0 = self._bands(x)
+        conv1_rows = (torch.clamp(r0 + r + 1, max=ho) - torch.clamp(r0 - 1, min=0)).double()
+        k = self.widths_t[widx].double()
+        record_effective_macs(k * 9 * hw / ho * (c_in * conv1_rows + c_out * r)
+                              + fixed + c_in * x.shape[2] * x.shape[3])
 
 
 @torch.no_grad()
