@@ -30,9 +30,12 @@ with each input's branch fixed: what deciding and branching cost), and the engin
 Engines that cannot run it record the reason as ``not_run``.
 ``masked`` computes everything (it is the correctness reference) and is reported as such.
 Column pruning (``antidote`` with ``columns``) is reported where it stands, even when it does
-not pay. ``instance_sparsity`` (batch 1, rule ``prefix``, ``select=all``: its default selection
-gates half of the blocks, which caps the reduction near 25%) is timed in ``fast`` and in its
-``masked`` reference at the keep closest to 25% effective-MAC reduction, as ``antidote``'s exact
+not pay; ``antidote_fast+rows`` (batch 1) is its structured variant: one contiguous band of
+output rows per block and input (option ``rows``), executed as slices, at keep 1.0 / rows 0.5
+and keep 0.7 / rows 0.7. ``instance_sparsity`` (batch 1, rule ``prefix``, ``select=all``: its
+default selection gates half of the blocks, which caps the reduction near 25%) is timed in
+``fast`` and in its ``masked`` reference at the keep closest to 25% effective-MAC reduction, as
+``antidote``'s exact
 rule: its conv1 features set each input's conv2 width, so only conv2 can be saved.
 
 Network and inputs: ResNet-56 trained on digits at 1x32x32 (the ``DEFAULT_RECIPE`` base model
@@ -272,6 +275,17 @@ def main() -> None:
         if batch == 1:
             points += _instance_points(model, images, dense_macs, calib_inputs, cache, setting,
                                        static_red, dense_folded)
+        if batch == 1:  # structured spatial pruning: row bands, executed as slices
+            for keep_rows in ((1.0, 0.5), (0.7, 0.7)):
+                net = _dynamic(model, "antidote_fast", keep_rows[0], "fast", images,
+                               calibration_samples=256, rows=keep_rows[1])
+                red = _reduction(net, dense_macs, calib_inputs)
+                s_keep, _ = _closest(static_red, red, _near(1.0 - red))
+                static_speed = _speed(fold_batchnorm(_static(model, s_keep, images)),
+                                      dense_folded, setting)
+                points.append(_report(_point(
+                    "antidote_fast+rows", "fast", batch, red, _speed(net, dense_folded, setting),
+                    static_speed, keep=keep_rows[0], rows=keep_rows[1], reference=REFERENCE)))
     engines = _engines(model, images, dense_macs, 5) if profile_name == "cpu-1t" else None
     print(json.dumps({"points": points, "engines": engines,
                       "inputs": "digits test images 1x32x32 (first 64)",
