@@ -65,8 +65,9 @@ class AntiDote(PruningMethod):
     info = MethodInfo("antidote", "dynamic",
                       "per-input channel/column attention gates on each block's internal "
                       "feature map, and with inputs=1 on each block's input (exact rule; "
-                      "options: rule=ratio|threshold, columns, p, inputs)",
-                      ANTIDOTE_CITATION)
+                      "options: rule=ratio|threshold, columns, p, inputs); the attention "
+                      "formulas are a reconstruction of the paper's description "
+                      "(docs/methods.md)", ANTIDOTE_CITATION)
     options = OptionSchema(
         Option("rule", str, "ratio", "ratio: each input keeps its ceil(keep*C) highest-attention "
                "channels; threshold: channels whose attention is at least (1 - keep) x the "
