@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu-1t", help="hardware profile (default cpu-1t)")
     parser.add_argument("--engines-only", action="store_true",
                         help="only the per-engine table at the ~50%% point (cpu-1t)")
+    parser.add_argument("--rows-only", action="store_true",
+                        help="only the row-band points (antidote_fast option rows, batch 1)")
     cli = parser.parse_args()
     profile_name = cli.profile
     try:
@@ -226,6 +228,13 @@ def main() -> None:
             cache[key] = 1.0 - count_macs(_static(model, k, images), images[:1]).macs / dense_macs
         return cache[key]
 
+    if cli.rows_only:
+        one = dataclasses.replace(base, batch_sizes=(1,))
+        setting = ([images[i:i + 1] for i in range(8)], one, 5, 1)
+        print(json.dumps({"points": _row_points(model, images, dense_macs, calib_inputs,
+                                                setting, static_red, dense_folded),
+                          "profile": base.name, "torch": torch.__version__}))
+        return
     for batch in (1, 32):
         timing = base.timing if batch == 1 else dataclasses.replace(
             base.timing, warmup_iters=2, min_samples=3, min_time_s=0.0, max_time_s=4.0)
@@ -275,17 +284,9 @@ def main() -> None:
         if batch == 1:
             points += _instance_points(model, images, dense_macs, calib_inputs, cache, setting,
                                        static_red, dense_folded)
-        if batch == 1:  # structured spatial pruning: row bands, executed as slices
-            for keep_rows in ((1.0, 0.5), (0.7, 0.7)):
-                net = _dynamic(model, "antidote_fast", keep_rows[0], "fast", images,
-                               calibration_samples=256, rows=keep_rows[1])
-                red = _reduction(net, dense_macs, calib_inputs)
-                s_keep, _ = _closest(static_red, red, _near(1.0 - red))
-                static_speed = _speed(fold_batchnorm(_static(model, s_keep, images)),
-                                      dense_folded, setting)
-                points.append(_report(_point(
-                    "antidote_fast+rows", "fast", batch, red, _speed(net, dense_folded, setting),
-                    static_speed, keep=keep_rows[0], rows=keep_rows[1], reference=REFERENCE)))
+        if batch == 1:
+            points += _row_points(model, images, dense_macs, calib_inputs, setting, static_red,
+                                  dense_folded)
     engines = _engines(model, images, dense_macs, 5) if profile_name == "cpu-1t" else None
     print(json.dumps({"points": points, "engines": engines,
                       "inputs": "digits test images 1x32x32 (first 64)",
@@ -294,6 +295,25 @@ def main() -> None:
                       # the profile's threads, as every point was timed with (measure_speedup
                       # applies them); torch's own count outside the profile is the machine's
                       "threads": base.resolved_threads()}))
+
+
+def _row_points(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
+                calib_inputs: list, setting: tuple, static_red, dense_folded) -> list[dict]:
+    """Structured spatial pruning (``antidote_fast`` option ``rows``: one band of output rows
+    per block and input, executed as slices) at batch 1, against dense and the static cut with
+    the same MACs."""
+    points = []
+    for keep, rows in ((1.0, 0.5), (0.7, 0.7)):
+        net = _dynamic(model, "antidote_fast", keep, "fast", images, calibration_samples=256,
+                       rows=rows)
+        red = _reduction(net, dense_macs, calib_inputs)
+        s_keep, _ = _closest(static_red, red, _near(1.0 - red))
+        static_speed = _speed(fold_batchnorm(_static(model, s_keep, images)), dense_folded,
+                              setting)
+        points.append(_report(_point("antidote_fast+rows", "fast", 1, red,
+                                     _speed(net, dense_folded, setting), static_speed,
+                                     keep=keep, rows=rows, reference=REFERENCE)))
+    return points
 
 
 def _exact_red(model: torch.nn.Module, keep: float, options: dict, images: torch.Tensor,
