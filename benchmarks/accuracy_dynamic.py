@@ -47,15 +47,22 @@ POINTS = [("antidote", "antidote", 0.5, {}), ("antidote", "antidote", 0.5, {"col
           ("antidote+inputs", "antidote", 0.5, {"inputs": 1}),
           ("antidote+inputs", "antidote", 0.4, {"inputs": 1}),
           ("antidote_fast", "antidote_fast", 0.6, {}), ("antidote_fast", "antidote_fast", 0.5, {}),
-          ("antidote_fast", "antidote_fast", 0.4, {})]
+          ("antidote_fast", "antidote_fast", 0.4, {}),
+          # one decision per stage (the granularity the exported graphs favour)
+          ("antidote_fast+stage", "antidote_fast", 0.6, {"decide": "stage"}),
+          ("antidote_fast+stage", "antidote_fast", 0.5, {"decide": "stage"}),
+          ("antidote_fast+stage", "antidote_fast", 0.4, {"decide": "stage"})]
 # label -> (epochs, targeted dropout, its order, families evaluated, plain arm it is checked
 # against); the gates of each family are trained for by one targeted-dropout arm, and each
 # targeted-dropout arm has a plain arm with the same epochs, LR and distillation
 ARMS = {
-    "base": (0, None, "attention", ("antidote", "antidote+inputs", "antidote_fast"), None),
-    "plain_ft": (EPOCHS, None, "attention", ("antidote", "antidote_fast"), None),
+    "base": (0, None, "attention", ("antidote", "antidote+inputs", "antidote_fast",
+                                    "antidote_fast+stage"), None),
+    "plain_ft": (EPOCHS, None, "attention", ("antidote", "antidote_fast", "antidote_fast+stage"),
+                 None),
     "targeted_dropout_ft": (EPOCHS, TD, "attention", ("antidote",), "plain_ft"),
-    "targeted_dropout_fast_ft": (EPOCHS, TD, "calibrated", ("antidote_fast",), "plain_ft"),
+    "targeted_dropout_fast_ft": (EPOCHS, TD, "calibrated", ("antidote_fast", "antidote_fast+stage"),
+                                 "plain_ft"),
     "plain_ft_20": (2 * EPOCHS, None, "attention", ("antidote+inputs",), None),
     "targeted_dropout_inputs_ft": (2 * EPOCHS, {**TD, "inputs": 1.0}, "attention",
                                    ("antidote+inputs",), "plain_ft_20"),

@@ -22,9 +22,10 @@ dense/pruned pair is timed in every CPU engine (``ENGINE_PROFILES``: eager with 
 TorchScript, ``torch.compile``, ONNX Runtime, OpenVINO; one thread, batch 1), each ratio from
 interleaved rounds in that engine; the JSON's ``engines`` maps each engine to
 ``static_realized_over_ideal_50`` (aligned to 8), ``static_realized_over_ideal_50_aligned16``
-(to 16), ``static_realized_over_ideal_50_unaligned``, ``dense_p50_ms``, the versions, and
-``op_profile`` (dense and aligned cut: milliseconds per run by operator type from the engine's
-own profiler: ONNX Runtime's ``enable_profiling``, OpenVINO's ``PERF_COUNT``, torch.profiler).
+(to 16, its own ratio for ~50%), ``static_realized_over_ideal_50_unaligned``, ``dense_p50_ms``,
+the versions, and ``op_profile`` (dense and aligned cut: milliseconds per run by operator type
+from the engine's own profiler: ONNX Runtime's ``enable_profiling``, OpenVINO's ``PERF_COUNT``,
+torch.profiler).
 Usage: ``.venv/bin/python benchmarks/bench_static.py [--profile P] [--engines-only]``; the last
 line is one JSON object ``{"points": [...], "engines": {...}, ...}``. ``--profile`` (default
 ``cpu-1t``, which also times the ``frozen`` form and the engine table) times another profile's
@@ -107,13 +108,13 @@ def top_op(model: nn.Module, x: torch.Tensor, iters: int = 50) -> dict:
 
 
 def ratio_for(model: nn.Module, x: torch.Tensor, target: float, dense_macs: int,
-              scheme: str, iters: int = 14) -> float:
+              scheme: str, iters: int = 14, round_to: int = 1) -> float:
     """The uniform ratio whose MAC reduction is closest to ``target`` (bisection)."""
     lo, hi = 0.0, 0.95
     best = (1.0, 0.0)
     for _ in range(iters):
         mid = (lo + hi) / 2
-        reduction = 1 - _macs(_prune(model, x, mid, scheme), x) / dense_macs
+        reduction = 1 - _macs(_prune(model, x, mid, scheme, round_to), x) / dense_macs
         best = min(best, (abs(reduction - target), mid))
         lo, hi = (mid, hi) if reduction < target else (lo, mid)
     return best[1]
@@ -127,7 +128,9 @@ def engine_table(model: nn.Module, x: torch.Tensor, inputs: list[torch.Tensor],
     from prunebench.harness.profiles import load_profile
 
     cuts = {"aligned": _prune(model, x, ratio, round_to=ALIGN),
-            "aligned16": _prune(model, x, ratio, round_to=16),
+            # its own ratio: rounding to 16 keeps more channels at the same ratio
+            "aligned16": _prune(model, x, ratio_for(model, x, 0.5, dense_macs, "uniform",
+                                                    round_to=16), round_to=16),
             "unaligned": _prune(model, x, ratio)}
     ideal = {k: dense_macs / _macs(v, x) for k, v in cuts.items()}
     out: dict = {}
