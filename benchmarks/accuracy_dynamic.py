@@ -117,7 +117,7 @@ def run_dataset(name: str, data_dir: str | None, arms: list[str]) -> dict:
         epochs, td, _, families, plain = ARMS[label]
         if td is None:
             continue
-        mine = [r for r in rows if r["weights"] == label]
+        mine = [r for r in rows if r["weights"] == label and r["family"] == families[0]]
         # the family's most pruned channel-only point (columns change what is compared)
         lowest = min(k for f, _, k, o in POINTS if f == families[0] and not o.get("columns"))
         highest = [r for r in rows if r["family"] == families[0] and r["keep"] == lowest
