@@ -24,9 +24,10 @@ in that engine, the dense p50 and, where the engine runs ``antidote_fast`` (eage
 Runtime / OpenVINO through its exported ``If`` form), for each decision granularity
 (``decide`` block / stage) the ~50% network's ``dynamic_fast_speedup_50`` over dense,
 ``dynamic_over_static_same_macs`` (against the static cut with the same effective MACs, both
-channel-aligned to the engine's preference), ``control_flow_ms`` (the network against itself
-with each input's branch fixed: what deciding and branching cost), and the engine profiler's
-``op_profile``; the row's headline keys are those of the faster granularity (``decide``).
+channel-aligned to the engine's preference), ``control_flow_ms`` (exported engines: the network
+against itself with each input's branch fixed: what deciding and branching cost), the engine
+profiler's ``op_profile`` and the test top-1 without fine-tuning; the row's headline keys are
+those of the faster granularity (``decide``).
 Engines that cannot run it record the reason as ``not_run``.
 ``masked`` computes everything (it is the correctness reference) and is reported as such.
 Column pruning (``antidote`` with ``columns``) is reported where it stands, even when it does
@@ -411,8 +412,10 @@ def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
             settings = long_rounds(profile.timing, rounds)
             over_dense = measure_speedup(model, fast, inputs, profile, **settings)
             over_static = measure_speedup(static, fast, inputs, profile, **settings)
+            # what deciding and branching cost, where the fixed form is the same graph (in
+            # eager it runs other Python than the fast blocks, so it is not comparable)
             flow = [measure_speedup(fixed_widths(fast, x), fast, [x], profile, **settings)
-                    for x in inputs[:2]]
+                    for x in inputs[:2]] if engine != "eager" else []
             rows[decide] = {
                 "keep": keep, "macs_reduction": round(reduction, 3),
                 "test_top1_no_finetune": round(accuracy(fast, test).top1, 4),
@@ -425,7 +428,8 @@ def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
                                                / dense_macs, 3),
                 "dynamic_p50_ms": round(over_dense.latency_b.p50_ms, 4),
                 "control_flow_ms": round(sorted(
-                    f.latency_b.p50_ms - f.latency_a.p50_ms for f in flow)[len(flow) // 2], 4),
+                    f.latency_b.p50_ms - f.latency_a.p50_ms for f in flow)[len(flow) // 2], 4)
+                if flow else None,
                 "speedup_spread": round(over_dense.ratio_spread, 3),
                 "op_profile": eng.op_profile(place_model(fast, profile), inputs[0],
                                              profile).to_dict()}
