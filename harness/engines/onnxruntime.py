@@ -51,8 +51,30 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     if not dynamic:
         return buffer.getvalue()
     proto = onnx.load_from_string(buffer.getvalue())
+    inline_identity_initializers(proto.graph)
     sink_initializers(proto.graph)
     return proto.SerializeToString()
+
+
+def inline_identity_initializers(graph: object) -> int:
+    """Replace each ``y = Identity(w)`` of an initializer ``w`` by an initializer ``y`` (a copy
+    of ``w``); returns how many. The exporter writes such aliases where two branches hold equal
+    weights (a block with the same width at two levels); a branch reading an alias reads a
+    computed outer value, which ONNX Runtime cannot pre-pack (and :func:`sink_initializers`
+    cannot move)."""
+    inits = {i.name: i for i in graph.initializer}  # type: ignore[attr-defined]
+    kept, done = [], 0
+    for node in graph.node:  # type: ignore[attr-defined]
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = graph.initializer.add()  # type: ignore[attr-defined]
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            done += 1
+        else:
+            kept.append(node)
+    del graph.node[:]  # type: ignore[attr-defined]
+    graph.node.extend(kept)  # type: ignore[attr-defined]
+    return done
 
 
 def _names_used(graph: object, into: set[str]) -> set[str]:

@@ -103,6 +103,9 @@ def test_one_branch_tree_per_decision_and_weights_live_in_their_branches(fast_ne
     # it every call)
     direct = {i for node in proto.graph.node for i in node.input}
     assert all(init.name in direct for init in proto.graph.initializer)
+    # nor read through an exporter alias (Identity of a weight), a computed value to ONNX Runtime
+    inits = {i.name for i in proto.graph.initializer}
+    assert not [n for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in inits]
 
 
 def test_a_measurement_in_onnxruntime_times_dynamic_and_dense_in_that_engine(digits) -> None:
