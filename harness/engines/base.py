@@ -15,7 +15,7 @@ speedup instruments time it like any other; it carries ``prunebench_engine`` (na
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -56,6 +56,9 @@ class OpProfile:
     tool: str
     ms_per_run: dict[str, float]
     runs: int
+    # container nodes (ONNX Runtime's If) whose time includes their branches' nodes, which are
+    # counted in ``ms_per_run`` themselves: shown apart, never summed
+    inclusive: dict[str, float] = field(default_factory=dict)
 
     def top(self, n: int = 6) -> dict[str, float]:
         """The ``n`` costliest operator types (ms per run, rounded), the rest as ``"other"``."""
@@ -69,7 +72,9 @@ class OpProfile:
     def to_dict(self, n: int = 6) -> dict[str, Any]:
         """Plain dict for benchmark output."""
         return {"tool": self.tool, "runs": self.runs,
-                "total_ms": round(sum(self.ms_per_run.values()), 4), "ms_per_run": self.top(n)}
+                "total_ms": round(sum(self.ms_per_run.values()), 4), "ms_per_run": self.top(n),
+                **({"inclusive_ms_per_run": {k: round(v, 4) for k, v in self.inclusive.items()}}
+                   if self.inclusive else {})}
 
 
 class Engine(abc.ABC):

@@ -228,5 +228,6 @@ class OnnxRuntimeEngine(Engine):
             op = e.get("args", {}).get("op_name", "?")
             by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e3
         scale = 1.0 / (warm + runs)  # the profiler records every run, warm-up included
+        inclusive = {k: by_op.pop(k) * scale for k in ("If", "Loop") if k in by_op}
         return OpProfile("onnxruntime profiler (enable_profiling)",
-                         {k: v * scale for k, v in by_op.items()}, warm + runs)
+                         {k: v * scale for k, v in by_op.items()}, warm + runs, inclusive)
