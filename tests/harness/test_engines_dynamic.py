@@ -160,3 +160,14 @@ def test_fixed_widths_runs_what_the_input_chose_without_deciding(fast_net, image
         with torch.inference_mode():
             torch.testing.assert_close(fixed(x[None]), fast_net(x[None]), atol=1e-5, rtol=1e-5)
         assert not any(isinstance(m, torch.jit.ScriptModule) for m in fixed.modules())
+
+
+@pytest.mark.parametrize("engine", ["eager", *RUNTIMES])
+def test_each_engine_profiles_where_its_time_goes(fast_net, images, engine) -> None:
+    record = get_engine(engine).op_profile(fast_net, images[:1], _profile(engine), runs=5)
+    out = record.to_dict()
+    assert record.runs >= 5 and out["total_ms"] > 0 and out["ms_per_run"]
+    conv = {"eager": "aten::", "onnxruntime": "Conv", "openvino": "Convolution"}[engine]
+    assert any(k.startswith(conv) for k in record.ms_per_run)
+    if engine == "onnxruntime":  # its If nodes include their branches: apart, not summed
+        assert "If" not in record.ms_per_run
