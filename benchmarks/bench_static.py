@@ -112,9 +112,15 @@ def ratio_for(model: nn.Module, x: torch.Tensor, target: float, dense_macs: int,
     """The uniform ratio whose MAC reduction is closest to ``target`` (bisection)."""
     lo, hi = 0.0, 0.95
     best = (1.0, 0.0)
+    from prunebench.harness.errors import PrunebenchError
+
     for _ in range(iters):
         mid = (lo + hi) / 2
-        reduction = 1 - _macs(_prune(model, x, mid, scheme, round_to), x) / dense_macs
+        try:
+            reduction = 1 - _macs(_prune(model, x, mid, scheme, round_to), x) / dense_macs
+        except PrunebenchError:  # the multiple would empty a layer: prune less
+            hi = mid
+            continue
         best = min(best, (abs(reduction - target), mid))
         lo, hi = (mid, hi) if reduction < target else (lo, mid)
     return best[1]
