@@ -160,7 +160,7 @@ def test_round_to_settings_resolve_one_list_or_the_engines_multiple() -> None:
     assert round_to_setting("8", None) == {"round_to": 8}
     assert round_to_setting("1,4,8,16", None) == {"round_to_choices": (1, 4, 8, 16)}
     assert round_to_setting([4, 8], None) == {"round_to_choices": (4, 8)}
-    assert round_to_setting("engine", "cpu-1t-ort") == {"round_to": 8}
+    assert round_to_setting("engine", "cpu-1t-ort") == {"round_to": 16}
     assert round_to_setting("engine", "cpu-1t") == {"round_to": 1}
     with pytest.raises(PrunebenchError, match="--round-to '1,x' is not understood"):
         round_to_setting("1,x", None)
