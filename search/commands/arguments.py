@@ -106,18 +106,26 @@ def training_recipe(args: argparse.Namespace, default: str | None = None, **chan
     return recipe.with_(runtime=training_runtime(args))
 
 
-def add_search_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of a search run (``prunebench search``, ``prunebench study create``)."""
-    d = SEARCH_DEFAULTS
+def add_workload_arguments(p: argparse.ArgumentParser, weights_help: str,
+                           weights_type: Callable[[str], Any] = str) -> None:
+    """``--model``, ``--dataset``, ``--data-dir``, ``--checkpoint``/``--weights`` and
+    ``--image-size``: what is pruned and on which data."""
     p.add_argument("--model", required=True, help="registered model (see `prunebench models`)")
-    p.add_argument("--dataset", required=True, help="registered data set")
+    p.add_argument("--dataset", required=True, help="registered data set (e.g. digits, mnist)")
     p.add_argument("--data-dir", help="where the data set lives on disk")
-    p.add_argument("--checkpoint", "--weights", dest="checkpoint",
-                   help="trained weights to prune: a prunebench checkpoint or a plain "
-                   "state_dict of --model, e.g. torchvision's (default: cached base model)")
+    p.add_argument("--checkpoint", "--weights", dest="checkpoint", type=weights_type,
+                   default=None, help=weights_help)
     p.add_argument("--image-size", type=whole(8, 32), default=None,
                    help="side in pixels imagefolder images are loaded at (default: the "
                    "checkpoint's, else 32)")
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a search run (``prunebench search``, ``prunebench study create``)."""
+    d = SEARCH_DEFAULTS
+    add_workload_arguments(p, "trained weights to prune: a prunebench checkpoint or a plain "
+                           "state_dict of --model, e.g. torchvision's (default: cached base "
+                           "model)")
     add_recipe_arguments(p, "base-model and fine-tuning")
     p.add_argument("--space", default=d["space"], help="static | dynamic | hybrid")
     p.add_argument("--method", help="static method(s), comma-separated (several: searched as "

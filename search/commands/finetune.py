@@ -19,6 +19,7 @@ from prunebench.harness.errors import PrunebenchError
 from prunebench.search.commands.arguments import (
     add_recipe_arguments,
     add_runtime_arguments,
+    add_workload_arguments,
     positive,
     training_recipe,
     whole,
@@ -31,15 +32,8 @@ _METHODS = ("antidote", "antidote_fast", "instance_sparsity")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``prunebench finetune``."""
-    p.add_argument("--model", required=True, help="registered model name (e.g. resnet20)")
-    p.add_argument("--dataset", required=True, help="registered data set (e.g. digits, mnist)")
-    p.add_argument("--data-dir", default=None, help="where the data set's files are")
-    p.add_argument("--checkpoint", "--weights", dest="checkpoint", type=Path, default=None,
-                   help="start from these weights: a prunebench checkpoint or a plain "
-                        "state_dict of --model (default: the cached dense base model)")
-    p.add_argument("--image-size", type=whole(8, 32), default=None,
-                   help="side in pixels imagefolder images are loaded at (default: the "
-                        "checkpoint's, else 32)")
+    add_workload_arguments(p, "start from these weights: a prunebench checkpoint or a plain "
+                           "state_dict of --model (default: the cached dense base model)", Path)
     add_recipe_arguments(p, "fine-tuning")
     p.add_argument("--base-recipe", default=None, metavar="NAME|PATH",
                    help="recipe the cached dense base model is trained with when no "
