@@ -64,6 +64,8 @@ from prunebench.harness.pruning.options import Option, OptionSchema
 
 CITATION = ("Chuanjian Liu, Yunhe Wang, Kai Han, Chunjing Xu, Chang Xu. Learning Instance-wise "
             "Sparsity for Accelerating Deep Models. IJCAI 2019")
+# the smallest threshold: channels whose norm is exactly 0 for an input are never computed
+SILENT = float(torch.finfo(torch.float32).tiny)
 # the quantile of a layer's channel norms below which a channel counts as silent when its
 # sparsity per input is measured for the layer selection (0.5: the threshold of keep 0.5)
 REFERENCE_QUANTILE = 0.5
@@ -190,6 +192,10 @@ class InstanceSparsity(PruningMethod):
             seen = norms[s.name] if not rules else norms_at(
                 build_gated(model, rules, "masked", ctx.example_input).model, s, inputs)
             tau = float(torch.quantile(seen.flatten().double(), 1.0 - keep[s.name]))
+            # a threshold of 0 (feature decay silences more than 1 - keep of the channels) would
+            # keep every channel, silent ones included: drop exactly-silent channels instead,
+            # which changes no output and costs nothing
+            tau = max(tau, SILENT)
             rules[s.name] = GateRule("absolute", tau, 1.0, 2.0)
         return build_gated(model, rules, mode, ctx.example_input, info)
 

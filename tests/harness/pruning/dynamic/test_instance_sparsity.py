@@ -247,3 +247,16 @@ def test_feature_decay_lowers_feature_norms() -> None:
     val = torch.stack([splits.val[i][0] for i in range(128)])
     assert not any(m.training for m in decayed.modules())
     assert _site_norm(decayed, val) < 0.7 * _site_norm(plain, val)
+
+
+def test_silent_channels_are_dropped_even_when_the_quantile_is_zero() -> None:
+    """Feature decay can silence more than 1 - keep of a layer's channels: the threshold is then
+    0, which must not turn the gate into a pass-through that computes every silent channel."""
+    from prunebench.harness.pruning.dynamic.gates import GateRule, channel_mask
+    from prunebench.harness.pruning.dynamic.instance_sparsity import SILENT
+
+    att = torch.tensor([[0.0, 0.0, 0.0, 2.0], [0.0, 1.0, 0.0, 0.0]])
+    rule = GateRule("absolute", max(float(torch.quantile(att.flatten(), 0.5)), SILENT), 1.0, 2.0)
+    assert not rule.passthrough
+    assert channel_mask(att, rule).tolist() == [[False, False, False, True],
+                                                [False, True, False, False]]
