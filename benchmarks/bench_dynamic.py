@@ -96,13 +96,15 @@ def _dynamic(model: torch.nn.Module, method: str, keep: float, mode: str, x: tor
     return _BUILT[key]
 
 
-def _static(model: torch.nn.Module, keep: float, x: torch.Tensor) -> torch.nn.Module:
-    """l1-norm cut of each basic block's internal (conv1 output) channels to ``keep``."""
+def _static(model: torch.nn.Module, keep: float, x: torch.Tensor,
+            align: int = 1) -> torch.nn.Module:
+    """l1-norm cut of each basic block's internal (conv1 output) channels to ``keep``, each
+    kept width a multiple of ``align``."""
     idxs = {}
     for name in gated_layers(model):
         w = model.get_submodule(name).weight.detach()
         c = w.shape[0]
-        k = max(1, round(keep * c))
+        k = min(c, max(align, round(keep * c / align) * align))
         idxs[name] = w.abs().sum((1, 2, 3)).argsort()[: c - k].tolist()
     return cut_filters(model, x[:1], idxs).eval()
 
@@ -358,18 +360,6 @@ ENGINE_PROFILES = {"eager": "cpu-1t", "torchscript": "cpu-1t-frozen",
 DECIDE = ("block", "stage")
 
 
-def _static_aligned(model: torch.nn.Module, keep: float, x: torch.Tensor,
-                    align: int) -> torch.nn.Module:
-    """:func:`_static` with each block's kept width a multiple of ``align``."""
-    idxs = {}
-    for name in gated_layers(model):
-        w = model.get_submodule(name).weight.detach()
-        c = w.shape[0]
-        k = min(c, max(align, round(keep * c / align) * align))
-        idxs[name] = w.abs().sum((1, 2, 3)).argsort()[: c - k].tolist()
-    return cut_filters(model, x[:1], idxs).eval()
-
-
 def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
              rounds: int) -> dict:
     """Per CPU engine, everything timed in that engine (interleaved, batch 1, one thread):
@@ -408,9 +398,9 @@ def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
 
             keep, reduction = _closest(red, 0.5, _near(0.5))
             fast = _dynamic(model, "antidote_fast", keep, "fast", images, **opts)
-            s_keep, _ = _closest(lambda k, a=align: 1.0 - count_macs(_static_aligned(
+            s_keep, _ = _closest(lambda k, a=align: 1.0 - count_macs(_static(
                 model, k, images, a), images[:1]).macs / dense_macs, reduction, _near(0.5))
-            static = _static_aligned(model, s_keep, images, align)
+            static = _static(model, s_keep, images, align)
             settings = long_rounds(profile.timing, rounds)
             over_dense = measure_speedup(model, fast, inputs, profile, **settings)
             over_static = measure_speedup(static, fast, inputs, profile, **settings)

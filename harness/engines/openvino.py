@@ -15,8 +15,8 @@ from torch import nn
 from prunebench.harness.engines.base import Engine, OpProfile
 from prunebench.harness.engines.onnxruntime import (
     check_dynamic_batch,
-    dynamic_export_reason,
     export_onnx,
+    export_reason,
 )
 from prunebench.harness.profiles import HardwareProfile
 
@@ -48,14 +48,9 @@ class OpenVinoEngine(Engine):
     dynamic_max_batch = 1
 
     def supports(self, model: nn.Module, profile: HardwareProfile) -> str | None:
-        reason = dynamic_export_reason(self, model, profile)
-        if reason is not None:
-            return reason
         if profile.is_cuda:
             return "prunebench runs OpenVINO on the CPU only"
-        if profile.dtype != "float32":
-            return f"this engine runs float32 only (profile dtype {profile.dtype})"
-        return None
+        return export_reason(self, model, profile)
 
     def _compile(self, model: nn.Module, example: torch.Tensor, profile: HardwareProfile,
                  perf_count: bool = False) -> object:

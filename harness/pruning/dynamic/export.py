@@ -15,7 +15,8 @@ decides once per call, for the whole batch, so it is exported for batch 1 only (
 refuse larger batches). Effective MACs are eager's: the same decisions on the same inputs.
 ``harness.engines.onnxruntime.export_onnx`` moves each branch's weights into its branch, which
 lets ONNX Runtime pre-pack them (left as outer-scope values they were re-packed every call:
-0.99 ms against 0.58 ms for a 9-block stage in one check).
+``benchmarks/bench_dynamic.py --engines-only`` measured 0.96 ms of control flow before, 0.11 ms
+after, on ResNet-56 with stage decisions).
 """
 
 from __future__ import annotations

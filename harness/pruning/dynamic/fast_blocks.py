@@ -88,7 +88,44 @@ def calibrate_widths(scores: torch.Tensor, keep: float, n_widths: int, round_to:
     return best[1], best[2]
 
 
-class FastBasicBlock(nn.Module):
+class _NumpyDecision(nn.Module):
+    """A decision ``count(pw @ channel_sums >= thr * hw)`` taken in NumPy on a zero-copy view of
+    the input (fewer operator dispatches than PyTorch at batch 1), with its constants per spatial
+    size kept as plain references in ``_cache``: ``nn.Module`` attribute lookups and rebuilding
+    them per call were a large share of a batch-1 decision. The cache is forgotten whenever the
+    weights may have changed: ``.to()`` and friends, ``load_state_dict``, copies and pickling
+    (NumPy views would not share a copy's memory)."""
+
+    _cache: dict | None = None
+
+    def _cached(self) -> dict:
+        if self._cache is None:
+            self._cache = {}
+        return self._cache
+
+    def _np_count(self, xi: np.ndarray, hw: int) -> int:
+        """One input's (C, H, W) count: channel sums by one matrix-vector product."""
+        table = self._cached()
+        if hw not in table:
+            table[hw] = (self.pw.numpy(), self.thr.numpy() * hw, np.ones(hw, dtype=np.float32))
+        pw, thr, ones = table[hw]
+        return int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> nn.Module:
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._cache = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+
+class FastBasicBlock(_NumpyDecision):
     """A BN-folded basic block whose internal width is chosen per input (see module doc)."""
 
     def __init__(self, block: BasicBlock, order: torch.Tensor, predictor: tuple | None,
@@ -117,7 +154,6 @@ class FastBasicBlock(nn.Module):
         # width index for every raw count 0..C (counts below 1 use the smallest width)
         self.lut = [next((j for j, w in enumerate(widths) if w >= k), len(widths) - 1)
                     for k in range(w1.shape[0] + 1)]
-        self._hot: dict | None = None  # plain references for the hot path (see _hot_refs)
         self._packed = []
         for j, k in enumerate(self.widths):  # pre-packed contiguous copies per width
             self.register_buffer(f"pw1_{j}", self.w1[:k].clone())
@@ -131,34 +167,12 @@ class FastBasicBlock(nn.Module):
         self.register_parameter(name, nn.Parameter(value, requires_grad=False))
 
     def _hot_refs(self) -> dict:
-        """What the per-input path reads, as plain references: each width's packed weights, and
-        per spatial size the NumPy decision constants (a view of ``P``, ``(tau - p0) * hw`` and a
-        vector of ones): ``nn.Module`` attribute lookups and rebuilding these per call were a
-        large share of a batch-1 decision. Forgotten whenever the weights may have changed:
-        ``.to()`` and friends (:meth:`_apply`), ``load_state_dict``, copies and pickling."""
-        if self._hot is None:
-            self._hot = {"runs": [tuple(getattr(self, n) for n in names)
-                                  for names in self._packed], "np": {}}
-        return self._hot
-
-    def _np_constants(self, hw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        table = self._hot_refs()["np"]
-        if hw not in table:
-            table[hw] = (self.pw.numpy(), self.thr.numpy() * hw, np.ones(hw, dtype=np.float32))
-        return table[hw]
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> FastBasicBlock:
-        self._hot = None
-        return super()._apply(fn, *args, **kwargs)
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._hot = None
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_hot"] = None  # NumPy views would not share the copy's memory
-        return state
+        """What the per-input path reads, as plain references (``_NumpyDecision``'s cache):
+        each width's packed weights under ``"runs"``."""
+        table = self._cached()
+        if "runs" not in table:
+            table["runs"] = [tuple(getattr(self, n) for n in names) for names in self._packed]
+        return table
 
     @staticmethod
     def _numpy_ok(x: torch.Tensor) -> bool:
@@ -183,11 +197,6 @@ class FastBasicBlock(nn.Module):
         if not self._numpy_ok(x):
             return self.lut[self._counts(x)[0]]
         return self.lut[self._np_count(x.numpy()[0], x.shape[2] * x.shape[3])]
-
-    def _np_count(self, xi: np.ndarray, hw: int) -> int:
-        """One input's (C, H, W) count in NumPy: channel sums by one matrix-vector product."""
-        pw, thr, ones = self._np_constants(hw)
-        return int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
 
     def _choose(self, x: torch.Tensor) -> torch.Tensor:
         """Width index per input (B,)."""
@@ -356,7 +365,7 @@ def calibrate_stage(stage_in: torch.Tensor, demand: list[torch.Tensor], channels
     return predictor, thresholds, best[1]
 
 
-class FastStage(nn.Sequential):
+class FastStage(_NumpyDecision, nn.Sequential):
     """Consecutive fast blocks that share one decision, taken once at the stage input.
 
     The stage input's per-channel sums go through one linear predictor (one score) and
@@ -372,39 +381,19 @@ class FastStage(nn.Sequential):
         self.register_buffer("pw", predictor[0][0].contiguous())
         self.register_buffer("thr", (torch.tensor(thresholds) - predictor[1][0]).contiguous())
         self.mode, self.levels = mode, len(thresholds) + 1
-        self._np: dict[int, tuple] = {}
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> FastStage:
-        self._np = {}
-        return super()._apply(fn, *args, **kwargs)
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._np = {}
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_np"] = {}
-        return state
-
-    def _np_level(self, xi: np.ndarray, hw: int) -> int:
-        if hw not in self._np:
-            self._np[hw] = (self.pw.numpy(), self.thr.numpy() * hw, np.ones(hw, dtype=np.float32))
-        pw, thr, ones = self._np[hw]
-        return int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
 
     def _levels(self, x: torch.Tensor) -> torch.Tensor:
         """Level per input (B,), row by row as :meth:`FastBasicBlock._counts`."""
         hw = x.shape[2] * x.shape[3]
         if FastBasicBlock._numpy_ok(x):
-            return torch.tensor([self._np_level(xi, hw) for xi in x.numpy()])
+            return torch.tensor([self._np_count(xi, hw) for xi in x.numpy()])
         s = x.detach().sum((2, 3)) @ self.pw
         return (s[:, None] >= self.thr * hw).sum(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Stage output; each input's level sets the width of every block."""
         if self.mode == "fast" and x.shape[0] == 1 and not recording_active():
-            j = (self._np_level(x.numpy()[0], x.shape[2] * x.shape[3])
+            j = (self._np_count(x.numpy()[0], x.shape[2] * x.shape[3])
                  if FastBasicBlock._numpy_ok(x) else int(self._levels(x)[0]))
             for block in self:
                 x = block._run_width(x, j)
