@@ -1,8 +1,10 @@
 """Readers for on-disk data formats: MNIST IDX, CIFAR python pickles, ImageFolder trees.
 
-Each reader returns raw ``uint8`` images ``(N, C, H, W)`` and ``int64`` labels ``(N,)`` as
-tensors, or raises :class:`DataError` naming the path and the layout that was expected.
-Resizing and normalisation happen in :mod:`prunebench.harness.datasets`.
+The MNIST and CIFAR readers return raw ``uint8`` images ``(N, C, H, W)`` and ``int64`` labels
+``(N,)`` as tensors; an ImageFolder tree is listed (paths and labels) and its images decoded one
+at a time (:func:`decode_image`), so it is never held in memory. Every reader raises
+:class:`DataError` naming the path and the layout that was expected. Normalisation happens in
+:mod:`prunebench.harness.datasets`.
 """
 
 from __future__ import annotations
@@ -112,37 +114,43 @@ def list_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_image_folder(root: Path, classes: list[str], size: int,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image under ``root/<class>/``: RGB, shorter side resized to ``size``, centre-cropped.
+def list_image_files(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """Every image file under ``root/<class>/`` (any depth), without opening one.
 
-    Returns images ``(N, 3, size, size)`` uint8 and labels ``(N,)`` int64 (index in ``classes``).
-    Folders whose name is not in ``classes`` are an error (the splits would disagree).
+    Returns the paths (class folders in sorted order, each one's files sorted) and each one's
+    label (its class's index in ``classes``). Folders whose
+    name is not in ``classes`` are an error (the splits would disagree), and so is a class folder
+    without images.
     """
-    from PIL import Image, UnidentifiedImageError
-
     index = {c: i for i, c in enumerate(classes)}
-    images, labels = [], []
+    paths: list[Path] = []
+    labels: list[int] = []
     for cls in list_classes(root):
         if cls not in index:
             raise DataError(f"class folder {root / cls} does not exist under train/; "
                             "every split must use the train/ class names")
-        paths = sorted(p for p in (root / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not paths:  # a class that is never seen would still count in num_classes
+        found = sorted(p for p in (root / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:  # a class that is never seen would still count in num_classes
             raise DataError(f"class folder {root / cls} holds no images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
-        for path in paths:
-            try:
-                with Image.open(path) as img:
-                    images.append(_square(img.convert("RGB"), size))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(
-                    f"cannot decode image {path}: {exc}; remove or replace it") from None
-            labels.append(index[cls])
-    if not images:
+        paths += found
+        labels += [index[cls]] * len(found)
+    if not paths:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}/<class>/")
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(labels, dtype=torch.int64)
+    return paths, labels
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """One image file as RGB ``(size, size, 3)`` uint8: shorter side resized to ``size``
+    (bilinear), centre-cropped. A file PIL cannot decode (not an image, truncated, too large)
+    raises :class:`DataError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return _square(img.convert("RGB"), size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot decode image {path}: {exc}; remove or replace it") from None
 
 
 def _square(img: object, size: int) -> np.ndarray:
@@ -154,4 +162,4 @@ def _square(img: object, size: int) -> np.ndarray:
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     img = img.resize((nw, nh), Image.BILINEAR)  # type: ignore[attr-defined]
     left, top = (nw - size) // 2, (nh - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return np.array(img.crop((left, top, left + size, top + size)), dtype=np.uint8)

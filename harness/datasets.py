@@ -1,9 +1,13 @@
-"""Data sets with fixed, seeded train/val/test splits, held in memory as tensors.
+"""Data sets with fixed, seeded train/val/test splits: in memory as tensors, or streamed from disk.
 
 Every data set yields a :class:`DatasetSplits` whose items are ``(image, label)`` with ``image`` a
 float ``C x H x W`` tensor normalised per channel with the *train* split's mean and std, and
-``label`` an int. Images are stored as ``uint8`` (or float in [0, 1] for digits) and normalised
-when fetched, so CIFAR-sized data stays small; :func:`make_loader` fetches whole batches at once.
+``label`` an int. digits, MNIST and CIFAR are held in memory (:class:`TensorImageDataset`) as
+``uint8`` (or float in [0, 1] for digits) and normalised when fetched, so CIFAR-sized data stays
+small; :func:`make_loader` fetches whole batches of them at once. An ``imagefolder`` tree is never
+held in memory: its splits are :class:`~prunebench.harness.streaming.ImageFileDataset` file lists,
+decoded and resized per item (in DataLoader workers when asked), normalised with statistics of a
+bounded sample of train images (:data:`~prunebench.harness.streaming.STATS_SAMPLE`).
 
 Registered: ``digits`` (embedded, scikit-learn), ``mnist`` (IDX files), ``cifar10``/``cifar100``
 (torchvision's python pickles) and ``imagefolder`` (``train/``, ``val/``, optional ``test/``).
@@ -24,6 +28,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from prunebench.harness import dataformats as fmt
 from prunebench.harness.errors import DataError, PrunebenchError
 from prunebench.harness.registry import Registry
+from prunebench.harness.streaming import ImageFileDataset, StreamLoader, sample_stats
 
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_IMAGE_SIZE = 32  # the side imagefolder images are resized to unless told (the CIFAR size)
@@ -122,7 +127,9 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
     Iterating the loader again gives the next permutation of that generator, so a training run
     is reproducible without touching the global RNG (the sampler runs in the main process, also
     with ``workers`` > 0 worker processes). In-memory data sets are fetched a batch at a time
-    (one indexing operation per batch). ``pin_memory`` pins batches for fast copies to a GPU.
+    (one indexing operation per batch); an :class:`ImageFileDataset` is read an item at a time,
+    in the workers when there are any, and a file that cannot be decoded stops the loop with
+    a :class:`DataError` naming it. ``pin_memory`` pins batches for fast copies to a GPU.
     """
     gen = torch.Generator().manual_seed(seed)
     extra = {"num_workers": workers, "pin_memory": pin_memory}
@@ -134,7 +141,8 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
                           sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
                           **extra)
     extra["generator"] = gen
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **extra)
+    cls = StreamLoader if isinstance(ds, ImageFileDataset) else DataLoader
+    return cls(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **extra)
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -333,7 +341,9 @@ _FOLDER_LAYOUT = ("DIR/train/<class>/*.png|jpg, DIR/val/<class>/..., optional DI
                    layout=_FOLDER_LAYOUT)
 def _load_imagefolder(data_dir: Path | None, seed: int, download: bool,
                       size: int) -> DatasetSplits:
-    """A torchvision ImageFolder tree, resized to ``size`` pixels (32 suits the CIFAR nets)."""
+    """A torchvision ImageFolder tree streamed from disk at ``size`` pixels (32 suits the CIFAR
+    nets): only the file lists are read here, and at most ``STATS_SAMPLE`` train images are
+    decoded for the channel statistics; any other image is decoded when it is fetched."""
     root = _require_dir("imagefolder", data_dir, _FOLDER_LAYOUT)
     if download:
         raise DataError("imagefolder data cannot be downloaded; drop --download")
@@ -343,12 +353,18 @@ def _load_imagefolder(data_dir: Path | None, seed: int, download: bool,
     classes = fmt.list_classes(root / "train")
     if len(classes) < 2:
         raise DataError(f"{root / 'train'} has {len(classes)} class folder(s); need at least 2")
-    train = fmt.read_image_folder(root / "train", classes, size)
-    val = fmt.read_image_folder(root / "val", classes, size)
+
+    def files(sub: str) -> ImageFileDataset:
+        return ImageFileDataset.from_paths(root / sub, *fmt.list_image_files(root / sub, classes),
+                                           size)
+
+    train, val = files("train"), files("val")
     if (root / "test").is_dir():
-        parts = {"train": train, "val": val,
-                 "test": fmt.read_image_folder(root / "test", classes, size)}
-    else:
-        parts = _carve(*train, max(1, len(train[1]) // 10), seed)
-        parts["test"] = val
-    return _build("imagefolder", parts, len(classes), seed, str(root), classes)
+        parts = {"train": train, "val": val, "test": files("test")}
+    else:  # the same seeded, stratified carve as the in-memory data sets
+        rest, carved = _split_indices(train.labels.numpy(), max(1, len(train) // 10), seed)
+        parts = {"train": train.subset(rest), "val": train.subset(carved), "test": val}
+    mean, std = sample_stats(parts["train"], seed)
+    dsets = {k: d.normalised(mean, std) for k, d in parts.items()}
+    return DatasetSplits("imagefolder", dsets["train"], dsets["val"], dsets["test"],
+                         len(classes), (3, size, size), seed, str(root), tuple(classes))

@@ -240,8 +240,7 @@ def test_imagefolder_layout_errors(tmp_path: Path) -> None:
         load_dataset("imagefolder", tmp_path)
     shutil.rmtree(tmp_path / "val" / "cow")
     (tmp_path / "val" / "cat").mkdir()
-    (tmp_path / "val" / "cat" / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="cannot decode image .*broken.png"):
+    with pytest.raises(DataError, match="class folder .*val/cat holds no images"):
         load_dataset("imagefolder", tmp_path)
     with pytest.raises(DataError, match="image size 4 is too small"):
         load_dataset("imagefolder", tmp_path, image_size=4)

@@ -1,0 +1,135 @@
+"""Image files streamed from disk: a data set that holds a file list, never the images.
+
+:class:`ImageFileDataset` is what an ``imagefolder`` split is. It holds the image paths (as one
+numpy byte-string array relative to the split's folder, so DataLoader workers forked from the
+main process do not copy a list of Python objects page by page) and the labels; ``ds[i]``
+decodes file ``i``, resizes its shorter side to the image size, takes the centre crop
+(:func:`prunebench.harness.dataformats.decode_image`) and normalises it per channel exactly as
+:class:`~prunebench.harness.datasets.TensorImageDataset` does. No file stays open between items,
+and the data set pickles small, so it works with any number of loader workers.
+
+Per-channel statistics come from a bounded, seeded sample of the train split
+(:data:`STATS_SAMPLE` images, :func:`sample_stats`): a split that holds no more than that uses
+every image, so small trees normalise exactly as when they were held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from prunebench.harness import dataformats as fmt
+from prunebench.harness.errors import DataError
+
+STATS_SAMPLE = 1000  # train images the channel mean and std are computed from (seeded sample)
+
+
+class ImageFileDataset(Dataset):
+    """Images read from files per item; ``ds[i]`` is ``(C x size x size float tensor, label)``.
+
+    ``root``: the folder ``files`` are relative to; ``files``: byte-string paths (numpy ``S``
+    array); ``labels``: ``(N,)`` int64; ``size``: the side in pixels items come out at;
+    ``mean``/``std``: per channel, in the 0..1 scale (items are ``(x / 255 - mean) / std``).
+    """
+
+    def __init__(self, root: str | Path, files: np.ndarray, labels: torch.Tensor, size: int,
+                 mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.root, self.files, self.size = str(root), np.asarray(files, dtype=np.bytes_), size
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.mean = torch.as_tensor(mean).view(-1, 1, 1).float()
+        self.std = torch.as_tensor(std).view(-1, 1, 1).float()
+        if len(self.files) != len(self.labels):
+            raise DataError(f"{len(self.files)} image files but {len(self.labels)} labels "
+                            f"under {self.root}; every file needs one label")
+
+    @classmethod
+    def from_paths(cls, root: Path, paths: Sequence[Path], labels: Sequence[int],
+                   size: int) -> ImageFileDataset:
+        """A data set of ``paths`` (all under ``root``), not yet normalised (mean 0, std 1)."""
+        rel = [os.fsencode(p.relative_to(root)) for p in paths]
+        return cls(root, np.array(rel, dtype=np.bytes_), torch.tensor(labels, dtype=torch.int64),
+                   size, torch.zeros(3), torch.ones(3))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def path(self, index: int) -> Path:
+        """The file item ``index`` is read from."""
+        return Path(self.root) / os.fsdecode(self.files[index])
+
+    def read(self, index: int) -> torch.Tensor:
+        """Item ``index``'s image as ``(3, size, size)`` uint8, before normalisation."""
+        pixels = fmt.decode_image(self.path(index), self.size)
+        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+    def __getitem__(self, index: int | Sequence[int] | torch.Tensor):
+        if isinstance(index, torch.Tensor | np.ndarray) and index.ndim == 0:
+            index = int(index)
+        if isinstance(index, Integral):
+            if not -len(self) <= index < len(self):
+                raise IndexError(f"item {index} of a {len(self)}-image data set")
+            x = self.read(int(index)).float().div_(255.0)
+            return (x - self.mean) / self.std, int(self.labels[index])
+        items = [self[int(i)] for i in index]  # a batch, as TensorImageDataset gives one
+        return torch.stack([x for x, _ in items]), self.labels[[int(i) for i in index]]
+
+    @property
+    def fill_value(self) -> list[float]:
+        """Per channel, the value a black (0) pixel has after normalisation: what padding an
+        augmented crop is filled with (:mod:`prunebench.harness.augment`)."""
+        return (-self.mean / self.std).flatten().tolist()
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageFileDataset:
+        """A new data set of the files at ``indices`` (same size and normalisation)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageFileDataset(self.root, self.files[idx], self.labels[torch.from_numpy(idx)],
+                                self.size, self.mean, self.std)
+
+    def normalised(self, mean: torch.Tensor, std: torch.Tensor) -> ImageFileDataset:
+        """The same files with the per-channel ``mean`` and ``std`` (0..1 scale)."""
+        return ImageFileDataset(self.root, self.files, self.labels, self.size, mean, std)
+
+
+def _sums(ds: ImageFileDataset, index: int) -> np.ndarray:
+    x = ds.read(index).double().div_(255.0).flatten(1)
+    return np.stack([x.sum(dim=1).numpy(), (x * x).sum(dim=1).numpy()])
+
+
+def sample_stats(ds: ImageFileDataset, seed: int, n: int | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (0..1 scale) of ``n`` (default :data:`STATS_SAMPLE`) images of
+    ``ds`` drawn with ``seed`` (all of them when it holds ``n`` or fewer), decoded a few at a
+    time on threads (PIL releases the GIL while it decodes): only running sums stay in memory."""
+    n, count = STATS_SAMPLE if n is None else n, len(ds)
+    idx = np.arange(count) if count <= n else \
+        np.sort(np.random.default_rng(seed).choice(count, n, replace=False))
+    total = np.zeros((2, 3), dtype=np.float64)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for part in pool.map(lambda i: _sums(ds, int(i)), idx):
+            total += part
+    pixels = len(idx) * ds.size * ds.size
+    mean = total[0] / pixels
+    std = np.sqrt(np.clip(total[1] / pixels - mean * mean, 1e-12, None))
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader whose workers' :class:`DataError` (a file that cannot be decoded) reaches
+    the caller as the worker's one-line message, not wrapped in the worker's traceback."""
+
+    def __iter__(self):
+        try:
+            yield from super().__iter__()
+        except DataError as exc:
+            text = str(exc)
+            if not text.startswith("Caught DataError"):
+                raise
+            last = text.strip().splitlines()[-1]
+            raise DataError(last.split("DataError: ", 1)[-1]) from None
