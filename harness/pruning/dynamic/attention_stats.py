@@ -19,28 +19,29 @@ def site_attention(model: nn.Module, sites: list[GatedSite], inputs: torch.Tenso
     """Per-input channel attention (N, C) of each site's gated feature map on ``inputs``."""
     out: dict[str, list[torch.Tensor]] = {s.name: [] for s in sites}
     hooks = [get_module(model, s.gate).register_forward_hook(
-        lambda m, i, o, n=s.name: out[n].append(channel_attention(o, power)))
+        lambda m, i, o, s=s: out[s.name].append(channel_attention(s.gated_map(o), power)))
         for s in sites]
     _run_hooked(model, inputs, batch, hooks)
     return {k: torch.cat(v) for k, v in out.items()}
 
 
 @torch.no_grad()
-def block_statistics(model: nn.Module, blocks: list[str], inputs: torch.Tensor,
-                     batch: int = 128) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per basic block: (spatial mean of its input (N, C_in), exact attention of conv1-BN-ReLU
-    (N, C_hidden)) over ``inputs``."""
+def block_statistics(model: nn.Module, blocks: dict[str, list[GatedSite]], inputs: torch.Tensor,
+                     batch: int = 128) -> dict[str, tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Per block (name -> its internal sites): (spatial mean of its input (N, C_in), the exact
+    attention (N, C) of each site's gated map) over ``inputs``."""
     ins: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
-    atts: dict[str, list[torch.Tensor]] = {b: [] for b in blocks}
+    atts: dict[str, list[list[torch.Tensor]]] = {b: [[] for _ in s] for b, s in blocks.items()}
     hooks = []
-    for b in blocks:
-        block = get_module(model, b)
-        hooks.append(block.register_forward_pre_hook(
+    for b, sites in blocks.items():
+        hooks.append(get_module(model, b).register_forward_pre_hook(
             lambda m, args, b=b: ins[b].append(args[0].mean((2, 3)))))
-        hooks.append(block.relu1.register_forward_hook(
-            lambda m, i, o, b=b: atts[b].append(channel_attention(o))))
+        for i, site in enumerate(sites):
+            hooks.append(get_module(model, site.gate).register_forward_hook(
+                lambda m, args, o, out=atts[b][i], site=site:
+                out.append(channel_attention(site.gated_map(o)))))
     _run_hooked(model, inputs, batch, hooks)
-    return {b: (torch.cat(ins[b]), torch.cat(atts[b])) for b in blocks}
+    return {b: (torch.cat(ins[b]), [torch.cat(a) for a in atts[b]]) for b in blocks}
 
 
 def _run_hooked(model: nn.Module, inputs: torch.Tensor, batch: int, hooks: list) -> None:

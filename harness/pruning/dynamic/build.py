@@ -28,6 +28,7 @@ from prunebench.harness.pruning.dynamic.gates import (
     DynamicNetwork,
     Gate,
     GatedConsumer,
+    GatedDepthwise,
     GateRule,
     _Decision,
 )
@@ -43,6 +44,7 @@ __all__ = ["EXEC_MODES", "GateRule", "build_gated", "check_exec_mode", "find_sit
            "gated_layers"]
 
 EXEC_MODES = ("masked", "gathered", "fast")
+_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
 def check_exec_mode(mode: str | None, method: str, allowed: tuple[str, ...]) -> str:
@@ -101,11 +103,18 @@ def build_gated(model: nn.Module, rules: dict[str, GateRule], mode: str,
                                       f"{name!r}; gate columns on internal sites only")
             _check_columns(net, site, example_input)
         decision = _Decision()
-        consumer = GatedConsumer(get_module(net, site.consumer), mode, decision)
+        consumer = GatedConsumer(get_module(net, site.consumer), mode, decision,
+                                 remask=bool(site.follow))
         if site.is_input:  # the consumer's own input: the gate runs just before it
             consumer = nn.Sequential(Gate(nn.Identity(), rule, mode, decision), consumer)
         else:
-            set_module(net, site.gate, Gate(get_module(net, site.gate), rule, mode, decision))
+            inner = get_module(net, site.gate)
+            if site.act:  # the gate is the BN: it applies the (shared) activation itself
+                inner = nn.Sequential(inner, _ACTIVATIONS[site.act]())
+            set_module(net, site.gate, Gate(inner, rule, mode, decision))
+        for name in site.follow:
+            set_module(net, name, GatedDepthwise(get_module(net, name), mode, decision))
+            ungated -= per_layer[name]
         set_module(net, site.consumer, consumer)
         ungated -= per_layer[site.consumer]
     meta = {"exec_mode": mode, "gated": sorted(rules),

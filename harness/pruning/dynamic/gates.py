@@ -11,6 +11,11 @@ which spatial columns of the consumer's output) are computed for that input. A
   columns gathered to its kept output positions and scattered back into a zero map. It equals
   ``masked`` to float rounding.
 
+A site with a *follow* chain (MobileNetV2: the depthwise conv between the expand output and the
+project conv) wraps each depthwise conv in a :class:`GatedDepthwise`: it computes only the kept
+channels (``gathered``: per input, its kept channels' filters; ``masked``: all, zeroed after the
+chain by the consumer, since a BN after it turns zeros into its bias).
+
 Both report the MACs the rule keeps (identical in the two modes, since gathered computes exactly
 that) plus the attention cost (one MAC per feature-map element read, per attention kind).
 Gathers and scatters move data but multiply nothing, so they add no MACs.
@@ -109,12 +114,50 @@ class Gate(nn.Module):
         return z  # gathered: the consumer reads only the kept channels
 
 
-class GatedConsumer(nn.Module):
-    """Wraps the consumer conv: computes kept input channels (and kept output columns) per input."""
+class GatedDepthwise(nn.Module):
+    """Wraps a depthwise conv of a site's follow chain: computes only each input's kept
+    channels (its MACs are recorded per input; pruned channels are zero in ``gathered``)."""
 
     def __init__(self, conv: nn.Conv2d, mode: str, decision: _Decision) -> None:
         super().__init__()
         self.conv, self.mode, self.decision = conv, mode, decision
+        self.per_channel_macs = math.prod(conv.kernel_size)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The depthwise conv's output on each input's kept channels."""
+        d, c = self.decision, self.conv
+        if d.channels is None or self.mode == "masked":
+            y = c(z)
+        else:
+            y = z.new_zeros(z.shape[0], c.out_channels,
+                            *_out_size(c, z.shape[2], z.shape[3]))
+            for i in range(z.shape[0]):
+                idx = d.channels[i].nonzero().squeeze(1)
+                bias = c.bias.index_select(0, idx) if c.bias is not None else None
+                y[i:i + 1, idx] = F.conv2d(z[i:i + 1].index_select(1, idx),
+                                           c.weight.index_select(0, idx), bias, c.stride,
+                                           c.padding, c.dilation, len(idx))
+        if recording_active():
+            kept = (d.channels.sum(1).double() if d.channels is not None
+                    else torch.full((z.shape[0],), float(c.out_channels), dtype=torch.float64))
+            record_effective_macs(kept * y[0, 0].numel() * self.per_channel_macs)
+        return y
+
+
+def _out_size(c: nn.Conv2d, h: int, w: int) -> tuple[int, int]:
+    return tuple((n + 2 * c.padding[a] - c.dilation[a] * (c.kernel_size[a] - 1) - 1)
+                 // c.stride[a] + 1 for a, n in enumerate((h, w)))
+
+
+class GatedConsumer(nn.Module):
+    """Wraps the consumer conv: computes kept input channels (and kept output columns) per input.
+    ``remask``: a follow chain ran between gate and consumer, so ``masked`` zeroes the pruned
+    channels again (a BN in the chain turned them into its bias)."""
+
+    def __init__(self, conv: nn.Conv2d, mode: str, decision: _Decision,
+                 remask: bool = False) -> None:
+        super().__init__()
+        self.conv, self.mode, self.decision, self.remask = conv, mode, decision, remask
         self.per_channel_macs = conv.out_channels * math.prod(conv.kernel_size)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -126,6 +169,8 @@ class GatedConsumer(nn.Module):
                 record_effective_macs(float(z.shape[1] * y[0, 0].numel() * self.per_channel_macs))
             return y
         if self.mode == "masked":
+            if self.remask:
+                z = z * d.channels[:, :, None, None].to(z.dtype)
             y = self.conv(z)
             if d.columns is not None:
                 y = y * d.columns.view(y.shape[0], 1, *y.shape[2:]).to(y.dtype)
@@ -145,10 +190,7 @@ class GatedConsumer(nn.Module):
         cols = self.decision.columns
         if cols is None:
             return F.conv2d(zi.index_select(1, idx), w, c.bias, c.stride, c.padding, c.dilation)
-        h_out = (zi.shape[2] + 2 * c.padding[0] - c.dilation[0] * (c.kernel_size[0] - 1) - 1
-                 ) // c.stride[0] + 1
-        w_out = (zi.shape[3] + 2 * c.padding[1] - c.dilation[1] * (c.kernel_size[1] - 1) - 1
-                 ) // c.stride[1] + 1
+        h_out, w_out = _out_size(c, zi.shape[2], zi.shape[3])
         pos = cols[i].nonzero().squeeze(1)
         patches = F.unfold(zi.index_select(1, idx), c.kernel_size, c.dilation, c.padding,
                            c.stride)[0].index_select(1, pos)

@@ -108,7 +108,7 @@ def norms_at(model: nn.Module, site: GatedSite, inputs: torch.Tensor,
     seen: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        seen.append(channel_attention(out, 2.0))
+        seen.append(channel_attention(site.gated_map(out), 2.0))
         raise _Seen
 
     handle = get_module(model, site.gate).register_forward_hook(hook)

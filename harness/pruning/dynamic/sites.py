@@ -2,10 +2,19 @@
 
 A *gated site* is a producer feature map (the output of a conv -> BN -> activation chain, keyed by
 the producer conv's module name) whose channels are pruned per input, and the consumer
-convolution that reads it. For CIFAR ResNets the producer is the first conv of each basic block:
-its output channels are internal to the block, so pruning them needs no residual bookkeeping, and
-the second conv's input channels follow. Plain chains (``test_convnet``, VGG ``nn.Sequential``
-features: conv, BN, ReLU, [max-pool], conv) are gated the same way.
+convolution that reads it. Sites are read from the module graph (``structure.py``, ``torch.fx``),
+not from a list of classes: any conv -> BN -> ReLU/ReLU6 (-> pool) whose output has exactly one
+reader, a ``groups == 1`` convolution, is one; a map that also feeds a residual add or a second
+branch never is. So a CIFAR or torchvision ResNet basic block has one site (conv1's output, read by
+conv2), a bottleneck two (conv1's and conv2's outputs), a plain chain (``test_convnet``, VGG
+features) one per conv whose map feeds the next conv, and a MobileNetV2 inverted residual one at
+its expand output: the depthwise conv after it is channel-wise, so it is in the site's ``follow``
+chain and computes only the kept channels, and the project conv is the consumer.
+
+A site's ``gate`` is the module whose output is the gated map: the activation (or a pool after
+it), or the BN when the activation is shared (torchvision's blocks call one ``relu`` module
+several times) or functional; ``act`` then names the activation the gate applies itself (the
+network's own activation after it changes nothing: ReLU and ReLU6 are idempotent).
 
 An *input site* (``inputs=True``; AntiDote's option ``inputs``) gates the input channels of each
 residual block's first conv by the attention of the block input itself: ``gate`` is empty (the
@@ -19,74 +28,63 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.harness.models import BasicBlock, TinyConvNet
 from prunebench.harness.pruning.config import PruningConfig
-
-_ACTS = (nn.ReLU, nn.ReLU6)
-_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+from prunebench.harness.pruning.dynamic.structure import (
+    _join,
+    activate,
+    enclosing_block,
+    graph_sites,
+)
 
 
 @dataclass(frozen=True)
 class GatedSite:
     """One gated feature map: ``name`` (producer conv, the config key), ``gate`` (the module whose
     output is pruned), ``consumer`` (the conv reading it) and its ``channels``. An input site has
-    ``gate == ""``: the consumer gates its own input, and ``name`` is the block's name."""
+    ``gate == ""``: the consumer gates its own input, and ``name`` is the block's name.
+    ``follow``: depthwise convs between gate and consumer that compute only the kept channels;
+    ``act``: the activation the gate applies (``""``: the gate's output is already activated)."""
 
     name: str
     gate: str
     consumer: str
     channels: int
+    follow: tuple[str, ...] = ()
+    act: str = ""
 
     @property
     def is_input(self) -> bool:
         """True for an input site (the consumer conv's own input is gated)."""
         return not self.gate
 
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _sequential_sites(prefix: str, seq: nn.Sequential) -> list[GatedSite]:
-    items = list(seq.named_children())
-    sites, i = [], 0
-    while i < len(items):
-        name, m = items[i]
-        j = i + 1
-        if (isinstance(m, nn.Conv2d) and m.groups == 1 and j + 1 < len(items)
-                and isinstance(items[j][1], nn.BatchNorm2d) and isinstance(items[j + 1][1], _ACTS)):
-            j += 2
-            if j < len(items) and isinstance(items[j][1], _POOLS):
-                j += 1
-            if j < len(items) and isinstance(items[j][1], nn.Conv2d) and items[j][1].groups == 1:
-                sites.append(GatedSite(_join(prefix, name), _join(prefix, items[j - 1][0]),
-                                       _join(prefix, items[j][0]), m.out_channels))
-                i = j + 1  # sites stay disjoint: the consumer is not also a producer here
-                continue
-        i += 1
-    return sites
+    def gated_map(self, gate_output: torch.Tensor) -> torch.Tensor:
+        """The gated feature map, from what the ``gate`` module returns."""
+        return activate(gate_output, self.act or None)
 
 
 def find_sites(model: nn.Module, inputs: bool = False) -> list[GatedSite]:
-    """Every gated site of ``model`` in module order (empty when no supported pattern exists);
-    with ``inputs``, each residual block's input site before its internal one."""
+    """Every gated site of ``model`` in graph order (empty when no supported pattern exists);
+    with ``inputs``, each residual block's input site before its first internal one."""
     sites: list[GatedSite] = []
-    for prefix, m in model.named_modules():
-        if isinstance(m, BasicBlock):
-            if inputs:
-                sites.append(GatedSite(prefix, "", _join(prefix, "conv1"), m.conv1.in_channels))
-            sites.append(GatedSite(_join(prefix, "conv1"), _join(prefix, "relu1"),
-                                   _join(prefix, "conv2"), m.conv1.out_channels))
-        elif isinstance(m, TinyConvNet):
-            sites.append(GatedSite(_join(prefix, "conv1"), _join(prefix, "relu1"),
-                                   _join(prefix, "conv2"), m.conv1.out_channels))
-            sites.append(GatedSite(_join(prefix, "conv2"), _join(prefix, "relu2"),
-                                   _join(prefix, "conv3"), m.conv2.out_channels))
-        elif type(m) is nn.Sequential:
-            sites.extend(_sequential_sites(prefix, m))
+    blocks_done: set[str] = set()
+    memo: dict = {}
+    for raw in graph_sites(model):
+        if inputs:
+            found = enclosing_block(model, [raw.producer, raw.consumer, *raw.follow], memo)
+            if found is not None and found[1].shortcut is not None and found[0] not in \
+                    blocks_done:
+                path, spec = found
+                blocks_done.add(path)
+                first = model.get_submodule(_join(path, spec.stages[0].conv))
+                if first.groups == 1:
+                    sites.append(GatedSite(path, "", _join(path, spec.stages[0].conv),
+                                           first.in_channels))
+        sites.append(GatedSite(raw.producer, raw.gate, raw.consumer, raw.channels, raw.follow,
+                               raw.act))
     return sites
 
 
@@ -100,8 +98,9 @@ def require_sites(model: nn.Module, method: str, inputs: bool = False) -> list[G
     sites = find_sites(model, inputs)
     if not sites:
         raise PrunebenchError(
-            f"method {method!r} found no gateable layer (conv-BN-ReLU feeding a conv) in "
-            f"{type(model).__name__}; use a CIFAR ResNet, VGG-16-BN or a test_* model")
+            f"method {method!r} found no gateable layer in {type(model).__name__}: no conv-BN-"
+            "ReLU/ReLU6 output is read by exactly one conv (docs/methods.md lists the supported "
+            "architectures)")
     return sites
 
 

@@ -29,6 +29,7 @@ ordinary network, so the trained weights load into the unmodified architecture; 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -96,8 +97,9 @@ class TargetedDropout:
             if site.is_input:  # drop the consumer's own input channels (not the shortcut's)
                 self._hooks.append(get_module(model, site.consumer).register_forward_pre_hook(
                     lambda m, args: (self._hook(m, args, args[0], columns=False), *args[1:])))
-            else:
-                self._hooks.append(get_module(model, site.gate).register_forward_hook(self._hook))
+            else:  # the gate's output, activated as the site says, decides what is dropped
+                self._hooks.append(get_module(model, site.gate).register_forward_hook(
+                    lambda m, args, z, site=site: self._hook(m, args, z, att_of=site.gated_map)))
 
     def _drop(self, shape: tuple[int, ...], targeted: torch.Tensor) -> torch.Tensor:
         if self.alpha >= 1.0:
@@ -111,11 +113,12 @@ class TargetedDropout:
         return torch.rand(batch, generator=self.generator, dtype=torch.float64) * self.gamma
 
     def _hook(self, module: nn.Module, inputs: tuple, z: torch.Tensor,
-              columns: bool = True) -> torch.Tensor:
+              columns: bool = True, att_of: Callable | None = None) -> torch.Tensor:
         if not module.training or self.gamma == 0.0 or self.alpha == 0.0:
             return z
         with torch.no_grad():
-            att = channel_attention(z)
+            a = att_of(z) if att_of is not None else z  # the map as activated (site.act)
+            att = channel_attention(a)
             frac = self._fractions(z.shape[0])
             if self.order == "calibrated":
                 mean = att.mean(0)
@@ -130,7 +133,7 @@ class TargetedDropout:
                 targeted = _bottom_mask(att, frac)
             keep = self._drop(tuple(att.shape), targeted)[:, :, None, None]
             if self.columns and columns:  # input sites gate channels only, as at test time
-                col = z.abs().mean(1).flatten(1)
+                col = a.abs().mean(1).flatten(1)
                 keep_col = self._drop(tuple(col.shape), _bottom_mask(col, frac))
                 keep = keep & keep_col.view(z.shape[0], 1, *z.shape[2:])
         return z * keep.to(z.dtype)
@@ -159,8 +162,9 @@ class FeatureDecay:
         self.warmup_steps = warmup_steps
         self.steps = 0  # penalties returned so far
         self._maps: list[torch.Tensor] = []
-        self._hooks = [get_module(model, s.gate).register_forward_hook(self._hook)
-                       for s in require_sites(model, "instance_sparsity")]
+        self._hooks = [get_module(model, s.gate).register_forward_hook(
+            lambda m, args, z, s=s: self._hook(m, args, s.gated_map(z)))
+            for s in require_sites(model, "instance_sparsity")]
 
     def _hook(self, module: nn.Module, inputs: tuple, z: torch.Tensor) -> None:
         if module.training:
