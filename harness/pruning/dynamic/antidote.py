@@ -32,7 +32,6 @@ from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import module_macs
-from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.calibration import calibration_inputs, samples_option
 from prunebench.harness.pruning.config import PruningConfig
@@ -45,6 +44,7 @@ from prunebench.harness.pruning.dynamic.fast_blocks import (
     calibrate_widths,
     fit_predictor,
 )
+from prunebench.harness.pruning.dynamic.fast_chain import FastUnit, chain_block, fast_units
 from prunebench.harness.pruning.dynamic.folding import fold_batchnorm
 from prunebench.harness.pruning.dynamic.gates import EXACT_MODES, DynamicNetwork, GateRule
 from prunebench.harness.pruning.dynamic.sites import (
@@ -53,6 +53,7 @@ from prunebench.harness.pruning.dynamic.sites import (
     resolve_keep,
     set_module,
 )
+from prunebench.harness.pruning.dynamic.structure import basic_parts
 from prunebench.harness.pruning.options import Option, OptionSchema
 
 ANTIDOTE_CITATION = ("Yu, Liu, Wang, Wang, Chen. AntiDote: Attention-based Dynamic Optimization "
@@ -121,20 +122,37 @@ class AntiDoteFast(PruningMethod):
     )
     exec_modes = EXEC_MODES
 
+    def _units(self, model: nn.Module) -> dict[str, FastUnit]:
+        units = fast_units(model, require_sites(model, self.info.name))
+        if not units:
+            raise PrunebenchError(
+                f"method {self.info.name!r} found no block it runs fast in "
+                f"{type(model).__name__}: it needs residual basic blocks, bottlenecks or "
+                "inverted residuals whose internal maps are gateable; use 'antidote'")
+        return units
+
+    def gated_layers(self, model: nn.Module, config: PruningConfig,
+                     ctx: PruneContext) -> list[str]:
+        """The sites inside the blocks it runs fast (a plain chain's sites are not)."""
+        return [s.name for u in self._units(model).values() for s in u.sites]
+
     def apply(self, model: nn.Module, config: PruningConfig, ctx: PruneContext) -> nn.Module:
-        """A BN-folded copy of ``model`` whose basic blocks choose their width per input."""
+        """A BN-folded copy of ``model`` whose blocks choose their width per input."""
         opts = {**self.options.defaults(), **self.options.parse(self.info.name, config.options)}
         mode = check_exec_mode(config.exec_mode, self.info.name, self.exec_modes)
-        sites = require_sites(model, self.info.name)
-        blocks = [s.name.rpartition(".")[0] for s in sites]
-        if not all(s.name.endswith(".conv1") and isinstance(get_module(model, b), BasicBlock)
-                   for s, b in zip(sites, blocks, strict=True)):
-            raise PrunebenchError(f"method {self.info.name!r} needs a residual network of basic "
-                                  "blocks (resnet20/32/56/110, test_resnet); use 'antidote'")
+        units = self._units(model)
+        sites = [s for u in units.values() for s in u.sites]
+        chains = sorted(p for p, u in units.items() if u.kind == "chain")
+        if chains and (opts["decide"] == "stage" or opts["rows"] < 1.0):
+            raise PrunebenchError(
+                f"options decide='stage' and rows of method {self.info.name!r} run on residual "
+                f"basic blocks only; {chains[0]!r} is a {len(units[chains[0]].spec.stages)}-conv "
+                "block: use decide='block' and rows=1")
         keep = resolve_keep(config, sites)
         n_widths, round_to = opts["widths"], opts["round_to"]
         base = copy.deepcopy(model).eval()
-        keep_of = {b: keep[s.name] for s, b in zip(sites, blocks, strict=True)}
+        blocks = list(units)
+        keep_of = {b: min(keep[s.name] for s in units[b].sites) for b in blocks}
         stages = _stages(model, blocks) if opts["decide"] == "stage" else {}
         stages = {p: bs for p, bs in stages.items() if any(keep_of[b] < 1.0 for b in bs)}
         need = sorted({b for b in blocks if keep_of[b] < 1.0} | {b for bs in stages.values()
@@ -143,17 +161,24 @@ class AntiDoteFast(PruningMethod):
         stats = {}
         if need:
             inputs, calib = calibration_inputs(ctx, opts["calibration_samples"], self.info.name)
-            stats = block_statistics(base, need, inputs)
+            stats = block_statistics(base, {b: units[b].sites for b in need}, inputs)
         per_layer = module_macs(base, ctx.example_input[:1])
         net = fold_batchnorm(base)
         block_macs = 0.0
         for b in blocks:
             block_macs += sum(v for k, v in per_layer.items() if k.startswith(b + "."))
-            if not any(b in bs for bs in stages.values()):
-                set_module(net, b, self._fast_block(get_module(base, b), keep_of[b],
-                                                    stats.get(b), n_widths, round_to, mode))
+            if any(b in bs for bs in stages.values()):
+                continue
+            block = get_module(base, b)
+            if units[b].kind == "chain":
+                fast = chain_block(block, units[b], keep, stats.get(b), per_layer, n_widths,
+                                   round_to, mode)
+            else:
+                fast = self._fast_block(block, keep_of[b], stats.get(b), n_widths, round_to,
+                                        mode)
+            set_module(net, b, fast)
         for path, bs in stages.items():
-            set_module(net, path, self._fast_stage(base, bs, keep_of, stats, per_layer,
+            set_module(net, path, self._fast_stage(base, units, bs, keep_of, stats, per_layer,
                                                    n_widths, round_to, mode))
         if opts["rows"] < 1.0:
             for m in net.modules():
@@ -166,12 +191,12 @@ class AntiDoteFast(PruningMethod):
         return DynamicNetwork(net, sum(per_layer.values()) - block_macs, info).eval()
 
     @staticmethod
-    def _fast_block(block: BasicBlock, keep: float, stats: tuple | None, n_widths: int,
+    def _fast_block(block: nn.Module, keep: float, stats: tuple | None, n_widths: int,
                     round_to: int, mode: str) -> FastBasicBlock:
-        c = block.conv1.out_channels
+        c = basic_parts(block).conv1.out_channels
         if stats is None:  # keep 1.0: the full width, no predictor
             return FastBasicBlock(block, torch.arange(c), None, 0.0, [c], mode)
-        a, s = stats
+        a, (s,) = stats
         order = s.mean(0).argsort(descending=True)
         predictor = fit_predictor(a, s)
         scores = (a @ predictor[0].T + predictor[1])[:, order]
@@ -179,14 +204,14 @@ class AntiDoteFast(PruningMethod):
         return FastBasicBlock(block, order, predictor, tau, widths, mode)
 
     @staticmethod
-    def _fast_stage(base: nn.Module, names: list[str], keep: dict[str, float], stats: dict,
-                    per_layer: dict[str, float], n_levels: int, round_to: int, mode: str
-                    ) -> FastStage:
+    def _fast_stage(base: nn.Module, units: dict[str, FastUnit], names: list[str],
+                    keep: dict[str, float], stats: dict, per_layer: dict[str, float],
+                    n_levels: int, round_to: int, mode: str) -> FastStage:
         """The blocks ``names`` (one stage) deciding once, at the stage input."""
         demand, channels, cost, orders = [], [], [], []
         for b in names:
-            c = get_module(base, b).conv1.out_channels
-            s = stats[b][1]
+            c = basic_parts(get_module(base, b)).conv1.out_channels
+            s = stats[b][1][0]
             if keep[b] < 1.0:
                 tau = torch.quantile(s.flatten().double(), 1.0 - keep[b]).float()
                 demand.append((s >= tau).sum(1).clamp(min=1).double() / c)
@@ -195,7 +220,8 @@ class AntiDoteFast(PruningMethod):
                 demand.append(torch.ones(len(s), dtype=torch.float64))
                 orders.append(torch.arange(c))
             channels.append(c)
-            cost.append((per_layer[b + ".conv1"] + per_layer[b + ".conv2"]) / c)
+            cost.append((per_layer[units[b].conv_name(0)] + per_layer[units[b].conv_name(1)])
+                        / c)
         total = sum(c * m for c, m in zip(channels, cost, strict=True))
         stage_keep = sum(keep[b] * c * m for b, c, m in zip(names, channels, cost, strict=True))
         predictor, thresholds, widths = calibrate_stage(

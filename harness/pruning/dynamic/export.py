@@ -166,6 +166,12 @@ def exportable_reason(model: nn.Module) -> str | None:
     if float(info.get("rows", 1.0)) < 1.0:
         return ("its row bands (option rows) are placed per input by slicing, which the export "
                 "does not express; drop the rows option")
+    from prunebench.harness.pruning.dynamic.fast_chain import FastChainBlock
+
+    chain = next((n for n, m in model.named_modules() if isinstance(m, FastChainBlock)), None)
+    if chain is not None:
+        return (f"its block {chain!r} is a bottleneck or inverted residual, whose fast form is "
+                "not exported (basic-block ResNets only); use engine 'eager'")
     if info.get("exec_mode") != "fast":
         return (f"exec_mode {info.get('exec_mode')!r} is a reference mode; export "
                 "exec_mode 'fast'")

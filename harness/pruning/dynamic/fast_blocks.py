@@ -42,9 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import record_effective_macs, recording_active
-from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.dynamic.folding import folded_weights
+from prunebench.harness.pruning.dynamic.structure import basic_parts
 
 
 @torch.no_grad()
@@ -126,21 +127,27 @@ class _NumpyDecision(nn.Module):
 
 
 class FastBasicBlock(_NumpyDecision):
-    """A BN-folded basic block whose internal width is chosen per input (see module doc)."""
+    """A BN-folded basic block whose internal width is chosen per input (see module doc).
+    ``block`` is any module that computes a residual basic block (CIFAR's or torchvision's,
+    recognised from its graph: :func:`~.structure.basic_parts`)."""
 
-    def __init__(self, block: BasicBlock, order: torch.Tensor, predictor: tuple | None,
+    def __init__(self, block: nn.Module, order: torch.Tensor, predictor: tuple | None,
                  tau: float, widths: list[int], mode: str) -> None:
         super().__init__()
-        w1, b1 = folded_weights(block.conv1, block.bn1)
-        w2, b2 = folded_weights(block.conv2, block.bn2)
+        parts = basic_parts(block)
+        if parts is None:
+            raise PrunebenchError(f"{type(block).__name__} does not compute a residual basic "
+                                  "block (3x3 conv-BN-ReLU, 3x3 conv-BN, add, ReLU)")
+        w1, b1 = folded_weights(parts.conv1, parts.bn1)
+        w2, b2 = folded_weights(parts.conv2, parts.bn2)
         self._weight("w1", w1[order].contiguous())
         self._weight("b1", b1[order].contiguous())
         self._weight("w2", w2[:, order].contiguous())
         self._weight("b2", b2)
-        self.stride = block.conv1.stride[0]
-        self.has_shortcut = not isinstance(block.shortcut, nn.Identity)
+        self.stride = parts.conv1.stride[0]
+        self.has_shortcut = parts.shortcut is not None
         if self.has_shortcut:
-            ws, bs = folded_weights(block.shortcut[0], block.shortcut[1])
+            ws, bs = folded_weights(*parts.shortcut)
             self._weight("ws", ws)
             self._weight("bs", bs)
         # a single width needs no decision: every input computes it
