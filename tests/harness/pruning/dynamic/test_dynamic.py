@@ -121,7 +121,12 @@ def test_gated_layers() -> None:
         "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1"]
     assert gated_layers(create_model("test_convnet")) == ["conv1", "conv2"]
     assert len(gated_layers(create_model("resnet56"))) == 27
-    assert gated_layers(create_model("vgg16_bn"))[:2] == ["features.0", "features.7"]
-    assert gated_layers(create_model("mobilenetv2")) == []
+    # read from the graph: each VGG conv whose map the next conv reads (12 of 13)
+    assert gated_layers(create_model("vgg16_bn"))[:3] == ["features.0", "features.3",
+                                                          "features.7"]
+    assert len(gated_layers(create_model("vgg16_bn"))) == 12
+    # MobileNetV2: the stem and every expand output (its depthwise conv follows the gate)
+    assert len(gated_layers(create_model("mobilenetv2"))) == 17
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3))
     with pytest.raises(PrunebenchError, match="no gateable layer"):
-        _apply(create_model("mobilenetv2"), "antidote", 0.5, "masked", {})
+        _apply(plain, "antidote", 0.5, "masked", {})
