@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m prunebench.search.demo
+	$(BIN)/prunebench run experiments/demo.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check .

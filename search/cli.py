@@ -16,6 +16,7 @@ from prunebench.harness.errors import PrunebenchError
 
 # One line per subcommand module (order is the order in --help).
 COMMAND_MODULES = (
+    "prunebench.search.commands.run",
     "prunebench.search.commands.info",
     "prunebench.search.commands.baseline",
     "prunebench.search.commands.profiles",

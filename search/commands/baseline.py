@@ -66,6 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "checkpoint's, else 32)")
     p.add_argument("--seed", type=whole(0, 0), default=0,
                    help="split and pruning seed (default: 0)")
+    p.add_argument("--dense", type=Path, default=None, metavar="DENSE_JSON",
+                   help="use this dense measurement (a run folder's dense.json of the same "
+                        "model, data set and profile) as the sweep's dense point and latency "
+                        "anchor instead of timing dense again: several runs then share one frame")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: results/"
                    "baseline-<model>-<dataset>-<method>-<timestamp>); an existing one resumes")
     p.add_argument("--force", action="store_true",
@@ -138,9 +142,31 @@ def run(args: argparse.Namespace) -> int:
     workload = Workload(args.model, args.dataset, args.data_dir, args.checkpoint, seed=args.seed,
                         recipe=recipe, image_size=args.image_size)
     resolved = {**_resolved(args), "train_runtime": recipe.runtime.to_dict()}
+    dense = given_dense(args.dense, args.model, args.dataset, profile.name) \
+        if args.dense is not None else None
     result = run_sweep(run_dir, points, workload=workload, profile=profile,
-                       args=resolved, force=args.force, progress=not args.quiet)
+                       args=resolved, force=args.force, progress=not args.quiet, dense=dense)
     return _print(result.run_dir, result.dense, result.rows, args.json)
+
+
+def given_dense(path: Path, model: str, dataset: str, profile: str) -> Any:
+    """The dense Measurement in ``path`` (``--dense``), checked against the sweep's workload."""
+    from prunebench.harness.measurement import Measurement
+    from prunebench.search.runs.files import read_json
+
+    fix = "give the dense.json of a run of the same model, data set and profile"
+    try:
+        dense = Measurement.from_dict(read_json(path, fix))
+    except (TypeError, AttributeError, KeyError):
+        raise PrunebenchError(f"--dense {path} is not a dense measurement; {fix}") from None
+    for what, have, want in (("model", dense.model, model), ("data set", dense.dataset, dataset),
+                             ("profile", dense.profile, profile)):
+        if have != want:
+            raise PrunebenchError(f"--dense {path} measured {what} {have!r}, not {want!r}; "
+                                  f"{fix}")
+    if dense.method != "dense":
+        raise PrunebenchError(f"--dense {path} measured method {dense.method!r}, not dense; {fix}")
+    return dense
 
 
 def _print(run_dir: Path, dense: Any, rows: list[dict[str, Any]], as_json: bool) -> int:

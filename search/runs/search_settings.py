@@ -37,6 +37,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "trials": None, "timeout": None, "sampler": "tpe", "seed": 0,
     "objectives": "accuracy,latency_p50", "finetune_epochs": 0, "search_finetune": False,
     "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None, "option": None,
+    "search_option": None, "budget_projection": True,
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
     "remeasure_max": 20, "out": None, "force": False,
     # what the base model and fine-tunes are trained with and the data's size (in the spec)
@@ -58,7 +59,7 @@ def search_settings(given: Mapping[str, Any]) -> dict[str, Any]:
 
 # setting -> (lowest value, whether the lowest is excluded, example); None is always allowed
 _NUMBER_RANGES: dict[str, tuple[float, bool, str]] = {
-    "trials": (1, False, "40"), "timeout": (0, True, "600"), "warm_start": (0, False, "8"),
+    "trials": (0, False, "40"), "timeout": (0, True, "600"), "warm_start": (0, False, "8"),
     "remeasure_max": (0, False, "20"), "seed": (0, False, "0"),
     "finetune_epochs": (0, False, "2"), "image_size": (8, False, "32"), "workers": (0, False, "4"),
     "latency_budget_ms": (0, True, "4"), "energy_budget_mj": (0, True, "2"),
@@ -188,7 +189,11 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       finetune_epochs=s["finetune_epochs"],
                       search_finetune=s["search_finetune"],
                       **round_to_setting(s["round_to"], s["profile"]),
-                      dynamic_options=dynamic_options(s["space"], dyn, s["option"]))
+                      dynamic_options=dynamic_options(s["space"], dyn, s["option"]),
+                      searched_options=searched_options(s["space"], dyn, s["search_option"]))
+    if not isinstance(s["budget_projection"], bool):
+        raise PrunebenchError(f"--budget-projection {s['budget_projection']!r} must be on or off "
+                              "(True or False); use e.g. --budget-projection off")
     budgets = {k: s[name] for k, name in BUDGET_SETTINGS.items() if s[name] is not None}
     objectives = s["objectives"]
     if isinstance(objectives, str):
@@ -198,7 +203,8 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       data_dir=s["data_dir"], checkpoint=s["checkpoint"], objectives=objectives,
                       budgets=budgets, seed=s["seed"], force=s["force"],
                       latency_frame=s["latency_frame"], latency_margin=s["latency_margin"],
-                      recipe=spec_recipe(s), image_size=s["image_size"])
+                      recipe=spec_recipe(s), image_size=s["image_size"],
+                      budget_projection=s["budget_projection"])
 
 
 def spec_recipe(settings: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -241,6 +247,31 @@ def dynamic_options(space: str, method: str | None,
     if isinstance(given, str):
         given = [given]
     return dict(schema.parse_text(method, str(text)) for text in given)
+
+
+def searched_options(space: str, method: str | None,
+                     given: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    """The dynamic method's searched options of setting ``search_option``: a mapping (key ->
+    dimension, as :class:`~prunebench.search.space.SpaceSpec` stores them) or
+    ``--search-option KEY[=VALUES]`` texts (:func:`~prunebench.search.space.searched_option`)."""
+    if not given:
+        return {}
+    if space == "static" or method is None:
+        raise PrunebenchError("--search-option searches options of the dynamic method; use "
+                              "--space dynamic or hybrid, or drop --search-option")
+    from prunebench.search.space import searched_option
+
+    if isinstance(given, Mapping):
+        return {str(k): dict(v) for k, v in given.items()}
+    if isinstance(given, str):
+        given = [given]
+    out: dict[str, Any] = {}
+    for text in given:
+        key, dim = searched_option(method, str(text))
+        if key in out:
+            raise PrunebenchError(f"--search-option {key} is given twice; give each option once")
+        out[key] = dim
+    return out
 
 
 def check_anchor(anchor: float | None, spec: SearchSpec) -> float | None:

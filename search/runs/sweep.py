@@ -172,14 +172,15 @@ def check_resume(run_dir: Path, args: Mapping[str, Any]) -> dict[str, Any] | Non
 
 
 def run_sweep(run_dir: Path, points: list[tuple[str, Any]], *, workload: Any, profile: Any,
-              args: Mapping[str, Any], force: bool = False, progress: bool = True
-              ) -> SweepResult:
+              args: Mapping[str, Any], force: bool = False, progress: bool = True,
+              dense: Any = None) -> SweepResult:
     """Measure the dense network and every point not measured yet; write the folder after each.
 
     ``workload`` is a ``harness.evaluate.Workload`` (its recipe is recorded), ``profile`` a loaded
     and usable hardware profile, ``args`` the resolved arguments recorded in ``config.json`` (a
     folder holding a sweep with other arguments is refused; ``args["ratios"]`` accumulates the
-    ratios of every invocation).
+    ratios of every invocation). ``dense``: a dense Measurement taken elsewhere (``--dense``),
+    used as this sweep's dense point and anchor when the folder has none yet.
     """
     from tqdm import tqdm
 
@@ -195,6 +196,9 @@ def run_sweep(run_dir: Path, points: list[tuple[str, Any]], *, workload: Any, pr
             done_ratios + parse_ratios(args.get("ratios"))))
     rows = read_points(run_dir / "points.csv")
     stored = _stored_dense(run_dir)  # checked before the (possibly long) preparation
+    if stored is None and dense is not None:  # a given dense point: this run's frame too
+        write_json(run_dir / "dense.json", dense.to_dict())
+        stored = dense
     prepared = prepare(workload, progress=progress)
     dense, rows = _dense(run_dir, rows, stored, prepared, profile, force=force,
                          progress=progress)

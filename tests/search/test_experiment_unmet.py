@@ -1,4 +1,4 @@
-"""The demo's tolerance of a search that met no budget, and reading such a run folder."""
+"""An experiment's tolerance of a search that met no budget, and reading such a run folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunebench.search.demo import _unmet
+from prunebench.search.runs.experiment_run import _unmet
 from prunebench.search.runs.folders import load_run
 
 
