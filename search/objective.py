@@ -21,7 +21,20 @@ from torch import nn
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.profiles import HardwareProfile
-from prunebench.harness.pruning import PruningConfig
+from prunebench.harness.pruning import DENSE, PruningConfig
+from prunebench.search.latency_model import (
+    COSTS,
+    LEVEL,
+    LEVEL_MIN,
+    LEVEL_STEP,
+    BudgetProjection,
+    CostModel,
+    CostTable,
+    ProjectingSampler,
+    fit_cost_model,
+    refit_models,
+    stored_models,
+)
 from prunebench.search.space import SearchSpace, SpaceSpec, TrialConfig
 
 SPEC_ATTR = "prunebench_spec"
@@ -70,6 +83,9 @@ class SearchSpec:
     # imagefolder data is loaded at (None: the checkpoint's, else 32)
     recipe: dict[str, Any] | None = None
     image_size: int | None = None
+    # scale each sampled allocation so the study's cost models predict it meets the budgets
+    # (search.latency_model); off: the sampler's proposals are evaluated as drawn
+    budget_projection: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -105,6 +121,8 @@ class SearchSpec:
         for key in ("recipe", "image_size"):  # absent when unset: older specs read the same
             if out[key] is None:
                 del out[key]
+        if not self.budget_projection:  # studies made before it existed read the same
+            del out["budget_projection"]
         return out
 
     def training_recipe(self, runtime: Any = None) -> Any:
@@ -119,8 +137,9 @@ class SearchSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpec:
         """Inverse of :meth:`to_dict`."""
-        # studies stored before latency frames existed were timed directly
-        return cls(**{"latency_frame": "direct", **data,
+        # studies stored before latency frames existed were timed directly, and before the
+        # projection existed (or with it off) proposals were evaluated as drawn
+        return cls(**{"latency_frame": "direct", "budget_projection": False, **data,
                       "space": SpaceSpec.from_dict(data["space"]),
                       "objectives": tuple(data["objectives"]),
                       "budgets": dict(data.get("budgets") or {})})
@@ -204,6 +223,15 @@ class SearchObjective:
         self.timing_lock = timing_lock
         self.progress = progress
         self.latency_anchor_ms: float | None = None  # set by dense_reference (anchored frame)
+        self.dense_row: dict[str, Any] | None = None  # set by dense_reference
+        self.costs: Any = None  # a search.latency_model.CostTable when there are budgets
+        self.projection: Any = None  # a BudgetProjection when the spec asks for one
+        if spec.budgets and self.space.param_names():
+            self.costs = CostTable(self.space, self.prepared.base_model,
+                                   self.prepared.example_input)
+            if spec.budget_projection:
+                self.projection = BudgetProjection(self.space, self.costs, spec.budgets,
+                                                   spec.latency_margin)
 
     @classmethod
     def from_study(cls, study: optuna.Study, **kwargs: Any) -> SearchObjective:
@@ -216,10 +244,21 @@ class SearchObjective:
 
     # ------------------------------------------------------------------ one trial
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        """Evaluate one trial; a failure is recorded in ``fail_reason`` and re-raised."""
+        """Evaluate one trial; a failure is recorded in ``fail_reason`` and re-raised.
+
+        With a budget projection, the study's sampler is first wrapped in a
+        :class:`~prunebench.search.latency_model.ProjectingSampler` (once per study object:
+        the trial's proposal is drawn lazily, at its first ``suggest``). With budgets, each
+        cost model's prediction is stored as ``predicted_<column>`` and, once measured, its
+        relative error as ``model_error_<column>``; the models are then refitted and stored.
+        """
         try:
+            models = self._propose(trial)
             chosen = self.space.suggest(trial)
             trial.set_user_attr("config", chosen.record.to_json())
+            predicted = self._predict(chosen.record, models)
+            for column, value in predicted.items():
+                trial.set_user_attr(f"predicted_{column}", value)
             model = self.build(chosen, trial=trial)
             m = self.measure(chosen.record, model, split="val")
         except optuna.TrialPruned:
@@ -232,7 +271,67 @@ class SearchObjective:
             trial.set_user_attr(key, value)
         for key, value in self.constraints(row).items():
             trial.set_constraint(key, value)
+        self._learn(trial, chosen.record, row, predicted)
         return self.values(row)
+
+    # ------------------------------------------------------------------ cost models
+    def _propose(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Install the projection on the study's sampler; returns the models in use."""
+        if self.costs is None:
+            return {}
+        study = trial.study
+        if self.projection is not None:
+            if not isinstance(study.sampler, ProjectingSampler):
+                study.sampler = ProjectingSampler(study.sampler, self.projection, self.models)
+            trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=LEVEL_STEP)
+        return self.models(study)
+
+    def models(self, study: optuna.Study) -> dict[str, Any]:
+        """The cost models of ``study``'s budgets: those stored in it, else (no measurement
+        yet) the MAC-proportional line through the dense network; counted ones always."""
+        stored = stored_models(study)
+        out = {}
+        for key in self.spec.budgets:
+            column, kind = COSTS[key]
+            if kind == "counted":
+                out[key] = CostModel(column, "counted")
+            elif key in stored:
+                out[key] = stored[key]
+            elif self._dense_point() is not None and \
+                    self._dense_point().get(column) is not None:
+                prior = fit_cost_model(column, [(self.costs.features(DENSE),
+                                                 self._dense_point()[column])], self.costs.names)
+                if prior is not None:
+                    out[key] = prior
+        return out
+
+    def _dense_point(self) -> dict[str, Any] | None:
+        """The dense network's measured row, or its anchored latency alone (a worker that
+        reads the study's anchor times no dense network)."""
+        if self.dense_row is not None:
+            return self.dense_row
+        if self.spec.latency_frame == "anchored" and self.latency_anchor_ms is not None:
+            return {"latency_p50_ms": self.latency_anchor_ms}
+        return None
+
+    def _predict(self, record: PruningConfig, models: Mapping[str, Any]) -> dict[str, float]:
+        if self.costs is None:
+            return {}
+        return {m.column: float(m.predict(self.costs, record)) for m in models.values()}
+
+    def _learn(self, trial: optuna.Trial, record: PruningConfig, row: Mapping[str, Any],
+               predicted: Mapping[str, float]) -> None:
+        """Record each prediction's error and refit the study's models with this trial."""
+        if self.costs is None:
+            return
+        for column, value in predicted.items():
+            measured = row.get(column)
+            if measured is not None and float(measured) > 0:
+                trial.set_user_attr(f"model_error_{column}", value / float(measured) - 1.0)
+        extra = [(record, row)]
+        if self._dense_point() is not None:
+            extra.append((DENSE, self._dense_point()))
+        refit_models(trial.study, self.costs, self.spec.budgets, extra)
 
     def constraints(self, row: Mapping[str, Any]) -> dict[str, float]:
         """The search's budget violations of a measured row (with the spec's latency margin)."""
@@ -269,19 +368,20 @@ class SearchObjective:
         measurement of any process is expressed in it. An objective given an anchor already (a
         benchmark sharing one frame across studies) hands that one to a new study.
         """
-        from prunebench.harness.pruning import DENSE
-
         base = self.prepared.base_model
+        anchor = None
         if self.spec.latency_frame != "anchored":
-            return self.measure(DENSE, base, split="val"), None
-        if stored_anchor is not None:
+            m = self.measure(DENSE, base, split="val")
+        elif stored_anchor is not None:
             self.latency_anchor_ms = float(stored_anchor)
-            return self.measure(DENSE, base, split="val"), None
-        if self.latency_anchor_ms is not None:
-            return self.measure(DENSE, base, split="val"), self.latency_anchor_ms
-        m = self.measure(DENSE, base, split="val", profile=strict_profile(self.profile))
-        self.latency_anchor_ms = m.latency_p50_ms
-        return m, m.latency_p50_ms
+            m = self.measure(DENSE, base, split="val")
+        elif self.latency_anchor_ms is not None:
+            m, anchor = self.measure(DENSE, base, split="val"), self.latency_anchor_ms
+        else:
+            m = self.measure(DENSE, base, split="val", profile=strict_profile(self.profile))
+            self.latency_anchor_ms = anchor = m.latency_p50_ms
+        self.dense_row = measurement_row(m)
+        return m, anchor
 
     def build(self, chosen: TrialConfig, *, trial: optuna.Trial | None = None) -> nn.Module:
         """The network a trial evaluates, built from its record by the pruning pipeline

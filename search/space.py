@@ -8,12 +8,17 @@ Three spaces (``SPACES``):
 - ``dynamic``: one keep-ratio (or threshold, as the method reads it) per layer the dynamic
   method gates under ``dynamic_options`` (``harness.pruning.pipeline.gated_layers``: every gated
   site, or ``instance_sparsity``'s coefficient-of-variation selection unless ``select=all``),
-  parameter named after the gated module, mapping to ``PruningConfig.keep``.
-- ``hybrid``: a static cut, then dynamic gating of what remains; parameters ``ratio/<module>``
-  and ``keep/<module>``.
+  parameter named after the gated module, mapping to ``PruningConfig.keep``. With AntiDote's
+  ``inputs=1`` each residual block's input site is a parameter too, named after the block
+  (``layer1.0``). ``searched_options`` make method options parameters ``option/<key>`` (the
+  keep rule, ``columns``, ``p``...: :func:`searched_option`).
+- ``hybrid``: a static cut, then dynamic gating of what remains; parameters ``ratio/<module>``,
+  ``keep/<module>`` and ``option/<key>``.
 
 Optional searched parameters: ``criterion`` (the static importance, when several static methods
-are given) and ``finetune_epochs`` (0..N when ``search_finetune``). :meth:`SearchSpace.config`
+are given), ``round_to`` (a list of channel multiples) and ``finetune_epochs`` (0..N when
+``search_finetune``). :meth:`SearchSpace.distributions` lists every parameter with its Optuna
+distribution (the budget projection samples them jointly). :meth:`SearchSpace.config`
 turns stored parameters (``FrozenTrial.params``) back into configs, so a trial can be rebuilt
 from the storage alone.
 """
@@ -26,6 +31,12 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
@@ -62,11 +73,16 @@ class SpaceSpec:
     # channel multiples searched as the categorical parameter ``round_to`` (static and hybrid
     # spaces; replaces ``round_to``): in deployment engines alignment decides the speed
     round_to_choices: tuple[int, ...] = ()
+    # dynamic-method options searched as parameters ``option/<key>`` (``--search-option``):
+    # key -> {"choices": [...]} or {"low": x, "high": y, "step": z} (see searched_option)
+    searched_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "static_methods", tuple(self.static_methods))
         object.__setattr__(self, "round_to_choices", tuple(self.round_to_choices))
         object.__setattr__(self, "dynamic_options", dict(self.dynamic_options))
+        object.__setattr__(self, "searched_options",
+                           {k: dict(v) for k, v in self.searched_options.items()})
         self.validate()
 
     def validate(self) -> None:
@@ -99,6 +115,12 @@ class SpaceSpec:
 
             get_method(self.dynamic_method).options.parse(self.dynamic_method,
                                                           self.dynamic_options)
+        if self.searched_options:
+            if self.kind == "static" or not self.dynamic_method:
+                raise PrunebenchError("searched method options apply to the dynamic method; use "
+                                      "--space dynamic or hybrid, or drop --search-option")
+            for key, dim in self.searched_options.items():
+                _check_searched(str(self.dynamic_method), key, dim, self.dynamic_options)
         if not 0.0 < self.max_ratio < 1.0:
             raise PrunebenchError(f"max ratio {self.max_ratio!r} is outside (0, 1); use e.g. 0.8")
         if not 0.0 < self.ratio_step <= self.max_ratio:
@@ -136,8 +158,10 @@ class SpaceSpec:
         out["static_methods"] = list(self.static_methods)
         out["dynamic_options"] = dict(self.dynamic_options)
         out["round_to_choices"] = list(self.round_to_choices)
-        if not self.round_to_choices:  # studies made before it existed read the same
-            del out["round_to_choices"]
+        out["searched_options"] = {k: dict(v) for k, v in self.searched_options.items()}
+        for key in ("round_to_choices", "searched_options"):
+            if not out[key]:  # studies made before it existed read the same
+                del out[key]
         return out
 
     @classmethod
@@ -148,6 +172,101 @@ class SpaceSpec:
 
 def _names(kind: str) -> list[str]:
     return [n for n in METHODS.list() if METHODS.metadata(n)["kind"] == kind]
+
+
+OPTION_PREFIX = "option/"
+# options that choose the gated layers themselves: fixed per study, never searched
+_LAYOUT_OPTIONS = {"instance_sparsity": ("select", "fraction")}
+FLOAT_OPTION_STEP = 0.05  # grid of a searched float option unless its range names a step
+
+
+def searched_option(method: str, text: str) -> tuple[str, dict[str, Any]]:
+    """``--search-option`` text -> ``(key, dimension)`` of a :class:`SpaceSpec`.
+
+    ``KEY`` searches the option over its schema's range (choices, a bool, or a number range
+    with both bounds); ``KEY=a,b,c`` over those values; ``KEY=LOW:HIGH`` or
+    ``KEY=LOW:HIGH:STEP`` over a number range. Errors are one line naming the value and a fix.
+    """
+    from prunebench.harness.pruning import get_method
+
+    schema = get_method(method).options
+    key, sep, raw = (part.strip() for part in text.partition("="))
+    if not key or (sep and not raw):
+        raise PrunebenchError(f"--search-option {text!r} is not KEY, KEY=a,b or KEY=LOW:HIGH; "
+                              "use e.g. --search-option rule or --search-option columns=0.5:1")
+    if key not in schema:
+        schema.parse(method, {key: None})  # raises: the unknown key, its close match, the keys
+    option = schema[key]
+    if not raw:
+        return key, _schema_range(method, option)
+    if ":" in raw:
+        parts = raw.split(":")
+        try:
+            nums = [float(v) for v in parts]
+        except ValueError:
+            nums = []
+        if option.type not in (int, float) or len(nums) not in (2, 3):
+            raise PrunebenchError(f"--search-option {text!r}: a LOW:HIGH[:STEP] range needs a "
+                                  f"number option; {key} is {option.kind}: give its values, e.g. "
+                                  f"--search-option {key}")
+        low, high = nums[0], nums[1]
+        step = nums[2] if len(nums) == 3 else (1 if option.type is int else FLOAT_OPTION_STEP)
+        if option.type is int:
+            low, high, step = int(low), int(high), int(step)
+        return key, {"low": low, "high": high, "step": step}
+    values = [schema.parse_text(method, f"{key}={v.strip()}")[1] for v in raw.split(",")]
+    return key, {"choices": values}
+
+
+def _schema_range(method: str, option: Any) -> dict[str, Any]:
+    if option.type is bool:
+        return {"choices": [False, True]}
+    if option.type is str:
+        if not option.choices:
+            raise PrunebenchError(f"option {option.name} of method {method!r} is free text; "
+                                  f"give the values to search, e.g. --search-option "
+                                  f"{option.name}=a,b")
+        return {"choices": list(option.choices)}
+    if option.min is None or option.max is None:
+        raise PrunebenchError(f"option {option.name} of method {method!r} is {option.kind}, "
+                              f"with no range to search; give one, e.g. --search-option "
+                              f"{option.name}=1:4")
+    step = 1 if option.type is int else FLOAT_OPTION_STEP
+    low = option.min + step if option.min_exclusive else option.min
+    return {"low": option.type(low), "high": option.type(option.max), "step": step}
+
+
+def _check_searched(method: str, key: str, dim: Mapping[str, Any],
+                    fixed: Mapping[str, Any]) -> None:
+    """A searched option's dimension is a valid range or set of values of the method's schema."""
+    from prunebench.harness.pruning import get_method
+
+    schema = get_method(method).options
+    if key == "inputs":
+        raise PrunebenchError("option inputs is not searched: give --option inputs=1, which "
+                              "makes each block's input keep a searched parameter (keep 1 leaves "
+                              "a block's input ungated)")
+    if key in _LAYOUT_OPTIONS.get(method, ()):
+        raise PrunebenchError(f"option {key} of method {method!r} decides which layers are "
+                              f"gated (the space's keep parameters), so it is fixed per study: "
+                              f"give --option {key}=VALUE instead of --search-option {key}")
+    if key in fixed:
+        raise PrunebenchError(f"option {key} is both fixed (--option {key}={fixed[key]}) and "
+                              f"searched (--search-option {key}); give one")
+    if "choices" in dim:
+        choices = list(dim["choices"])
+        if len(choices) < 2 or len(set(map(repr, choices))) != len(choices):
+            raise PrunebenchError(f"searched option {key} needs two or more different values, "
+                                  f"not {choices}; e.g. --search-option {key}")
+        for value in choices:
+            schema.parse(method, {key: value})
+        return
+    low, high, step = dim.get("low"), dim.get("high"), dim.get("step")
+    schema.parse(method, {key: low})
+    schema.parse(method, {key: high})
+    if not (isinstance(step, int | float) and step > 0 and low < high):
+        raise PrunebenchError(f"searched option {key} range {low}:{high}:{step} needs LOW < HIGH "
+                              f"and a step > 0; e.g. --search-option {key}={low}:{high}")
 
 
 def _check_kind(name: str, kind: str) -> None:
@@ -216,6 +335,7 @@ class SearchSpace:
                 raise PrunebenchError(f"the network has no layer that method "
                                       f"{spec.dynamic_method!r} can gate; pick another --model "
                                       "or --space static")
+            gated = _with_input_sites(model, spec, gated)
         return cls(spec, groups, gated)
 
     # ------------------------------------------------------------------ parameter names
@@ -228,26 +348,52 @@ class SearchSpace:
         return f"keep/{layer}" if self.spec.kind == "hybrid" else layer
 
     # ------------------------------------------------------------------ trial -> config
+    def option_param(self, key: str) -> str:
+        """Optuna parameter name of a searched method option."""
+        return OPTION_PREFIX + key
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Every parameter this space draws, in the order :meth:`suggest` draws them."""
+        s = self.spec
+        out: dict[str, BaseDistribution] = {}
+        if len(s.static_methods) > 1 and s.kind != "dynamic":
+            out[CRITERION] = CategoricalDistribution(list(s.static_methods))
+        if s.search_finetune and s.finetune_epochs > 0:
+            out[FINETUNE] = IntDistribution(0, s.finetune_epochs)
+        if s.round_to_choices and self.groups:
+            out[ROUND_TO] = CategoricalDistribution(list(s.round_to_choices))
+        for key, dim in s.searched_options.items() if self.gated else ():
+            if "choices" in dim:
+                out[self.option_param(key)] = CategoricalDistribution(list(dim["choices"]))
+            elif all(isinstance(dim[k], int) for k in ("low", "high", "step")):
+                out[self.option_param(key)] = IntDistribution(dim["low"], dim["high"],
+                                                              step=dim["step"])
+            else:
+                out[self.option_param(key)] = FloatDistribution(
+                    float(dim["low"]), float(dim["high"]), step=float(dim["step"]))
+        for g in self.groups:
+            out[self.ratio_param(g)] = FloatDistribution(
+                0.0, _top(s.max_ratio, s.ratio_step), step=s.ratio_step)
+        for layer in self.gated:
+            out[self.keep_param(layer)] = FloatDistribution(s.keep_min, 1.0, step=s.keep_step)
+        return out
+
+    # ------------------------------------------------------------------ trial -> config
     def suggest(self, trial: optuna.Trial) -> TrialConfig:
         """Draw every parameter of this space from ``trial`` and return the config."""
-        s = self.spec
-        if len(s.static_methods) > 1 and s.kind != "dynamic":
-            trial.suggest_categorical(CRITERION, list(s.static_methods))
-        if s.search_finetune and s.finetune_epochs > 0:
-            trial.suggest_int(FINETUNE, 0, s.finetune_epochs)
-        if s.round_to_choices and self.groups:
-            trial.suggest_categorical(ROUND_TO, list(s.round_to_choices))
-        for g in self.groups:
-            trial.suggest_float(self.ratio_param(g), 0.0, _top(s.max_ratio, s.ratio_step),
-                                step=s.ratio_step)
-        for layer in self.gated:
-            trial.suggest_float(self.keep_param(layer), s.keep_min, 1.0, step=s.keep_step)
+        for name, dist in self.distributions().items():
+            if isinstance(dist, CategoricalDistribution):
+                trial.suggest_categorical(name, list(dist.choices))
+            elif isinstance(dist, IntDistribution):
+                trial.suggest_int(name, dist.low, dist.high, step=dist.step)
+            else:
+                trial.suggest_float(name, dist.low, dist.high, step=dist.step)
         return self.config(trial.params)
 
     def config(self, params: Mapping[str, Any]) -> TrialConfig:
         """The configuration a trial with these ``params`` evaluates (also from storage)."""
         s = self.spec
-        missing = [p for p in self.param_names() if p not in params]
+        missing = [p for p in self.required_params() if p not in params]
         if missing:
             raise PrunebenchError(f"trial parameters lack {missing[:3]}; the study was made for "
                                   "another network or space (use a new --study name)")
@@ -261,15 +407,17 @@ class SearchSpace:
         if self.groups:
             static_method = str(params.get(CRITERION, s.static_methods[0]))
             ratios = {g: round(float(params[self.ratio_param(g)]), 6) for g in self.groups}
+        options = dict(s.dynamic_options)
         if self.gated:
             keep = {g: round(float(params[self.keep_param(g)]), 6) for g in self.gated}
+            options.update({k: params[self.option_param(k)] for k in s.searched_options})
         if not self.gated:  # static: the static method itself
             return TrialConfig(PruningConfig(method=str(static_method), ratios=ratios,
                                              options=static_options, finetune_epochs=epochs))
         hybrid = static_method is not None
         return TrialConfig(PruningConfig(
             method=str(s.dynamic_method), exec_mode=s.exec_mode, keep=keep, ratios=ratios,
-            options=dict(s.dynamic_options), finetune_epochs=epochs, static_method=static_method,
+            options=options, finetune_epochs=epochs, static_method=static_method,
             static_options=static_options if hybrid else {}))
 
     def param_names(self) -> list[str]:
@@ -277,10 +425,32 @@ class SearchSpace:
         return [self.ratio_param(g) for g in self.groups] + [self.keep_param(g)
                                                               for g in self.gated]
 
+    def required_params(self) -> list[str]:
+        """The per-layer parameters and the searched options (what :meth:`config` needs)."""
+        names = self.param_names()
+        return names + [self.option_param(k) for k in self.spec.searched_options] \
+            if self.gated else names
+
     def describe(self) -> dict[str, Any]:
         """A JSON summary for config.json: the spec and the per-layer parameters."""
         return {**self.spec.to_dict(), "groups": list(self.groups), "gated": list(self.gated),
                 "n_params": len(self.param_names())}
+
+
+def _with_input_sites(model: nn.Module, spec: SpaceSpec, gated: tuple[str, ...]
+                      ) -> tuple[str, ...]:
+    """``gated`` and, when the method's option ``inputs`` is 1 (AntiDote), each residual block's
+    input site (keyed by the block's name), in module order."""
+    from prunebench.harness.pruning import get_method
+    from prunebench.harness.pruning.dynamic.sites import find_sites
+
+    schema = get_method(str(spec.dynamic_method)).options
+    if "inputs" not in schema or not spec.dynamic_options.get("inputs", schema["inputs"].default):
+        return gated
+    inputs = {s.name for s in find_sites(model, inputs=True) if s.is_input}
+    order = [s.name for s in find_sites(model, inputs=True)]
+    chosen = set(gated) | inputs
+    return tuple(n for n in order if n in chosen)
 
 
 def _top(max_ratio: float, step: float) -> float:

@@ -39,6 +39,16 @@ def whole(low: int, example: int) -> Callable[[str], int]:
     return parse
 
 
+def on_off(text: str) -> bool:
+    """An argparse ``type``: ``on``/``off`` (also true/false, yes/no, 1/0) -> bool."""
+    low = text.strip().lower()
+    if low in ("on", "true", "yes", "1"):
+        return True
+    if low in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not on or off; use e.g. off")
+
+
 def positive(example: float) -> Callable[[str], float]:
     """An argparse ``type``: a finite number > 0."""
     def parse(text: str) -> float:
@@ -136,6 +146,18 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="an option of the dynamic method, fixed for the study, repeatable: e.g. "
                         "--option select=all for instance_sparsity (every layer searched, not "
                         "only those its selection gates); see `prunebench methods --options`")
+    p.add_argument("--search-option", action="append", default=d["search_option"],
+                   metavar="KEY[=VALUES]",
+                   help="an option of the dynamic method searched as parameter option/KEY, "
+                        "repeatable: KEY alone searches its whole range (e.g. rule, columns), "
+                        "KEY=a,b those values, KEY=LOW:HIGH[:STEP] a number range (e.g. p=1:4)")
+    p.add_argument("--budget-projection", type=on_off, default=d["budget_projection"],
+                   metavar="on|off",
+                   help="scale each sampled per-layer allocation so the study's cost models "
+                        "(latency/energy fitted from its own trials, MACs/params counted) "
+                        "predict it meets the budgets with the margin; the level it aims at "
+                        "(budget_level, 0.5-1 of the budget) is searched (default on; only with "
+                        "a budget)")
     p.add_argument("--profile", default=d["profile"], help="hardware profile name or TOML path")
     p.add_argument("--latency-budget-ms", type=float, help="p50 latency budget (ms per batch)")
     p.add_argument("--energy-budget-mj", type=float, help="energy budget (mJ per inference)")
@@ -156,7 +178,8 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="anchored frame of a new study: use this dense p50 (e.g. from a sweep's "
                    "dense.json, so several searches share one frame) instead of timing one")
     p.add_argument("--trials", type=int,
-                   help=f"trials to run now (default {DEFAULT_TRIALS} without --timeout)")
+                   help=f"trials to run now (default {DEFAULT_TRIALS} without --timeout; 0 with an "
+                   "existing study: none, only re-measure its front and write the folder)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default=d["sampler"], help="tpe | nsga2 | gp | random")
     p.add_argument("--seed", type=int, default=d["seed"],

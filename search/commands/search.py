@@ -55,4 +55,11 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
              + (f"; budget hit rate {summary['budget_hit_rate']:.0%} of "
                 f"{summary['n_reported_feasible']}" if summary["budget_hit_rate"] is not None
                 else "")]
+    errors = {k: v for k, v in (summary.get("cost_model_error_median") or {}).items()
+              if v is not None}
+    if errors:
+        lines.append("cost model median |error|: " + ", ".join(
+            f"{k} {v:.1%}" for k, v in sorted(errors.items()))
+            + ("  (proposals projected onto the budget)" if summary.get("budget_projection")
+               else ""))
     print("\n".join(lines), file=sys.stdout)

@@ -253,6 +253,10 @@ class SearchRun:
                                                       train_runtime=self.train_runtime)
         stored = optuna.load_study(study_name=self.study_name, storage=storage) if exists \
             else None
+        if n_trials == 0 and stored is None:
+            raise PrunebenchError("--trials 0 finishes an existing study (re-measure its front, "
+                                  f"write the folder); there is no study {self.study_name!r} "
+                                  f"in {redact(url)}: give --trials 1 or more")
         self._use_given_anchor(objective, stored)
         dense, anchor = objective.dense_reference(
             stored.user_attrs.get(ANCHOR_ATTR) if stored is not None else None)
@@ -356,7 +360,9 @@ class SearchRun:
             "trials_per_minute": loop.trials_per_minute, "interrupted": loop.interrupted,
             "best": describe_trial(best, self.spec.objectives),
             "front_size": len(front), "budget_hit_rate": hit_rate,
-            "n_reported_feasible": n_reported, "budgets": self.spec.budgets}
+            "n_reported_feasible": n_reported, "budgets": self.spec.budgets,
+            "budget_projection": self.spec.budget_projection and bool(self.spec.budgets),
+            **model_errors(study)}
         self._unmet = unmet_message(trials, self.spec, counts)
         self.summary["error"] = self._unmet
         write_json(self.run_dir / "summary.json", self.summary)
@@ -378,6 +384,17 @@ class SearchRun:
         """Raise the impossible-budget / all-failed message (exit 2) after the folder is written."""
         if self._unmet:
             raise PrunebenchError(self._unmet)
+
+
+def model_errors(study: Any) -> dict[str, Any]:
+    """``cost_model_error_median`` (median |predicted / measured - 1| per predicted column over
+    the complete trials; :mod:`prunebench.search.latency_model`) and its latency entry as
+    ``latency_model_error_median`` (``None``: nothing predicted)."""
+    from prunebench.search.latency_model import error_summary
+
+    errors = error_summary(study.get_trials(deepcopy=False))
+    return {"cost_model_error_median": errors,
+            "latency_model_error_median": errors.get("latency_p50_ms")}
 
 
 def _missing(value: Any) -> bool:

@@ -1,0 +1,509 @@
+"""The study's cost models, fitted from its own measurements, and the budget projection.
+
+A budgeted search should spend its trials inside the budget. Here the sampler proposes the
+*shape* of an allocation (how much each layer is pruned relative to the others) and
+:class:`BudgetProjection` scales it by one common factor, found by bisection as the warm start
+finds the budget's edge on the uniform line, until the predicted cost meets the budget with its
+margin (NetAdapt/HALP: a per-layer cost table that steers the allocation; the real measurement
+stays the judge).
+
+- :class:`CostTable` gives every configuration of a space its per-layer *effective MACs*, as a
+  fraction of the dense network's MACs: the static cut scales a layer by its kept output and
+  input channels (``keep_count``, so ``round_to`` counts), the dynamic gates scale each gated
+  consumer by its keep (and ``columns``). For the static space this is exact counting.
+- :class:`CostModel` predicts one budgeted quantity from those features. MACs and parameters are
+  *counted* (no fit). Latency and energy are *fitted* from the study's measurements as they
+  arrive: ``y = a + c * sum(m) + sum(d_l * m_l)`` with ridge on the per-layer corrections ``d``
+  (chosen by leave-one-out), which shrinks to the MAC-proportional line ``a + c * MACs`` while
+  there are fewer than :data:`MIN_PER_LAYER_POINTS` measurements, and with the dense network
+  alone to ``y_dense * MACs / MACs_dense``.
+- The models live in the study's user attrs (:data:`MODELS_ATTR`), so every worker of a
+  distributed study projects with the same ones; each trial records what the model predicted
+  (``predicted_<column>``) and its relative error against the measurement
+  (``model_error_<column>``).
+- :class:`ProjectingSampler` wraps the study's sampler: it draws the whole space in
+  ``sample_relative`` (the base sampler's relative draws, the rest from its independent draws)
+  and returns the projected per-layer values as the trial's parameters, so a trial's stored
+  parameters are the configuration it evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.pruning import PruningConfig, pipeline
+from prunebench.search.space import SearchSpace
+
+MODELS_ATTR = "prunebench_cost_models"  # study user attr: budget key -> CostModel.to_dict()
+LEVEL = "budget_level"  # searched: the fraction of the budget a proposal is projected to
+LEVEL_MIN = 0.5
+LEVEL_STEP = 0.05
+MIN_PER_LAYER_POINTS = 8  # measurements before per-layer corrections are fitted
+RIDGE_CHOICES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# budget key -> (Measurement column, how it is predicted)
+COSTS: dict[str, tuple[str, str]] = {
+    "latency_ms": ("latency_p50_ms", "fitted"),
+    "energy_mj": ("energy_mj_per_inference", "fitted"),
+    "macs": ("macs", "counted"),
+    "params": ("params", "counted"),
+}
+
+
+# --------------------------------------------------------------------------- the cost table
+@dataclass(frozen=True)
+class _Layer:
+    name: str
+    macs: float  # dense MACs per input
+    params: float  # dense weight parameters of the layer
+    bias: float  # dense bias parameters (scaled by the kept output channels only)
+    out_group: str | None = None
+    in_group: str | None = None
+    depthwise: bool = False
+    gate: str | None = None  # the gated site whose keep scales this layer's input
+    columns: bool = False  # an internal site's consumer: AntiDote's columns scale it too
+    in_channels: int = 0  # dense input channels (a gated consumer's)
+    in_map: int = 0  # dense input positions H x W (a gated consumer's: its gate reads them)
+    out_map: int = 0  # output positions H x W (columns are a fraction of them)
+    follow: bool = False  # a depthwise conv between a gate and its consumer (kept channels)
+
+
+class CostTable:
+    """Per-layer effective MACs and parameters of the configurations of one space.
+
+    Built once per process from the dense network (``module_macs`` of one input, the coupled
+    groups of the static cut, the gated sites with ``inputs``); :meth:`features` is a little
+    arithmetic per layer, cheap enough for a bisection per trial. A gate's attention (one MAC
+    per feature-map element read, per attention kind, as the gates record it) is its own
+    feature ``<site>/attention``.
+    """
+
+    def __init__(self, space: SearchSpace, model: nn.Module, example_input: torch.Tensor) -> None:
+        from prunebench.harness.measure.flops import module_macs
+        from prunebench.harness.pruning.dynamic.sites import find_sites
+        from prunebench.harness.pruning.static.cut import coupled_groups
+
+        x = example_input[:1]
+        macs = module_macs(model, x)
+        groups = coupled_groups(model, x) if space.groups else []
+        self.channels = {g.name: g.channels for g in groups}
+        out_group = {m: g.name for g in groups for m in g.members}
+        in_group = {c: g.name for g in groups for c in g.consumers}
+        norm_group = {n: g.name for g in groups for n in g.norms}
+        found = [s for s in (find_sites(model, inputs=True) if space.gated else [])
+                 if s.name in space.gated]
+        sites = {s.consumer: s for s in found}
+        follow = {f: s for s in found for f in getattr(s, "follow", ())}
+        shapes = _conv_shapes(model, x, set(sites) | set(follow))
+        layers = []
+        norm_params: dict[str, float] = {}
+        for name, m in model.named_modules():
+            own = float(sum(p.numel() for p in m.parameters(recurse=False)))
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and name in norm_group:
+                g = norm_group[name]
+                norm_params[g] = norm_params.get(g, 0.0) + own
+            if not isinstance(m, nn.Conv2d | nn.Linear):
+                continue
+            dw = isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+            bias = float(m.bias.numel()) if m.bias is not None else 0.0
+            site = sites.get(name) or follow.get(name)
+            c_in, in_map, out_map = shapes.get(name, (0, 0, 0))
+            if name in follow:  # its gate's channels, read by the consumer after it
+                c_in, in_map = follow[name].channels, 0
+            layers.append(_Layer(name, float(macs.get(name, 0)), own - bias, bias,
+                                 out_group.get(name), in_group.get(name), dw,
+                                 site.name if site else None,
+                                 bool(site and not site.is_input and name in sites), c_in,
+                                 in_map, out_map, name in follow))
+        self.layers = tuple(layers)
+        self.names = tuple(layer.name for layer in layers) + tuple(
+            f"{layer.gate}/attention" for layer in layers if layer.gate and not layer.follow)
+        self.dense_macs = float(sum(macs.values()))
+        self.dense_params = float(sum(p.numel() for p in model.parameters()))
+        self.norm_params = norm_params
+        self._table_macs = sum(layer.macs for layer in layers)
+        self._table_params = sum(layer.params + layer.bias for layer in layers) + sum(
+            norm_params.values())
+
+    def _kept(self, config: PruningConfig) -> dict[str, float]:
+        """Each group's kept fraction of channels under the config's static stage."""
+        from prunebench.harness.pruning.static.cut import keep_count
+
+        plan = pipeline.stages(config)
+        if plan.static is None or plan.static.method == "dense":
+            return {}
+        round_to = int(plan.static.options.get("round_to", 1))
+        out = {}
+        for g, c in self.channels.items():
+            ratio = float(plan.static.ratios.get(g, plan.static.global_ratio or 0.0))
+            try:
+                out[g] = keep_count(c, ratio, round_to, layer=g) / c
+            except PrunebenchError:  # a cut that removes the whole group: the trial will fail
+                out[g] = min(round_to, c) / c
+        return out
+
+    def features(self, config: PruningConfig) -> dict[str, float]:
+        """Per-layer effective MACs of ``config`` as a fraction of the dense network's MACs
+        (and each gate's attention MACs under ``<site>/attention``)."""
+        kept = self._kept(config)
+        dynamic = pipeline.stages(config).dynamic
+        out = {}
+        for layer in self.layers:
+            frac = kept.get(layer.out_group, 1.0) if layer.out_group else 1.0
+            into = kept.get(layer.in_group, 1.0) if layer.in_group and not layer.depthwise \
+                else 1.0
+            if layer.gate is not None and dynamic is not None:
+                gated, attention = _gated(layer, dynamic, frac if layer.follow else into)
+                if not layer.follow:
+                    out[f"{layer.gate}/attention"] = attention / self.dense_macs
+                    into = gated
+                else:  # a depthwise conv: its MACs follow its (gated) channels alone
+                    frac, into = gated, 1.0
+            elif layer.gate is not None and not layer.follow:
+                out[f"{layer.gate}/attention"] = 0.0
+            out[layer.name] = layer.macs * frac * into / self.dense_macs
+        return out
+
+    def macs(self, config: PruningConfig) -> float:
+        """Counted (effective) MACs per input of ``config``."""
+        return self.dense_macs - self._table_macs + self.dense_macs * sum(
+            self.features(config).values())
+
+    def params(self, config: PruningConfig) -> float:
+        """Counted parameters of ``config`` (dynamic gates add none)."""
+        kept = self._kept(config)
+        total = self.dense_params - self._table_params
+        for layer in self.layers:
+            out = kept.get(layer.out_group, 1.0) if layer.out_group else 1.0
+            into = kept.get(layer.in_group, 1.0) if layer.in_group and not layer.depthwise \
+                else 1.0
+            total += layer.params * out * into + layer.bias * out
+        return total + sum(v * kept.get(g, 1.0) for g, v in self.norm_params.items())
+
+
+def _gated(layer: _Layer, dynamic: PruningConfig, into: float) -> tuple[float, float]:
+    """(the gated consumer's computed fraction of its dense input channels and output columns,
+    its gate's attention MACs), as the gates count them: a ratio rule keeps
+    ``ceil(keep x C)`` channels (a threshold rule about ``keep x C``: the count is data's)."""
+    keep = float(dynamic.keep.get(layer.gate, dynamic.global_keep or 1.0))
+    options = dynamic.options
+    columns = float(options.get("columns", 1.0)) if layer.columns else 1.0
+    channels = max(1, round(layer.in_channels * into))
+    if keep >= 1.0 and columns >= 1.0:
+        return into, 0.0  # a pass-through gate: no attention, the consumer runs whole
+    if options.get("rule", "ratio") == "ratio":
+        k = min(channels, max(1, math.ceil(keep * channels - 1e-9)))
+    else:
+        k = keep * channels
+    cols = min(layer.out_map, max(1, math.ceil(columns * layer.out_map - 1e-9))) \
+        if columns < 1.0 else layer.out_map
+    attention = channels * layer.in_map * (2 if columns < 1.0 else 1)
+    return k / layer.in_channels * cols / max(layer.out_map, 1), float(attention)
+
+
+def _conv_shapes(model: nn.Module, x: torch.Tensor, names: set[str]
+                 ) -> dict[str, tuple[int, int, int]]:
+    """(input channels, input H x W, output H x W) of the convolutions ``names``."""
+    out: dict[str, tuple[int, int, int]] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if name in names:
+            def hook(mod: nn.Module, args: Any, y: torch.Tensor, name: str = name) -> None:
+                z = args[0]
+                out[name] = (int(z.shape[1]), int(z.shape[2] * z.shape[3]),
+                             int(y.shape[2] * y.shape[3]))
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+# --------------------------------------------------------------------------- the models
+@dataclass(frozen=True)
+class CostModel:
+    """One budgeted quantity as a function of a configuration's per-layer features.
+
+    ``kind`` is ``counted`` (MACs, params: :class:`CostTable` counts them) or ``fitted``
+    (``intercept + scale * sum(m) + sum(deltas[l] * m_l)``, in the quantity's own unit);
+    ``n_points`` is how many measurements the fit used and ``ridge`` its penalty (``None``: no
+    per-layer corrections yet).
+    """
+
+    column: str
+    kind: str
+    intercept: float = 0.0
+    scale: float = 0.0
+    deltas: dict[str, float] = field(default_factory=dict)
+    n_points: int = 0
+    ridge: float | None = None
+
+    def predict(self, table: CostTable, config: PruningConfig) -> float:
+        """The predicted value of ``column`` for ``config``."""
+        if self.kind == "counted":
+            return table.macs(config) if self.column == "macs" else table.params(config)
+        f = table.features(config)
+        return self.predict_features(f)
+
+    def predict_features(self, f: Mapping[str, float]) -> float:
+        """The fitted prediction from per-layer features (see :meth:`CostTable.features`)."""
+        return self.intercept + self.scale * sum(f.values()) + sum(
+            d * f.get(k, 0.0) for k, d in self.deltas.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (stored in the study's user attrs)."""
+        return {"column": self.column, "kind": self.kind, "intercept": self.intercept,
+                "scale": self.scale, "deltas": dict(self.deltas), "n_points": self.n_points,
+                "ridge": self.ridge}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CostModel:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "deltas": dict(data.get("deltas") or {})})
+
+
+def fit_cost_model(column: str, points: Sequence[tuple[Mapping[str, float], float]],
+                   names: Sequence[str]) -> CostModel | None:
+    """Fit ``column`` from ``(features, measured value)`` points (``None``: no points).
+
+    One point: the MAC-proportional line through the origin. Fewer than
+    :data:`MIN_PER_LAYER_POINTS`: least squares on ``a + c * MACs``. More: ridge-penalised
+    per-layer corrections on top, the penalty chosen among :data:`RIDGE_CHOICES` by
+    leave-one-out error.
+    """
+    pts = [(f, float(y)) for f, y in points if math.isfinite(float(y))]
+    if not pts:
+        return None
+    total = np.array([sum(f.values()) for f, _ in pts])
+    y = np.array([v for _, v in pts])
+    if len(pts) == 1 or np.ptp(total) < 1e-9:
+        scale = float(np.mean(y / np.maximum(total, 1e-12)))
+        return CostModel(column, "fitted", 0.0, scale, {}, len(pts))
+    base = np.column_stack([np.ones_like(total), total])
+    if len(pts) < MIN_PER_LAYER_POINTS:
+        coef, *_ = np.linalg.lstsq(base, y, rcond=None)
+        return CostModel(column, "fitted", float(coef[0]), float(coef[1]), {}, len(pts))
+    layers = np.array([[f.get(n, 0.0) for n in names] for f, _ in pts])
+    x = np.column_stack([base, layers])
+    yscale = float(np.mean(np.abs(y))) or 1.0
+    best = min(RIDGE_CHOICES, key=lambda lam: _loo_error(x, y / yscale, lam))
+    coef = _ridge(x, y / yscale, best) * yscale
+    return CostModel(column, "fitted", float(coef[0]), float(coef[1]),
+                     {n: float(d) for n, d in zip(names, coef[2:], strict=True)}, len(pts), best)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """Least squares with ``lam`` on every coefficient but the first two (intercept, scale)."""
+    penalty = np.eye(x.shape[1]) * lam
+    penalty[0, 0] = penalty[1, 1] = 0.0
+    return np.linalg.solve(x.T @ x + penalty + 1e-12 * np.eye(x.shape[1]), x.T @ y)
+
+
+def _loo_error(x: np.ndarray, y: np.ndarray, lam: float) -> float:
+    """Mean squared leave-one-out error of the ridge fit, in closed form (residual over
+    ``1 - leverage``)."""
+    penalty = np.eye(x.shape[1]) * lam
+    penalty[0, 0] = penalty[1, 1] = 0.0
+    inv = np.linalg.pinv(x.T @ x + penalty + 1e-12 * np.eye(x.shape[1]))
+    leverage = np.einsum("ij,jk,ik->i", x, inv, x)
+    residual = y - x @ (inv @ x.T @ y)
+    return float(np.mean((residual / np.maximum(1.0 - leverage, 1e-9)) ** 2))
+
+
+def stored_models(study: optuna.Study) -> dict[str, CostModel]:
+    """The cost models stored in ``study`` (budget key -> model)."""
+    data = study.user_attrs.get(MODELS_ATTR) or {}
+    return {k: CostModel.from_dict(v) for k, v in data.items()}
+
+
+def refit_models(study: optuna.Study, table: CostTable, budgets: Mapping[str, float],
+                 extra: Sequence[tuple[PruningConfig, Mapping[str, Any]]] = ()
+                 ) -> dict[str, CostModel]:
+    """Fit every fitted budget's model on the study's complete trials (their ``config`` and
+    measured column) plus ``extra`` ``(config, row)`` pairs (the dense network, the trial being
+    finished), store them in the study and return them (counted budgets included)."""
+    points: list[tuple[PruningConfig, Mapping[str, Any]]] = list(extra)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "config" in t.user_attrs:
+            points.append((PruningConfig.from_json(t.user_attrs["config"]), t.user_attrs))
+    feats = [(table.features(c), row) for c, row in points]
+    models: dict[str, CostModel] = {}
+    for key in budgets:
+        column, kind = COSTS[key]
+        if kind == "counted":
+            models[key] = CostModel(column, "counted")
+            continue
+        fitted = fit_cost_model(column, [(f, row[column]) for f, row in feats
+                                         if row.get(column) is not None], table.names)
+        if fitted is not None:
+            models[key] = fitted
+    study.set_user_attr(MODELS_ATTR, {k: m.to_dict() for k, m in models.items()})
+    return models
+
+
+def error_summary(trials: Sequence[FrozenTrial]) -> dict[str, float | None]:
+    """Median absolute relative error of each recorded prediction (``model_error_<column>``)
+    over complete trials, by column; ``None`` where no trial recorded one."""
+    out: dict[str, float | None] = {}
+    columns = {k.removeprefix("model_error_") for t in trials for k in t.user_attrs
+               if k.startswith("model_error_")}
+    for col in sorted(columns):
+        errs = [abs(float(t.user_attrs[f"model_error_{col}"])) for t in trials
+                if t.state == TrialState.COMPLETE and f"model_error_{col}" in t.user_attrs]
+        out[col] = float(np.median(errs)) if errs else None
+    return out
+
+
+# --------------------------------------------------------------------------- the projection
+class BudgetProjection:
+    """Scales a proposed allocation so its predicted costs meet every budget with the margin.
+
+    The proposal's per-group ratios ``r`` and per-gate pruned fractions ``1 - keep`` form its
+    shape; the projection evaluates ``s * shape`` (clipped to the space's bounds, on its step
+    grids) and bisects the common factor ``s`` for the least pruned point whose predicted cost
+    is at most ``level x budget / (1 + margin)`` for every budget (margin: the spec's latency
+    margin for latency, none for the rest). When the unpruned network is predicted to meet every
+    budget, nothing binds and the proposal is returned as drawn. A shape of all zeros is the
+    uniform shape.
+    """
+
+    def __init__(self, space: SearchSpace, table: CostTable, budgets: Mapping[str, float],
+                 latency_margin: float = 0.0) -> None:
+        self.space, self.table = space, table
+        self.targets = {k: float(v) / (1.0 + (latency_margin if k == "latency_ms" else 0.0))
+                        for k, v in budgets.items()}
+        self._dists = space.distributions()
+        self._ratio_names = {space.ratio_param(g) for g in space.groups}
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """The whole space's distributions plus the searched level."""
+        return {LEVEL: FloatDistribution(LEVEL_MIN, 1.0, step=LEVEL_STEP),
+                **self.space.distributions()}
+
+    def project(self, params: Mapping[str, Any], models: Mapping[str, CostModel]
+                ) -> dict[str, Any]:
+        """``params`` with the per-layer values scaled onto the budget (others unchanged)."""
+        usable = {k: m for k, m in models.items() if k in self.targets}
+        if not usable:
+            return dict(params)
+        level = float(params.get(LEVEL, 1.0))
+        shape = self._shape(params)
+
+        def cost(s: float) -> dict[str, float]:
+            cfg = self.space.config(self._scaled(params, shape, s)).record
+            return {k: m.predict(self.table, cfg) for k, m in usable.items()}
+
+        unpruned = cost(0.0)
+        if all(unpruned[k] <= self.targets[k] for k in usable):
+            return dict(params)  # no budget binds: the proposal is evaluated as drawn
+        aim = {k: level * self.targets[k] for k in usable}
+
+        def fits(s: float) -> bool:
+            return all(v <= aim[k] for k, v in cost(s).items())
+
+        top = self._top(shape)
+        if fits(0.0):
+            return self._scaled(params, shape, 0.0)
+        if not fits(top):
+            return self._scaled(params, shape, top)
+        lo, hi = 0.0, top
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+            if hi - lo < 1e-4:
+                break
+        return self._scaled(params, shape, hi)
+
+    def _shape(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """Each per-layer parameter's pruned amount: a ratio, or 1 - a keep."""
+        sp = self.space
+        shape = {sp.ratio_param(g): float(params[sp.ratio_param(g)]) for g in sp.groups}
+        shape.update({sp.keep_param(g): 1.0 - float(params[sp.keep_param(g)]) for g in sp.gated})
+        if all(v <= 0 for v in shape.values()):
+            shape = dict.fromkeys(shape, 1.0)
+        return shape
+
+    def _top(self, shape: Mapping[str, float]) -> float:
+        """The factor at which every dimension of ``shape`` reaches its most pruned value."""
+        return max(self._most(n) / v for n, v in shape.items() if v > 0)
+
+    def _most(self, name: str) -> float:
+        dist = self._dists[name]
+        return dist.high if name in self._ratio_names else 1.0 - dist.low
+
+    def _scaled(self, params: Mapping[str, Any], shape: Mapping[str, float], s: float
+                ) -> dict[str, Any]:
+        """``params`` with each per-layer amount ``s x shape``, on its distribution's grid."""
+        out = dict(params)
+        for name, v in shape.items():
+            dist = self._dists[name]
+            amount = min(s * v, self._most(name))
+            value = amount if name in self._ratio_names else 1.0 - amount
+            k = round((value - dist.low) / dist.step)
+            out[name] = round(min(max(dist.low + k * dist.step, dist.low), dist.high), 6)
+        return out
+
+
+class ProjectingSampler(optuna.samplers.BaseSampler):
+    """``base`` with every proposal scaled onto the budget by ``projection``.
+
+    Enqueued (fixed) parameters are left alone: Optuna takes them before relative ones. The
+    models are read from the study at each proposal (a worker's latest fit included); without
+    a model for any budget the base proposal is returned unscaled.
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler, projection: BudgetProjection,
+                 models: Any) -> None:
+        self.base, self.projection = base, projection
+        self._models = models  # callable(study) -> {budget key: CostModel}
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, BaseDistribution]:
+        """The base sampler's relative space and the whole projected space."""
+        return {**self.base.infer_relative_search_space(study, trial),
+                **self.projection.distributions()}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """The base sampler's draws (relative where it models jointly), projected."""
+        own = self.base.infer_relative_search_space(study, trial)
+        params = dict(self.base.sample_relative(study, trial, own)) if own else {}
+        fixed = trial.system_attrs.get("fixed_params", {})
+        for name, dist in search_space.items():
+            if name not in params:
+                params[name] = fixed[name] if name in fixed else \
+                    self.base.sample_independent(study, trial, name, dist)
+        if any(n in fixed for n in self.projection.space.param_names()):
+            return params  # an enqueued configuration is evaluated as given
+        return self.projection.project(params, self._models(study))
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        """Delegated to the base sampler."""
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Delegated to the base sampler."""
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        """Delegated to the base sampler."""
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Delegated to the base sampler."""
+        self.base.reseed_rng()

@@ -1,0 +1,213 @@
+"""The study's cost models and the budget projection (search.latency_model), on real networks
+and real Optuna studies, with synthetic latencies where a known answer is needed."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from prunebench.harness.measure.flops import count_macs
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import DENSE, PruneContext, pipeline
+from prunebench.search.latency_model import (
+    LEVEL,
+    MIN_PER_LAYER_POINTS,
+    MODELS_ATTR,
+    BudgetProjection,
+    CostModel,
+    CostTable,
+    ProjectingSampler,
+    error_summary,
+    fit_cost_model,
+    refit_models,
+    stored_models,
+)
+from prunebench.search.space import SearchSpace, SpaceSpec, uniform_params
+
+X = torch.randn(1, 1, 32, 32)
+
+
+def _static(model_name: str = "test_resnet", **kw) -> tuple[torch.nn.Module, SearchSpace,
+                                                             CostTable]:
+    model = create_model(model_name, 10, 1).eval()
+    space = SearchSpace.build(SpaceSpec(kind="static", **kw), model, X)
+    return model, space, CostTable(space, model, X)
+
+
+def _configs(space: SearchSpace, n: int, seed: int = 0) -> list:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return [space.suggest(study.ask()).record for _ in range(n)]
+
+
+def _synthetic(table: CostTable, heavy: str):
+    """A latency that is affine in MACs with one layer 4x as slow per MAC as the rest."""
+    def latency(config) -> float:
+        f = table.features(config)
+        return 0.3 + 2.0 * sum(f.values()) + 6.0 * f[heavy]
+    return latency
+
+
+@pytest.mark.parametrize("round_to", [None, 2])
+def test_counted_macs_and_params_equal_the_cut_network(round_to: int | None) -> None:
+    model, space, table = _static(round_to=round_to)
+    for config in _configs(space, 6):
+        net = pipeline.build(model, config, PruneContext(X))
+        assert table.macs(config) == pytest.approx(count_macs(net, X).macs, abs=0.5)
+        assert table.params(config) == pytest.approx(sum(p.numel() for p in net.parameters()),
+                                                     abs=0.5)
+    assert table.macs(DENSE) == pytest.approx(count_macs(model, X).macs)
+
+
+def test_fit_recovers_a_known_per_layer_latency() -> None:
+    _, space, table = _static()
+    truth = _synthetic(table, "layer3.0.conv2")
+    train, held = _configs(space, 30, seed=1), _configs(space, 10, seed=2)
+    fitted = fit_cost_model("latency_p50_ms", [(table.features(c), truth(c)) for c in train],
+                            table.names)
+    assert fitted.kind == "fitted" and fitted.n_points == 30 and fitted.ridge is not None
+    for c in held:
+        assert fitted.predict(table, c) == pytest.approx(truth(c), rel=0.02)
+    # the MAC-proportional line alone misses the heavy layer by more than that
+    line = fit_cost_model("latency_p50_ms", [(table.features(c), truth(c))
+                                             for c in train[:MIN_PER_LAYER_POINTS - 1]],
+                          table.names)
+    assert line.deltas == {} and line.ridge is None
+    worst = max(abs(line.predict(table, c) / truth(c) - 1) for c in held)
+    assert worst > 0.02
+
+
+def test_few_points_fit_the_affine_line_and_one_point_the_mac_proportional_prior() -> None:
+    _, space, table = _static()
+    configs = _configs(space, 4, seed=3)
+    points = [(table.features(c), 0.5 + 3.0 * sum(table.features(c).values())) for c in configs]
+    line = fit_cost_model("latency_p50_ms", points, table.names)
+    assert line.intercept == pytest.approx(0.5) and line.scale == pytest.approx(3.0)
+    prior = fit_cost_model("latency_p50_ms", [(table.features(DENSE), 4.0)], table.names)
+    assert prior.intercept == 0.0 and prior.predict(table, DENSE) == pytest.approx(4.0)
+    half = configs[0]
+    assert prior.predict(table, half) == pytest.approx(4.0 * table.macs(half) / table.dense_macs)
+    assert fit_cost_model("latency_p50_ms", [], table.names) is None
+
+
+@pytest.mark.parametrize("level", [1.0, 0.7])
+def test_projection_lands_the_predicted_latency_within_the_margin(level: float) -> None:
+    _, space, table = _static("resnet20")
+    truth = _synthetic(table, "layer3.2.conv2")
+    model = fit_cost_model("latency_p50_ms", [(table.features(c), truth(c))
+                                              for c in _configs(space, 40, seed=4)],
+                           table.names)
+    margin = 0.1
+    budget = 0.6 * truth(DENSE)
+    projection = BudgetProjection(space, table, {"latency_ms": budget}, margin)
+    target = level * budget / (1 + margin)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    for _ in range(8):
+        trial = study.ask()
+        proposal = {**{n: trial.suggest_float(n, d.low, d.high, step=d.step)
+                       for n, d in space.distributions().items()}, LEVEL: level}
+        projected = projection.project(proposal, {"latency_ms": model})
+        predicted = model.predict(table, space.config(projected).record)
+        assert target * (1 - margin) <= predicted <= target
+        dist = space.distributions()
+        for name in space.param_names():  # on the step grid, so Optuna takes them
+            assert dist[name]._contains(dist[name].to_internal_repr(projected[name]))
+        study.tell(trial, 0.0)
+
+
+def test_projection_meets_every_budget_and_scales_the_proposed_shape() -> None:
+    _, space, table = _static("resnet20")
+    macs_budget = 0.5 * table.dense_macs
+    params_budget = 0.6 * table.dense_params
+    projection = BudgetProjection(space, table, {"macs": macs_budget, "params": params_budget})
+    counted = {"macs": CostModel("macs", "counted"), "params": CostModel("params", "counted")}
+    shape = uniform_params(space, 0.1) | {space.groups[-1]: 0.4}  # one group pruned 4x more
+    projected = projection.project(shape, counted)
+    config = space.config(projected).record
+    assert table.macs(config) <= macs_budget and table.params(config) <= params_budget
+    ratios = [projected[g] for g in space.groups]
+    assert projected[space.groups[-1]] == max(ratios) > min(ratios)  # the shape is kept
+    # the least pruned that fits: one grid step less on every unsaturated group does not
+    less = {**projected, **{g: round(projected[g] - 0.05, 6) for g in space.groups
+                            if 0 < projected[g] < 0.8}}
+    lighter = space.config(less).record
+    assert table.macs(lighter) > macs_budget or table.params(lighter) > params_budget
+
+
+def test_projecting_sampler_stores_projected_params_and_leaves_enqueued_ones() -> None:
+    _, space, table = _static()
+    truth = _synthetic(table, "layer3.0.conv2")
+    budget = 0.6 * truth(DENSE)
+    projection = BudgetProjection(space, table, {"latency_ms": budget}, 0.1)
+    model = fit_cost_model("latency_p50_ms", [(table.features(c), truth(c))
+                                              for c in _configs(space, 20, seed=6)],
+                           table.names)
+    base = optuna.samplers.TPESampler(seed=0, multivariate=True, n_startup_trials=3)
+    study = optuna.create_study(sampler=ProjectingSampler(base, projection,
+                                                          lambda s: {"latency_ms": model}))
+    study.enqueue_trial(uniform_params(space, 0.0))
+    evaluated = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float(LEVEL, 0.5, 1.0, step=0.05)
+        config = space.suggest(trial).record
+        evaluated[trial.number] = config
+        return truth(config)
+
+    study.optimize(objective, n_trials=10)
+    first, *rest = study.trials
+    assert all(first.params[g] == 0.0 for g in space.groups)  # enqueued: not projected
+    for t in rest:
+        assert space.config(t.params).record == evaluated[t.number]  # params = what ran
+        assert model.predict(table, evaluated[t.number]) <= t.params[LEVEL] * budget / 1.1
+
+
+def test_models_are_stored_in_the_study_and_errors_summarised() -> None:
+    _, space, table = _static()
+    truth = _synthetic(table, "layer3.0.conv2")
+    study = optuna.create_study()
+    for config in _configs(space, 3, seed=7):
+        row = {"latency_p50_ms": truth(config), "macs": table.macs(config)}
+        study.add_trial(optuna.trial.create_trial(
+            value=0.0, user_attrs={"config": config.to_json(), **row,
+                                   "model_error_latency_p50_ms": 0.1 * len(study.trials)}))
+    dense = {"latency_p50_ms": truth(DENSE)}
+    models = refit_models(study, table, {"latency_ms": 1.0, "macs": 1e5}, [(DENSE, dense)])
+    assert models["macs"].kind == "counted" and models["latency_ms"].n_points == 4
+    assert study.user_attrs[MODELS_ATTR]["latency_ms"]["n_points"] == 4
+    again = stored_models(study)  # what another worker reads
+    assert again == models
+    assert again["latency_ms"] == CostModel.from_dict(models["latency_ms"].to_dict())
+    assert error_summary(study.trials) == {"latency_p50_ms": pytest.approx(0.1)}
+
+
+@pytest.mark.slow
+def test_a_search_records_predictions_errors_and_stores_its_models(
+        assets: dict[str, str], tmp_path) -> None:
+    from prunebench.search.runs.search_run import run_search
+
+    dense_macs = CostTable(*_convnet_space()).dense_macs
+    result = run_search(model="test_convnet", dataset="digits", profile=assets["profile"],
+                        checkpoint=assets["checkpoint"], budget_ms=1000.0, trials=6,
+                        warm_start=2, out=tmp_path / "run", progress=False,
+                        macs_budget=0.6 * dense_macs)
+    done = result.trials[result.trials["state"] == "COMPLETE"]
+    assert len(done) == 6
+    assert done["predicted_macs"].tolist() == pytest.approx(done["macs"].tolist())  # counted
+    assert done["model_error_latency_p50_ms"].notna().all()
+    sampled = done[done["prunebench_warm_start_t"].isna()]
+    assert (sampled["macs"] <= sampled["params_budget_level"] * 0.6 * dense_macs + 1e-6).all()
+    summary = result.summary
+    assert summary["budget_projection"] is True
+    assert summary["latency_model_error_median"] == pytest.approx(
+        done["model_error_latency_p50_ms"].abs().median())
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "run" / "study.journal")))
+    study = optuna.load_study(study_name="run", storage=storage)
+    models = stored_models(study)
+    assert models["macs"].kind == "counted" and models["latency_ms"].n_points == 7  # + dense
+
+
+def _convnet_space() -> tuple[SearchSpace, torch.nn.Module, torch.Tensor]:
+    model = create_model("test_convnet", 10, 1).eval()
+    return SearchSpace.build(SpaceSpec(kind="static"), model, X), model, X
