@@ -49,6 +49,15 @@ gates is done here: this benchmark is about speed; ``accuracy_dynamic.py`` measu
 Batch 1 uses the profile's timing (5 interleaved rounds); batch 32 uses 3 rounds of at most
 4 s per network and reports ``fast`` at every point, ``gathered``/``masked`` at 50% only.
 Usage: ``python benchmarks/bench_dynamic.py [--profile P] [--engines-only]`` (a few minutes).
+
+``--model NAME --input-shape CxHxW`` (e.g. ``--model tv_resnet18 --input-shape 3x224x224``) is
+a cost-only run on another network: random weights (its factory's initialisation), gates
+calibrated on ``--calibration-samples`` seeded random-normal images, timed at batch 1 on
+``--inputs`` such images, ``--rounds`` interleaved rounds. At the keep whose effective-MAC
+reduction is closest to 50% it reports ``antidote_fast``'s ``fast`` speedup over the dense
+network (BN folded), over the static cut with the same MACs (l1 cut of the same sites,
+``_static``), and both again within the fast engine (``_engine``). Random calibration makes most
+blocks one fixed width, so the decisions' cost is understated; accuracy is not measured.
 Last line: one JSON object. ``--profile`` (default ``cpu-1t``) times on another profile, e.g.
 ``cuda-b1`` on a GPU machine: its device, dtype and timing settings apply, batch 32 included;
 the replayed-decisions diagnostic reads inputs through NumPy and is left out on a GPU.
@@ -69,6 +78,7 @@ from prunebench.harness.datasets import load_dataset
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import count_macs, effective_macs
 from prunebench.harness.measure.latency import long_rounds, measure_speedup
+from prunebench.harness.models import create_model, nominal_input_size
 from prunebench.harness.profiles import check_usable, load_profile
 from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
 from prunebench.harness.pruning.dynamic.build import gated_layers
@@ -189,6 +199,14 @@ def main() -> None:
                         help="only the per-engine table at the ~50%% point (cpu-1t)")
     parser.add_argument("--rows-only", action="store_true",
                         help="only the row-band points (antidote_fast option rows, batch 1)")
+    parser.add_argument("--model", default=None,
+                        help="cost-only run on this model (random weights), e.g. tv_resnet18")
+    parser.add_argument("--input-shape", default=None,
+                        help="CxHxW of --model's inputs (default: its nominal size)")
+    parser.add_argument("--rounds", type=int, default=5, help="--model: interleaved rounds")
+    parser.add_argument("--inputs", type=int, default=8, help="--model: timed inputs")
+    parser.add_argument("--calibration-samples", type=int, default=64,
+                        help="--model: random images the gates are calibrated on")
     cli = parser.parse_args()
     profile_name = cli.profile
     try:
@@ -199,6 +217,15 @@ def main() -> None:
         sys.exit(2)
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
+    if cli.model is not None:
+        try:
+            shape = _shape(cli.model, cli.input_shape)
+            model = create_model(cli.model).eval()
+        except PrunebenchError as exc:
+            print(f"bench_dynamic: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        print(json.dumps(_cost_only(model, cli, shape, base)))
+        return
     splits = load_dataset("digits")
     model, _ = get_base_model("resnet56", "digits", splits, DEFAULT_RECIPE)
     test = splits.split("test")
@@ -446,6 +473,66 @@ def _engines(model: torch.nn.Module, images: torch.Tensor, dense_macs: float,
               f"{row['dynamic_fast_speedup_50']}", file=sys.stderr, flush=True)
         out[engine] = row
     return out
+
+
+def _shape(name: str, text: str | None) -> tuple[int, int, int]:
+    if text is None:
+        return nominal_input_size(name)
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise PrunebenchError(f"--input-shape {text!r} is not CxHxW; e.g. 3x224x224") from None
+    return c, h, w
+
+
+def _cost_only(model: torch.nn.Module, cli: argparse.Namespace, shape: tuple[int, int, int],
+               base: object) -> dict:
+    """``--model``: antidote_fast at ~50% effective-MAC reduction against dense and the static
+    cut with the same MACs, batch 1, random weights and inputs (see the module doc)."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(max(cli.inputs, 1), *shape, generator=gen)
+    dense_macs = float(count_macs(model, images[:1]).macs)
+    opts = {"calibration_samples": cli.calibration_samples}
+    cache: dict = {}
+
+    def fast_red(k: float) -> float:
+        if k not in cache:
+            cache[k] = _reduction(_dynamic(model, "antidote_fast", k, "fast", images, **opts),
+                                  dense_macs, [images])
+        return cache[k]
+
+    def static_red(k: float) -> float:
+        if ("s", k) not in cache:
+            cache[("s", k)] = 1.0 - count_macs(_static(model, k, images),
+                                               images[:1]).macs / dense_macs
+        return cache[("s", k)]
+
+    keep, red = _closest(fast_red, 0.5, _near(0.5))
+    s_keep, s_red = _closest(static_red, red, _near(1.0 - red))
+    fast = _dynamic(model, "antidote_fast", keep, "fast", images, **opts)
+    static_cut = _static(model, s_keep, images)
+    profile = dataclasses.replace(base, batch_sizes=(1,))
+    setting = ([images[i:i + 1] for i in range(len(images))], profile, cli.rounds, 1)
+    dense_folded, static_folded = fold_batchnorm(model), fold_batchnorm(static_cut)
+    widths = fast.prunebench_dynamic["widths"].values()
+    point = _report({
+        "method": "antidote_fast", "exec": "fast", "batch": 1, "keep": keep,
+        "macs_reduction": round(red, 3), "static_keep": s_keep,
+        "static_macs_reduction": round(s_red, 3), "ideal_speedup": round(1.0 / (1.0 - red), 3),
+        "realized_speedup": round(_speed(fast, dense_folded, setting), 3),
+        "static_speedup_same_macs": round(_speed(static_folded, dense_folded, setting), 3),
+        "dynamic_over_static_same_macs": round(_speed(fast, static_folded, setting), 3),
+        "realized_speedup_same_engine": round(_speed(fast, _engine(model, images), setting), 3),
+        "dynamic_over_static_same_macs_same_engine": round(
+            _speed(fast, _engine(static_cut, images), setting), 3),
+        "distinct_widths_mean": round(sum(len(w) if isinstance(w[0], int) else len(w[0])
+                                          for w in widths) / len(widths), 2)})
+    return {"points": [point], "model": cli.model, "input_shape": list(shape),
+            "weights": "random (the factory's initialisation)",
+            "inputs": f"{len(images)} seeded random-normal images",
+            "calibration": f"{cli.calibration_samples} random-normal images",
+            "rounds": cli.rounds, "profile": base.name, "threads": base.resolved_threads(),
+            "torch": torch.__version__}
 
 
 def _report(point: dict) -> dict:
