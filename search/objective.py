@@ -40,6 +40,8 @@ from prunebench.search.space import SearchSpace, SpaceSpec, TrialConfig
 SPEC_ATTR = "prunebench_spec"
 # The dense p50 (ms) that anchors an "anchored" study's latency frame; set once per study.
 ANCHOR_ATTR = "prunebench_latency_anchor_ms"
+# per trial: the fine-tune epochs its accuracy was measured after (its fidelity)
+FIDELITY_ATTR = "fidelity_epochs"
 LATENCY_FRAMES = ("anchored", "direct")
 # Objectives a search can optimise: short name -> (row column, direction).
 SEARCH_OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -86,6 +88,9 @@ class SearchSpec:
     # scale each sampled allocation so the study's cost models predict it meets the budgets
     # (search.latency_model); off: the sampler's proposals are evaluated as drawn
     budget_projection: bool = True
+    # the Optuna pruner over fine-tune epochs (search.study.PRUNERS; "auto": median pruning of
+    # single-objective studies with fine-tuning, as before pruners could be chosen)
+    pruner: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -102,6 +107,9 @@ class SearchSpec:
         if not self.objectives or len(set(self.objectives)) != len(self.objectives):
             raise PrunebenchError(f"objectives {','.join(self.objectives)!r} must name each "
                                   "objective once, e.g. accuracy,latency_p50")
+        from prunebench.search.study import check_pruner
+
+        check_pruner(self.pruner, len(self.objectives), self.space.finetune_epochs)
         for key, value in self.budgets.items():
             if key not in BUDGETS:
                 raise PrunebenchError(f"unknown budget {key!r}; choose among {', '.join(BUDGETS)}")
@@ -123,6 +131,8 @@ class SearchSpec:
                 del out[key]
         if not self.budget_projection:  # studies made before it existed read the same
             del out["budget_projection"]
+        if self.pruner == "auto":
+            del out["pruner"]
         return out
 
     def training_recipe(self, runtime: Any = None) -> Any:
@@ -388,13 +398,20 @@ class SearchObjective:
         (static cut, fine-tune, then dynamic gating: ``harness.pruning.pipeline``).
 
         With ``trial``, validation accuracy after each fine-tune epoch is stored as user attr
-        ``val_accuracy_epoch_<k>`` and, in single-objective studies, reported to the pruner.
+        ``val_accuracy_epoch_<k>`` and, in single-objective studies, reported to the pruner at
+        step ``k + 1`` (the epochs done: the point's fidelity). A trial the pruner stops raises
+        ``optuna.TrialPruned`` with ``fidelity_epochs`` and ``last_val_accuracy`` stored; Optuna
+        records it PRUNED with that last accuracy as its value. A trial that runs to the end
+        stores ``fidelity_epochs`` = its fine-tune epochs (full fidelity).
         """
         from prunebench.harness.evaluate import build_pruned
 
         callback = self._epoch_reporter(trial) if trial is not None else None
-        return build_pruned(self.prepared, chosen.record, profile=self.profile, progress=False,
-                            epoch_callback=callback)
+        net = build_pruned(self.prepared, chosen.record, profile=self.profile, progress=False,
+                           epoch_callback=callback)
+        if trial is not None:
+            trial.set_user_attr(FIDELITY_ATTR, chosen.finetune_epochs)
+        return net
 
     def _epoch_reporter(self, trial: optuna.Trial) -> Any:
         from prunebench.harness.measure.accuracy import accuracy
@@ -406,8 +423,11 @@ class SearchObjective:
             acc = accuracy(net, splits.val).top1
             trial.set_user_attr(f"val_accuracy_epoch_{epoch}", acc)
             if single:  # Optuna's report/should_prune are single-objective only
-                trial.report(acc, epoch)
+                trial.report(acc, epoch + 1)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"val accuracy {acc:.4f} after epoch {epoch}")
+                    trial.set_user_attr(FIDELITY_ATTR, epoch + 1)
+                    trial.set_user_attr("last_val_accuracy", acc)
+                    raise optuna.TrialPruned(f"val accuracy {acc:.4f} after {epoch + 1} "
+                                             "fine-tune epoch(s)")
 
         return on_epoch

@@ -68,14 +68,45 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
     raise PrunebenchError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
-def make_pruner(n_objectives: int, finetune_epochs: int) -> optuna.pruners.BasePruner:
-    """Median pruning on intermediate val accuracy (single objective with fine-tuning only).
+PRUNERS = ("auto", "none", "median", "sha", "hyperband")
 
+
+def check_pruner(name: str, n_objectives: int, finetune_epochs: int) -> None:
+    """A one-line :class:`PrunebenchError` when pruner ``name`` is unknown or cannot work here."""
+    if name not in PRUNERS:
+        raise PrunebenchError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+    if name in ("auto", "none"):
+        return
+    if n_objectives != 1:
+        raise PrunebenchError(f"--pruner {name} needs a single objective (Optuna's pruners "
+                              "cannot rank multi-objective trials); use --objectives accuracy "
+                              "(budgets stay constraints) or --pruner none")
+    if finetune_epochs < 1:
+        raise PrunebenchError(f"--pruner {name} stops trials between fine-tune epochs; give "
+                              "--finetune-epochs 2 or more, or --pruner none")
+
+
+def make_pruner(n_objectives: int, finetune_epochs: int,
+                name: str = "auto") -> optuna.pruners.BasePruner:
+    """The pruner over fine-tune epochs (steps 1..``finetune_epochs``: epochs done).
+
+    ``sha``: successive halving from the first epoch (reduction factor 3: a trial must be in the
+    top third of the trials that reached its rung to go on); ``hyperband``: Hyperband over
+    1..``finetune_epochs`` epochs; ``median``: median pruning after 5 trials; ``auto``: median
+    for a single objective with fine-tuning, else none; ``none``: every trial runs to the end.
     Optuna's ``report``/``should_prune`` do not support multi-objective studies; there every
     trial runs to the end and its per-epoch accuracy is kept as user attrs.
     """
-    if n_objectives == 1 and finetune_epochs > 0:
+    check_pruner(name, n_objectives, finetune_epochs)
+    if name == "auto":
+        name = "median" if n_objectives == 1 and finetune_epochs > 0 else "none"
+    if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=finetune_epochs,
+                                              reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 

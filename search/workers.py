@@ -238,7 +238,8 @@ def join(storage_url: str, study_name: str, options: WorkerOptions, *,
     # no seed: workers with one seed would propose the same points
     study = load_study(storage, study_name,
                        sampler=make_sampler(str(data.get(SAMPLER_ATTR, "tpe"))),
-                       pruner=make_pruner(len(spec.objectives), spec.space.finetune_epochs))
+                       pruner=make_pruner(len(spec.objectives), spec.space.finetune_epochs,
+                                          spec.pruner))
     if options.force:
         spec = dataclasses.replace(spec, force=True)
     cache = MeasurementCache(storage, study, enabled=options.use_cache)

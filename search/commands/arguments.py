@@ -158,6 +158,13 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "predict it meets the budgets with the margin; the level it aims at "
                         "(budget_level, 0.5-1 of the budget) is searched (default on; only with "
                         "a budget)")
+    p.add_argument("--pruner", default=d["pruner"], metavar="auto|none|median|sha|hyperband",
+                   help="stop hopeless trials between fine-tune epochs on their validation "
+                        "accuracy (single objective only, e.g. --objectives accuracy with a "
+                        "budget): sha = successive halving from the first epoch, hyperband, "
+                        "median; a pruned trial is recorded PRUNED with its last accuracy and "
+                        "its fidelity_epochs; auto (default): median for a single objective "
+                        "with fine-tuning, else none")
     p.add_argument("--profile", default=d["profile"], help="hardware profile name or TOML path")
     p.add_argument("--latency-budget-ms", type=float, help="p50 latency budget (ms per batch)")
     p.add_argument("--energy-budget-mj", type=float, help="energy budget (mJ per inference)")

@@ -261,7 +261,8 @@ class SearchRun:
         dense, anchor = objective.dense_reference(
             stored.user_attrs.get(ANCHOR_ATTR) if stored is not None else None)
         objective.values(measurement_row(dense))  # every objective measurable, before trials
-        pruner = make_pruner(len(self.spec.objectives), self.spec.space.finetune_epochs)
+        pruner = make_pruner(len(self.spec.objectives), self.spec.space.finetune_epochs,
+                             self.spec.pruner)
         # a resumed run must not replay the first run's random draws: offset the seed
         done = len(stored.trials) if stored is not None else 0
         sampler = make_sampler(self.sampler, self.spec.seed + done)

@@ -37,7 +37,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "trials": None, "timeout": None, "sampler": "tpe", "seed": 0,
     "objectives": "accuracy,latency_p50", "finetune_epochs": 0, "search_finetune": False,
     "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None, "option": None,
-    "search_option": None, "budget_projection": True,
+    "search_option": None, "budget_projection": True, "pruner": "auto",
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
     "remeasure_max": 20, "out": None, "force": False,
     # what the base model and fine-tunes are trained with and the data's size (in the spec)
@@ -204,7 +204,7 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       budgets=budgets, seed=s["seed"], force=s["force"],
                       latency_frame=s["latency_frame"], latency_margin=s["latency_margin"],
                       recipe=spec_recipe(s), image_size=s["image_size"],
-                      budget_projection=s["budget_projection"])
+                      budget_projection=s["budget_projection"], pruner=s["pruner"])
 
 
 def spec_recipe(settings: Mapping[str, Any]) -> dict[str, Any] | None:

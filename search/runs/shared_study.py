@@ -56,7 +56,8 @@ def create_worker_study(storage_url: str, study_name: str,
         study = optuna.create_study(
             storage=storage, study_name=study_name, directions=spec.directions,
             sampler=make_sampler(s["sampler"], s["seed"]),
-            pruner=make_pruner(len(spec.objectives), spec.space.finetune_epochs))
+            pruner=make_pruner(len(spec.objectives), spec.space.finetune_epochs,
+                             spec.pruner))
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
         name_metrics(study, spec.objectives)
         study.set_user_attr(SAMPLER_ATTR, s["sampler"])

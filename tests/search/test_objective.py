@@ -83,6 +83,15 @@ def test_storage_urls(tmp_path: Path) -> None:
         make_sampler("cmaes")
     assert isinstance(make_pruner(1, 2), optuna.pruners.MedianPruner)
     assert isinstance(make_pruner(2, 2), optuna.pruners.NopPruner)
+    assert isinstance(make_pruner(1, 2, "sha"), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner(1, 3, "hyperband"), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner(1, 2, "none"), optuna.pruners.NopPruner)
+    with pytest.raises(PrunebenchError, match="needs a single objective"):
+        make_pruner(2, 2, "sha")
+    with pytest.raises(PrunebenchError, match="give --finetune-epochs 2 or more"):
+        make_pruner(1, 0, "hyperband")
+    with pytest.raises(PrunebenchError, match="unknown pruner 'asha'"):
+        make_pruner(1, 2, "asha")
 
 
 def test_study_is_resumed_and_a_changed_spec_is_named(assets: dict[str, str],
@@ -175,6 +184,7 @@ def test_single_objective_finetune_reports_intermediate_accuracy(assets: dict[st
     study.enqueue_trial(uniform_params(objective.space, 0.25))
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
-    assert list(trial.intermediate_values) == [0]
-    assert trial.user_attrs["val_accuracy_epoch_0"] == trial.intermediate_values[0]
+    assert list(trial.intermediate_values) == [1]  # the step is the epochs done (fidelity)
+    assert trial.user_attrs["val_accuracy_epoch_0"] == trial.intermediate_values[1]
+    assert trial.user_attrs["fidelity_epochs"] == 1
     assert trial.user_attrs["config"] and '"finetune_epochs": 1' in trial.user_attrs["config"]
