@@ -7,7 +7,8 @@ so the decision has to be in the graph, tensor-only, and the unchosen widths mus
 - the decision is the same arithmetic as eager's (per-channel sums of the input, one product
   with the predictor, comparisons with the thresholds scaled by the spatial size, a count);
 - the choice is a balanced tree of ``If`` nodes over the distinct widths (``ceil(log2 W)``
-  branches taken per decision), each branch holding plain convolutions of its packed weights.
+  branches taken per decision), each branch holding plain convolutions of its packed weights
+  (a chain block's branch: each level's stages, ``fast_chain.py``).
 
 :func:`exportable` returns a copy of the network in this form: TorchScript modules for the
 deciding parts (so ``torch.onnx.export`` writes ``If`` nodes), plain modules elsewhere. It
@@ -29,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.harness.pruning.dynamic.fast_blocks import FastBasicBlock, FastStage
+from prunebench.harness.pruning.dynamic.fast_chain import FastChainBlock
+
+_ACT_CODES = {None: 0, "relu": 1, "relu6": 2}
 
 
 class _Width(nn.Module):
@@ -54,6 +58,62 @@ class _Width(nn.Module):
         y = F.conv2d(h, self.w2, self.b2, 1, 1)
         sc = F.conv2d(x, self.ws, self.bs, self.stride) if self.has_shortcut else x
         return F.relu(y + sc)
+
+
+class _ChainConv(nn.Module):
+    """One stage of a chain block at one level: conv (packed weights) and its activation."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor, geometry: tuple) -> None:
+        super().__init__()
+        stride, padding, dilation, depthwise, _, act = geometry
+        self.register_buffer("w", w.detach().clone())
+        self.register_buffer("b", b.detach().clone())
+        self.stride, self.padding, self.dilation = list(stride), list(padding), list(dilation)
+        self.groups = int(w.shape[0]) if depthwise else 1
+        self.act = _ACT_CODES[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(x, self.w, self.b, self.stride, self.padding, self.dilation, self.groups)
+        if self.act == 1:
+            return F.relu(y)
+        if self.act == 2:
+            return F.relu6(y)
+        return y
+
+
+class _ChainLevel(nn.Module):
+    """A chain block (bottleneck, inverted residual) at one level: its stages, the residual."""
+
+    def __init__(self, block: FastChainBlock, lv: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([
+            _ChainConv(getattr(block, wn), getattr(block, bn), block.geometry[i])
+            for i, (wn, bn) in enumerate(block._packed[lv])])
+        self.residual, self.projection = block.residual, block.projection
+        self.final_act = _ACT_CODES[block.final_act]
+        if block.projection:
+            self.register_buffer("ws", block.ws.detach().clone())
+            self.register_buffer("bs", block.bs.detach().clone())
+            self.sc_stride = list(block.sc_stride)
+        else:  # TorchScript needs the attributes on every instance
+            self.register_buffer("ws", torch.empty(0))
+            self.register_buffer("bs", torch.empty(0))
+            self.sc_stride = [1, 1]
+
+    def forward(self, x: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        y = x
+        for conv in self.convs:
+            y = conv(y)
+        if self.residual:
+            if self.projection:
+                y = y + F.conv2d(x, self.ws, self.bs, self.sc_stride)
+            else:
+                y = y + x
+        if self.final_act == 1:
+            return F.relu(y)
+        if self.final_act == 2:
+            return F.relu6(y)
+        return y
 
 
 class _Chain(nn.Module):
@@ -131,6 +191,11 @@ def _branches(part: nn.Module, hw: int) -> tuple[list[nn.Module], tuple | None]:
         branches = [_Chain([_Width(b, levels.index(w)) for b in part]) for w in distinct]
         lut = torch.tensor([distinct.index(w) for w in levels], dtype=torch.long)
         return branches, ((part.pw, part.thr * hw, lut) if len(distinct) > 1 else None)
+    if isinstance(part, FastChainBlock):
+        branches = [_ChainLevel(part, lv) for lv in range(part.levels)]
+        if not part.predict:
+            return branches[:1], None
+        return branches, (part.pw, part.thr * hw, torch.arange(part.levels))
     if not part.predict:
         return [_Width(part, 0)], None
     branches = [_Width(part, j) for j in range(len(part.widths))]
@@ -166,12 +231,6 @@ def exportable_reason(model: nn.Module) -> str | None:
     if float(info.get("rows", 1.0)) < 1.0:
         return ("its row bands (option rows) are placed per input by slicing, which the export "
                 "does not express; drop the rows option")
-    from prunebench.harness.pruning.dynamic.fast_chain import FastChainBlock
-
-    chain = next((n for n, m in model.named_modules() if isinstance(m, FastChainBlock)), None)
-    if chain is not None:
-        return (f"its block {chain!r} is a bottleneck or inverted residual, whose fast form is "
-                "not exported (basic-block ResNets only); use engine 'eager'")
     if info.get("exec_mode") != "fast":
         return (f"exec_mode {info.get('exec_mode')!r} is a reference mode; export "
                 "exec_mode 'fast'")
@@ -201,8 +260,8 @@ def _rebuilt(model: nn.Module, x: torch.Tensor, fixed: bool) -> nn.Module:
     seen: dict[str, torch.Tensor] = {}
     hooks = []
     for name, m in net.named_modules():
-        if isinstance(m, FastStage) or (isinstance(m, FastBasicBlock)
-                                        and not isinstance(_parent(net, name), FastStage)):
+        if isinstance(m, (FastStage, FastChainBlock)) or (
+                isinstance(m, FastBasicBlock) and not isinstance(_parent(net, name), FastStage)):
             hooks.append(m.register_forward_pre_hook(
                 lambda mod, args, name=name: seen.__setitem__(name, args[0].clone())))
     try:

@@ -20,8 +20,9 @@ The design is ``FastBasicBlock``'s (``fast_blocks.py``), with the decision of ``
    plain convolutions; batches are grouped by level.
 
 ``masked`` (full weights, pruned channels zeroed after every stage whose output is gated) and
-``gathered`` (per-input slices of the full weights) execute the same rule as references. Stage
-decisions (``decide='stage'``), row bands (``rows``) and the ONNX export are basic-block only.
+``gathered`` (per-input slices of the full weights) execute the same rule as references. The
+exported form (``export.py``) has one ``If`` branch per level. Stage decisions
+(``decide='stage'``) and row bands (``rows``) are basic-block only.
 """
 
 from __future__ import annotations

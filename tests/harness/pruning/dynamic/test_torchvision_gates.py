@@ -93,26 +93,48 @@ def test_antidote_fast_equals_its_references(name: str, block: type) -> None:
     assert macs["fast"] < 0.8 * dense
 
 
-def test_chain_block_levels_follow_the_input() -> None:
-    """A bottleneck at two levels: the masked reference zeroes exactly what the packed weights
-    leave out, per input, so fast equals masked with inputs at different levels."""
-    model = _model("tv_resnet50").layer1[0]
+def _two_level_bottleneck(mode: str) -> tuple[FastChainBlock, torch.Tensor]:
+    """A torchvision bottleneck as a chain block at two levels, and inputs at both levels."""
     from prunebench.harness.pruning.dynamic.fast_chain import fast_units
 
-    wrapper = nn.Sequential(model)
+    wrapper = nn.Sequential(_model("tv_resnet50").layer1[0])
     unit = next(iter(fast_units(wrapper, find_sites(wrapper)).values()))
     order = [torch.randperm(64, generator=torch.Generator().manual_seed(i)) for i in (1, 2)]
     x = torch.randn(4, 64, 8, 8, generator=torch.Generator().manual_seed(3))
-    sums = x.sum((2, 3))
     pw = torch.randn(64, generator=torch.Generator().manual_seed(4))
-    cut = float((sums @ pw).median()) / 64  # half of the inputs above, half below
-    fast, masked = (FastChainBlock(model, unit.spec, unit.stages, order,
-                                   (pw[None], torch.zeros(1)), [cut], [[16, 48], [32, 8]], mode)
-                    for mode in ("fast", "masked"))
-    levels = fast._levels(x)
-    assert set(levels.tolist()) == {0, 1}
+    cut = float((x.sum((2, 3)) @ pw).median()) / 64  # half of the inputs above, half below
+    block = FastChainBlock(wrapper[0], unit.spec, unit.stages, order, (pw[None], torch.zeros(1)),
+                           [cut], [[16, 48], [32, 8]], mode)
+    return block, x
+
+
+def test_chain_block_levels_follow_the_input() -> None:
+    """The masked reference zeroes exactly what the packed weights leave out, per input, so
+    fast equals masked with inputs at different levels."""
+    fast, x = _two_level_bottleneck("fast")
+    masked, _ = _two_level_bottleneck("masked")
+    assert set(fast._levels(x).tolist()) == {0, 1}
     with torch.no_grad():
         torch.testing.assert_close(fast(x), masked(x), rtol=1e-4, atol=1e-4)
+
+
+def test_chain_blocks_export_with_their_levels_as_branches() -> None:
+    """ONNX Runtime runs a chain block's exported ``If`` form with eager's outputs, for inputs
+    at both levels (``Engine.lower`` refuses a lowering that differs)."""
+    from dataclasses import replace
+
+    from prunebench.harness.engines import get_engine
+    from prunebench.harness.profiles import load_profile
+    from prunebench.harness.pruning.dynamic.gates import DynamicNetwork
+
+    block, x = _two_level_bottleneck("fast")
+    net = DynamicNetwork(nn.Sequential(block), 0.0,
+                         {"method": "antidote_fast", "exec_mode": "fast"}).eval()
+    assert exportable_reason(net) is None
+    profile = replace(load_profile("cpu-1t"), engine="onnxruntime", batch_sizes=(1,))
+    lowered = get_engine("onnxruntime").lower(net, x[:1], profile,
+                                              [x[i:i + 1] for i in range(len(x))])
+    assert lowered.prunebench_engine.max_abs_diff < 1e-4
 
 
 def test_refusals() -> None:
@@ -128,8 +150,6 @@ def test_refusals() -> None:
         _apply(small, "antidote_fast", "fast", rows=0.5)
 
 
-def test_export_refuses_chain_blocks_and_takes_torchvision_basic_blocks() -> None:
-    chain = _apply(_model("mobilenetv2"), "antidote_fast", "fast")
-    assert "not exported" in exportable_reason(chain)
-    basic = _apply(_model("tv_resnet18"), "antidote_fast", "fast")
-    assert exportable_reason(basic) is None
+def test_antidote_fast_networks_are_exportable() -> None:
+    for name in ("mobilenetv2", "tv_resnet18"):
+        assert exportable_reason(_apply(_model(name), "antidote_fast", "fast")) is None
