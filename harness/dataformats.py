@@ -10,6 +10,7 @@ at a time (:func:`decode_image`), so it is never held in memory. Every reader ra
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from pathlib import Path
 
@@ -114,25 +115,29 @@ def list_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def list_image_files(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+def list_image_files(root: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     """Every image file under ``root/<class>/`` (any depth), without opening one.
 
-    Returns the paths (class folders in sorted order, each one's files sorted) and each one's
-    label (its class's index in ``classes``). Folders whose
-    name is not in ``classes`` are an error (the splits would disagree), and so is a class folder
-    without images.
+    Returns the paths relative to ``root`` as strings (``"<class>/.../name.png"``: light to hold
+    for a million files), class folders in sorted order and each one's files sorted by path
+    components (the order ``sorted(Path.rglob)`` gives), and each one's label (its class's index
+    in ``classes``). Folders whose name is not in ``classes`` are an error (the splits would
+    disagree), and so is a class folder without images.
     """
     index = {c: i for i, c in enumerate(classes)}
-    paths: list[Path] = []
+    paths: list[str] = []
     labels: list[int] = []
     for cls in list_classes(root):
         if cls not in index:
             raise DataError(f"class folder {root / cls} does not exist under train/; "
                             "every split must use the train/ class names")
-        found = sorted(p for p in (root / cls).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        found = [os.path.relpath(os.path.join(folder, name), root)
+                 for folder, _, names in os.walk(root / cls, followlinks=True) for name in names
+                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
         if not found:  # a class that is never seen would still count in num_classes
             raise DataError(f"class folder {root / cls} holds no images "
                             f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+        found.sort(key=lambda rel: rel.split(os.sep))
         paths += found
         labels += [index[cls]] * len(found)
     if not paths:

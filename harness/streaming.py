@@ -50,12 +50,12 @@ class ImageFileDataset(Dataset):
                             f"under {self.root}; every file needs one label")
 
     @classmethod
-    def from_paths(cls, root: Path, paths: Sequence[Path], labels: Sequence[int],
+    def from_paths(cls, root: Path, paths: Sequence[str], labels: Sequence[int],
                    size: int) -> ImageFileDataset:
-        """A data set of ``paths`` (all under ``root``), not yet normalised (mean 0, std 1)."""
-        rel = [os.fsencode(p.relative_to(root)) for p in paths]
-        return cls(root, np.array(rel, dtype=np.bytes_), torch.tensor(labels, dtype=torch.int64),
-                   size, torch.zeros(3), torch.ones(3))
+        """A data set of ``paths`` (relative to ``root``), not yet normalised (mean 0, std 1)."""
+        files = np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)
+        return cls(root, files, torch.tensor(labels, dtype=torch.int64), size, torch.zeros(3),
+                   torch.ones(3))
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -47,7 +47,7 @@ def _in_memory(root: Path, seed: int, size: int) -> dict[str, TensorImageDataset
     """What imagefolder was before it streamed: every image decoded into one tensor."""
     def read(sub: str) -> tuple[torch.Tensor, torch.Tensor]:
         paths, labels = fmt.list_image_files(root / sub, list(CLASSES))
-        x = torch.from_numpy(np.stack([fmt.decode_image(p, size) for p in paths]))
+        x = torch.from_numpy(np.stack([fmt.decode_image(root / sub / p, size) for p in paths]))
         return x.permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
 
     if (root / "test").is_dir():
@@ -193,3 +193,21 @@ def test_train_cli_on_a_streamed_tree_with_crop_flip_and_workers(
     err = capsys.readouterr().err.strip()
     assert err.startswith("prunebench: error: cannot decode image ") and "000.png" in err
     assert len(err.splitlines()) == 1
+
+
+def test_file_order_is_sorted_path_order_at_any_depth(tmp_path: Path) -> None:
+    from PIL import Image
+
+    pixel = Image.new("RGB", (4, 4))
+    for rel in ("cat/z.png", "cat/B.JPG", "cat/a/x.png", "cat/a-b/y.png", "cat/a/b/w.png",
+                "dog/1.png", "dog/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("txt"):
+            (tmp_path / rel).write_text("not an image")
+        else:
+            pixel.save(tmp_path / rel)
+    (tmp_path / "dog" / "folder.png").mkdir()  # a folder, not an image file
+    paths, labels = fmt.list_image_files(tmp_path, ["cat", "dog"])
+    want = sorted(p for p in tmp_path.rglob("*") if p.is_file()
+                  and p.suffix.lower() in fmt.IMAGE_EXTENSIONS)
+    assert [tmp_path / p for p in paths] == want and labels == [0] * 5 + [1]
