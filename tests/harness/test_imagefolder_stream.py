@@ -211,3 +211,25 @@ def test_file_order_is_sorted_path_order_at_any_depth(tmp_path: Path) -> None:
     want = sorted(p for p in tmp_path.rglob("*") if p.is_file()
                   and p.suffix.lower() in fmt.IMAGE_EXTENSIONS)
     assert [tmp_path / p for p in paths] == want and labels == [0] * 5 + [1]
+
+
+def test_bench_data_tree_is_cached_and_trains(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_data.py"
+    spec = importlib.util.spec_from_file_location("bench_data", script)
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "bench_data", bench)  # its generator pool pickles by name
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    root = bench.ensure_tree(tmp_path, 40, 48, jobs=2)
+    files = sorted(root.rglob("*.jpg"))
+    assert len(files) == 40 + bench.CLASSES * bench.VAL_PER_CLASS
+    assert not list(root.rglob("*.tmp")) and (root / ".complete.json").is_file()
+    stamp = files[0].stat().st_mtime_ns
+    assert bench.ensure_tree(tmp_path, 40, 48, jobs=2) == root  # reused, not rewritten
+    assert files[0].stat().st_mtime_ns == stamp
+    record = bench.measure(root, workers=0, steps=2, batch=4, image_size=32, train_device="cpu")
+    assert record["train_images"] == 36 and record["images_per_s"] > 0
+    assert 0 < record["peak_rss_gib_after_load"] <= record["peak_rss_gib"]
