@@ -28,7 +28,12 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from prunebench.harness import dataformats as fmt
 from prunebench.harness.errors import DataError, PrunebenchError
 from prunebench.harness.registry import Registry
-from prunebench.harness.streaming import ImageFileDataset, StreamLoader, sample_stats
+from prunebench.harness.streaming import (
+    ImageFileDataset,
+    StreamLoader,
+    collate_items,
+    sample_stats,
+)
 
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_IMAGE_SIZE = 32  # the side imagefolder images are resized to unless told (the CIFAR size)
@@ -141,8 +146,10 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
                           sampler=BatchSampler(sampler, batch_size, drop_last=drop_last),
                           **extra)
     extra["generator"] = gen
-    cls = StreamLoader if isinstance(ds, ImageFileDataset) else DataLoader
-    return cls(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **extra)
+    if isinstance(ds, ImageFileDataset):
+        return StreamLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                            collate_fn=collate_items, **extra)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **extra)
 
 
 # ----------------------------------------------------------------------------- shared helpers
