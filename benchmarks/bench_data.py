@@ -217,6 +217,18 @@ def main() -> None:
     if cli.image_size < 8 or cli.source_side < cli.image_size:
         parser.error(f"--image-size {cli.image_size} must be >= 8 and at most --source-side "
                      f"{cli.source_side}")
+    trainable = cli.images_small - cli.images_small // 10  # after the 10% val carve
+    if cli.child is None and (cli.steps + 1) * cli.batch > trainable:
+        parser.error(f"--steps + 1 = {cli.steps + 1} batches of {cli.batch} need more train "
+                     f"images than --images-small {cli.images_small} leaves after its 10% val; "
+                     "lower --steps or --batch")
+    from prunebench.harness.devices import resolve_runtime
+    from prunebench.harness.errors import PrunebenchError
+
+    try:
+        resolve_runtime(cli.train_device)
+    except PrunebenchError as exc:
+        parser.error(str(exc))
     if cli.child is not None:
         print(json.dumps(measure(cli.child, cli.workers, cli.steps, cli.batch, cli.image_size,
                                  cli.train_device)))
