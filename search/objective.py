@@ -290,7 +290,7 @@ class SearchObjective:
         if self.costs is None:
             return {}
         study = trial.study
-        if self.projection is not None:
+        if self.projection is not None and self._budget_binds():
             if not isinstance(study.sampler, ProjectingSampler):
                 study.sampler = ProjectingSampler(study.sampler, self.projection, self.models)
             trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=LEVEL_STEP)
@@ -314,6 +314,20 @@ class SearchObjective:
                 if prior is not None:
                     out[key] = prior
         return out
+
+    def _budget_binds(self) -> bool:
+        """Whether the dense network misses a budget (with the latency margin); unknown (no
+        dense measurement in this process) counts as binding. A study whose dense network
+        meets every budget is searched without projection: there is nothing to land in."""
+        dense = self._dense_point()
+        if dense is None:
+            return True
+        for key, budget in self.spec.budgets.items():
+            value = dense.get(COSTS[key][0])
+            margin = self.spec.latency_margin if key == "latency_ms" else 0.0
+            if value is None or float(value) * (1.0 + margin) > budget:
+                return True
+        return False
 
     def _dense_point(self) -> dict[str, Any] | None:
         """The dense network's measured row, or its anchored latency alone (a worker that
