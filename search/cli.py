@@ -12,7 +12,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from prunebench.harness.errors import PrunebenchError
+from prunebench.search.commands.calling import call, os_error_line
+
+__all__ = ["build_parser", "main", "os_error_line"]
 
 # One line per subcommand module (order is the order in --help).
 COMMAND_MODULES = (
@@ -68,14 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def os_error_line(exc: OSError) -> str:
-    """One line for an operating-system error: what failed, on which path, and the fix."""
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    reason = exc.strerror or type(exc).__name__
-    return (f"{reason}: {where or 'a file of this run'}; check that the path exists, is of the "
-            "right kind (file or folder) and is writable, or give another")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -83,17 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except PrunebenchError as exc:
-        print(f"prunebench: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a file the checks before the work could not foresee (disk full)
-        print(f"prunebench: error: {os_error_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("prunebench: interrupted; everything written so far is kept", file=sys.stderr)
-        return 130
+    return call(args._run, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

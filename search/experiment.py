@@ -281,21 +281,45 @@ class _Raising(argparse.ArgumentParser):
         raise ExperimentError(message)
 
 
-def command_parser(command: str) -> argparse.ArgumentParser:
-    """The parser of one ``prunebench`` subcommand, raising instead of exiting."""
+# the subcommands an experiment runs, and the module of each
+COMMAND_MODULES = {"train": "prunebench.search.commands.train",
+                   "baseline": "prunebench.search.commands.baseline",
+                   "finetune": "prunebench.search.commands.finetune",
+                   "search": "prunebench.search.commands.search",
+                   "compare": "prunebench.search.commands.compare"}
+
+
+def _command(command: str) -> tuple[Callable[[argparse.ArgumentParser], None], Any]:
+    """(``add_arguments``, ``run``) of one subcommand an experiment runs."""
     import importlib
 
-    from prunebench.search.cli import COMMAND_MODULES
-
-    for mod_name in COMMAND_MODULES:
-        mod = importlib.import_module(mod_name)
-        for name, _help, add_arguments, _run in getattr(mod, "COMMANDS", None) or [
-                (mod.NAME, mod.HELP, mod.add_arguments, mod.run)]:
-            if name == command:
-                parser = _Raising(prog=f"prunebench {command}", add_help=False)
-                add_arguments(parser)
-                return parser
+    mod = importlib.import_module(COMMAND_MODULES[command])
+    for name, _help, add_arguments, run in getattr(mod, "COMMANDS", None) or [
+            (mod.NAME, mod.HELP, mod.add_arguments, mod.run)]:
+        if name == command:
+            return add_arguments, run
     raise KeyError(command)
+
+
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The parser of one ``prunebench`` subcommand, raising instead of exiting."""
+    add_arguments, _run = _command(command)
+    parser = _Raising(prog=f"prunebench {command}", add_help=False)
+    add_arguments(parser)
+    return parser
+
+
+def run_command(argv: list[str]) -> int:
+    """``prunebench ARGV`` for a subcommand an experiment runs; returns its exit code."""
+    from prunebench.search.commands.calling import call
+
+    _add, run = _command(argv[0])
+    try:
+        args = command_parser(argv[0]).parse_args(argv[1:])
+    except ExperimentError as exc:
+        print(f"prunebench {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+    return call(run, args)
 
 
 def flags(options: Mapping[str, Any]) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.search.experiment import Arm, Experiment, command_parser, flags
+from prunebench.search.experiment import Arm, Experiment, command_parser, flags, run_command
 from prunebench.search.runs.files import check_out_dir, read_json, write_json
 
 STATE = "state.json"
@@ -133,10 +133,8 @@ def _write_resolved(run_dir: Path, resolved: dict[str, Any]) -> None:
 def _stage(stage: str, argv: list[str], echo: Callable[[str], None],
            search_dir: Path | None = None) -> None:
     """Run one CLI command; a search whose only failure is an unmet budget counts as done."""
-    from prunebench.search.cli import main as cli
-
     echo(f"\n=== {stage}\n$ prunebench {' '.join(argv)}")
-    code = cli(argv)
+    code = run_command(argv)
     if code == 2 and search_dir is not None and _unmet(search_dir):
         echo(f"{stage}: no configuration met the budget; the report shows what was measured")
         return
