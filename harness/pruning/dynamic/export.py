@@ -94,11 +94,12 @@ class _ChainLevel(nn.Module):
         if block.projection:
             self.register_buffer("ws", block.ws.detach().clone())
             self.register_buffer("bs", block.bs.detach().clone())
-            self.sc_stride = list(block.sc_stride)
+            self.sc_stride, self.sc_padding, self.sc_dilation = (
+                list(v) for v in block.sc_geometry)
         else:  # TorchScript needs the attributes on every instance
             self.register_buffer("ws", torch.empty(0))
             self.register_buffer("bs", torch.empty(0))
-            self.sc_stride = [1, 1]
+            self.sc_stride, self.sc_padding, self.sc_dilation = [1, 1], [0, 0], [1, 1]
 
     def forward(self, x: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         y = x
@@ -106,7 +107,8 @@ class _ChainLevel(nn.Module):
             y = conv(y)
         if self.residual:
             if self.projection:
-                y = y + F.conv2d(x, self.ws, self.bs, self.sc_stride)
+                y = y + F.conv2d(x, self.ws, self.bs, self.sc_stride, self.sc_padding,
+                                 self.sc_dilation)
             else:
                 y = y + x
         if self.final_act == 1:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import record_effective_macs, recording_active
 from prunebench.harness.pruning.dynamic.fast_blocks import (
     FastBasicBlock,
@@ -86,8 +87,10 @@ class FastChainBlock(_NumpyDecision):
             depthwise = conv.groups > 1
             src = (gated.index(i) if i in gated else
                    source[-1] if depthwise and source else None)
-            if depthwise and conv.groups != conv.in_channels:
-                raise ValueError(f"stage {st.conv} is grouped but not depthwise")
+            if not _rebuildable(conv):
+                raise PrunebenchError(f"stage {st.conv!r} of {type(block).__name__} is a grouped "
+                                      "(not depthwise) or non-zero-padded conv; fast_units "
+                                      "leaves such blocks dense")
             prev = source[-1] if source else None
             if src is not None:
                 w, b = w[orders[src]], b[orders[src]]
@@ -109,7 +112,10 @@ class FastChainBlock(_NumpyDecision):
             wsc, bsc = folded_weights(sc, block.get_submodule(spec.shortcut[1]))
             self.register_parameter("ws", nn.Parameter(wsc, requires_grad=False))
             self.register_parameter("bs", nn.Parameter(bsc, requires_grad=False))
-            self.sc_stride = sc.stride
+            if sc.groups != 1 or not _rebuildable(sc):
+                raise PrunebenchError(f"shortcut {spec.shortcut[0]!r} of "
+                                      f"{type(block).__name__} is a grouped conv")
+            self.sc_geometry = (sc.stride, sc.padding, sc.dilation)
         self.final_act = spec.final_act
         self.predict = predictor is not None and self.levels > 1
         if predictor is not None:
@@ -144,7 +150,7 @@ class FastChainBlock(_NumpyDecision):
 
     def _tail(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.residual:
-            y = y + (F.conv2d(x, self.ws, self.bs, self.sc_stride) if self.projection else x)
+            y = y + (F.conv2d(x, self.ws, self.bs, *self.sc_geometry) if self.projection else x)
         return activate(y, self.final_act)
 
     # ------------------------------------------------------------------------ decision
@@ -227,7 +233,7 @@ class FastChainBlock(_NumpyDecision):
                 wt, _ = self._slice(i, lv, getattr(self, f"w{i}"), getattr(self, f"b{i}"))
                 total += wt.shape[0] * wt.shape[1] * math.prod(kernel) * h * w_
             if self.projection:
-                total += self.ws.shape[0] * self.ws.shape[1] * h * w_
+                total += self.ws.shape[0] * self.ws[0].numel() * h * w_
             if self.predict:
                 total += self.pw.numel() * (x.shape[2] * x.shape[3] + 1)
             per_level.append(total)
@@ -249,6 +255,13 @@ class FastUnit:
             self.spec.stages[i].conv
 
 
+def _rebuildable(conv: nn.Conv2d) -> bool:
+    """A conv :class:`FastChainBlock` computes as it is: dense or depthwise (one filter per
+    channel), zero padding."""
+    return conv.padding_mode == "zeros" and (conv.groups == 1 or (
+        conv.groups == conv.in_channels == conv.out_channels))
+
+
 def fast_units(model: nn.Module, sites: list) -> dict[str, FastUnit]:
     """The blocks of ``model`` that hold sites ``antidote_fast`` can run fast, by path, each
     with the sites it gates (a site outside any block, e.g. a plain chain's, is left out)."""
@@ -265,8 +278,11 @@ def fast_units(model: nn.Module, sites: list) -> dict[str, FastUnit]:
             block = model.get_submodule(path) if path else model
             if basic_parts(block, spec) is not None:
                 units[path] = FastUnit(path, spec, "basic", [0], [])
-            else:
+            elif all(_rebuildable(block.get_submodule(n)) for n in
+                     [st.conv for st in spec.stages] + list(spec.shortcut or ())[:1]):
                 units[path] = FastUnit(path, spec, "chain", gated_stages(block, spec), [])
+            else:  # a grouped (not depthwise) or padded-otherwise conv: left dense
+                units[path] = FastUnit(path, spec, "chain", [], [])
         unit = units[path]
         idx = [i for i in unit.stages if unit.conv_name(i) == s.name]
         if idx:
