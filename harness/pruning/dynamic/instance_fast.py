@@ -31,16 +31,17 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from prunebench.harness.measure.flops import record_effective_macs, recording_active
-from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.dynamic.fast_blocks import FastBasicBlock, calibrate_widths
+from prunebench.harness.pruning.dynamic.structure import basic_parts
 
 
 class InstanceWidthBlock(FastBasicBlock):
     """A BN-folded basic block whose conv2 reads a prefix whose width its conv1 features set."""
 
-    def __init__(self, block: BasicBlock, order: torch.Tensor, tau: float, widths: list[int],
+    def __init__(self, block: nn.Module, order: torch.Tensor, tau: float, widths: list[int],
                  mode: str) -> None:
         super().__init__(block, order, None, tau, widths, mode)
         # squared RMS threshold times HW is compared with each channel's sum of squares
@@ -113,11 +114,11 @@ class InstanceWidthBlock(FastBasicBlock):
         record_effective_macs(self.widths_t[widx].double() * c_out * 9 * hw + fixed)
 
 
-def instance_width_block(block: BasicBlock, norms: torch.Tensor, keep: float, n_widths: int,
+def instance_width_block(block: nn.Module, norms: torch.Tensor, keep: float, n_widths: int,
                          round_to: int, mode: str) -> InstanceWidthBlock:
     """An :class:`InstanceWidthBlock` calibrated on ``norms`` (N, C): the RMS norms of the
     block's conv1-BN-ReLU output over calibration inputs; mean packed width / C ~ ``keep``."""
     order = norms.mean(0).argsort(descending=True)
-    c = block.conv1.out_channels
+    c = basic_parts(block).conv1.out_channels
     tau, widths = calibrate_widths(norms[:, order], keep, n_widths, min(round_to, c))
     return InstanceWidthBlock(block, order, tau, widths, mode)

@@ -43,7 +43,6 @@ from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import module_macs
-from prunebench.harness.models import BasicBlock
 from prunebench.harness.pruning.base import MethodInfo, PruneContext, PruningMethod, register_method
 from prunebench.harness.pruning.calibration import calibration_inputs, samples_option
 from prunebench.harness.pruning.config import PruningConfig
@@ -60,6 +59,7 @@ from prunebench.harness.pruning.dynamic.sites import (
     resolve_keep,
     set_module,
 )
+from prunebench.harness.pruning.dynamic.structure import basic_parts
 from prunebench.harness.pruning.options import Option, OptionSchema
 
 CITATION = ("Chuanjian Liu, Yunhe Wang, Kai Han, Chunjing Xu, Chang Xu. Learning Instance-wise "
@@ -205,12 +205,14 @@ class InstanceSparsity(PruningMethod):
         """The BN-folded network with every basic block as a fast block (``instance_fast``),
         each gated block calibrated on the maps the blocks before it (already replaced) give."""
         blocks = [s.name.rpartition(".")[0] for s in sites]
-        if not all(s.name.endswith(".conv1") and isinstance(get_module(model, b), BasicBlock)
-                   for s, b in zip(sites, blocks, strict=True)):
+        parts = {b: basic_parts(get_module(model, b)) for b in blocks}
+        if len(parts) != len(blocks) or not all(
+                parts[b] is not None and parts[b].conv1 is get_module(model, s.name)
+                for s, b in zip(sites, blocks, strict=True)):
             raise PrunebenchError(f"rule prefix (and exec mode 'fast') of method "
                                   f"{self.info.name!r} needs a residual network of basic blocks "
-                                  "(resnet20/32/56/110, test_resnet); use rule=exact with exec "
-                                  "mode masked or gathered")
+                                  "(CIFAR or torchvision ResNets with basic blocks); use "
+                                  "rule=exact with exec mode masked or gathered")
         base = copy.deepcopy(model).eval()
         per_layer = module_macs(base, ctx.example_input[:1])
         net = fold_batchnorm(base)
@@ -223,7 +225,7 @@ class InstanceSparsity(PruningMethod):
                 fast = instance_width_block(block, norms_at(net, s, inputs), keep[s.name],
                                             opts["widths"], opts["round_to"], mode)
             else:  # dense: the full width, no decision
-                c = block.conv1.out_channels
+                c = parts[b].conv1.out_channels
                 fast = FastBasicBlock(block, torch.arange(c), None, 0.0, [c], mode)
             set_module(net, b, fast)
             widths[b] = fast.widths
