@@ -1,41 +1,48 @@
-"""Benchmark (issue #7): budgeted Optuna search vs a uniform L1 sweep vs random sampling.
+"""Benchmark (issues #7, #23): the budgeted search against a uniform sweep, random sampling and
+its own warm start, over seeds, at two latency budgets, for the static and the dynamic space.
 
 On digits with ResNet-20 (the DEFAULT_RECIPE base model from the checkpoint cache) and the
-``cpu-1t`` profile, each arm evaluates the same number of static L1 configurations through the
-same objective (``search.objective.SearchObjective``, validation accuracy, measured p50). All
-arms share one latency frame (``--latency-frame anchored``): the dense p50 is timed once with the
-strict re-measurement settings, and every point's p50 is that anchor divided by its speedup over
-dense from interleaved rounds, so the shared machine's drift between arms and trials cancels:
+``cpu-1t`` profile, every arm evaluates configurations through the same objective
+(``search.objective.SearchObjective``: validation accuracy, measured p50) in one latency frame
+(``--latency-frame anchored``: the dense p50 timed once, strictly; every point's p50 is that
+anchor divided by its speedup over dense from interleaved rounds). Budgets: 0.5x and 0.7x the
+dense p50 (``BUDGET_FRACTIONS``) for the static space; the dynamic space is judged on effective
+MACs at 0.5x and 0.7x the dense MACs (``COSTS``: AntiDote's exact rule runs no faster than dense
+on this CPU, so no dynamic point meets a latency budget below dense). Arms:
 
-- ``search``: ``prunebench search``'s own run with its defaults (multivariate TPE, per-group
-  ratios, up to 8 warm-start trials on the uniform line that find the budget's edge and then
-  spread over the line's feasible stretch (``prunebench.search.warm``), latency budget as an Optuna
-  constraint met with the default 10% latency margin), followed by its strict re-measurement of
-  the feasible front and near-budget trials;
-- ``uniform_l1``: one ratio for every group, evenly spaced over ``[0, max_ratio]``;
-- ``random``: per-group ratios drawn by Optuna's RandomSampler.
+- ``search``: ``prunebench search``'s own run with its defaults (multivariate TPE, the uniform
+  warm start of ``search.warm`` aimed at the budget, the budget projection of
+  ``search.latency_model``, the 10% latency margin), one run per seed and budget, followed by
+  its strict re-measurement (budget hit rate);
+- ``warm_start_only``: the search run's warm-start (uniform-line) trials alone, in the same box:
+  what the per-layer proposals add over riding the uniform line;
+- ``uniform_l1`` (static) / ``uniform_keep`` (dynamic, reported under the ``uniform_l1`` key of
+  its block): one ratio (keep) for every layer, evenly spaced over the space's range. It does not
+  depend on the seed (the base model and splits are fixed; fine-tuning is seeded alike) nor on
+  the budget, so it runs once and is judged against each budget;
+- ``random``: per-layer values drawn by Optuna's RandomSampler, no warm start, no projection;
+  one run per seed, judged against each budget.
 
-The arms run one after another, and a shared machine's speed drifts by tens of percent over
-the quarter of an hour they take (in run 6 of the README's table the most pruned uniform
-network read 1.80 ms in the search's arm and 1.19 ms in the sweep's). So after the arms, every
-configuration of every arm is timed again in one pass, the arms' points shuffled together
-(``_retime``; ``retimed.csv`` per arm), and the comparison uses those latencies with each
-trial's own accuracy; ``hypervolume_as_searched`` and ``feasible_as_searched`` keep the figures
-from the arms' own timings.
+The arms run one after another and this machine's speed drifts by tens of percent over that
+time, so afterwards every configuration of every arm is timed again in one shuffled pass
+(``_retime``), and the comparison uses those latencies with each trial's own validation
+accuracy. Per seed and budget the hypervolume (accuracy vs latency, normalised to the box of all
+arms' in-budget points) is computed over the points within the budget; the best feasible test
+accuracy is the test-split accuracy of each arm's in-budget point of best validation accuracy,
+rebuilt (fine-tuned alike) and evaluated once. Every static trial fine-tunes for two epochs
+(``FINETUNE_EPOCHS``; see ``benchmarks/finetune_smoothness.py`` for why two); the dynamic space
+(AntiDote, ``inputs=1`` so block-input gates are searched, the keep rule searched too) runs its
+exact rule without fine-tuning.
 
-Hypervolume (accuracy vs latency p50, normalised to the shared box between the best values seen
-and a shared reference point) is computed over the points within the latency budget, the region
-a budgeted search is asked to cover; ``hypervolume_all`` uses every point, and
-``hypervolume_search_parts`` splits the search's in-budget volume into its warm-start (uniform
-line) trials alone and its sampler (per-layer) trials alone, in the same box. The budget hit rate is
-the share of configurations the search reported feasible whose re-measured p50 (4x the samples)
-still meets the budget. Every trial of every arm fine-tunes its cut network for two epochs at
-the recipe's learning rate (``FINETUNE_EPOCHS``, LR rewinding) before the validation accuracy is
-taken, so the accuracy axis means what a user's search would report. Two, not one: after one
-epoch (33 SGD steps) the accuracy along the uniform line falls by up to 8.9 points between
-neighbouring ratios, so a comparison of 20 points per arm measured the fine-tune's luck more
-than the configurations (``benchmarks/finetune_smoothness.py`` measures this). No arguments;
-results under ``results/bench-search/``; the last line printed is one JSON object.
+The last line printed is one JSON object: ``static`` and ``dynamic``, each per budget
+(``"0.5"``, ``"0.7"``) with ``hypervolume`` and ``best_feasible_test_accuracy`` (per arm
+``{median, min, max, per_seed}``), ``budget_hit_rate`` (pooled over seeds, and per seed),
+``trials_per_minute`` (the search's, median over seeds), ``latency_model_error_median`` (median
+over seeds of each search's median |predicted / measured - 1|), ``search_minus_uniform`` (per
+seed) and ``seeds``. Results under ``results/bench-search/``. Knobs for a smoke run only
+(environment): ``PRUNEBENCH_BENCH_TRIALS`` (20 per arm), ``PRUNEBENCH_BENCH_SEEDS`` (0,1,2),
+``PRUNEBENCH_BENCH_FT_EPOCHS`` (2), ``PRUNEBENCH_BENCH_SPACES`` (static,dynamic),
+``PRUNEBENCH_BENCH_MODEL``, ``PRUNEBENCH_BENCH_PROFILE``, ``PRUNEBENCH_BENCH_CHECKPOINT``.
 """
 
 from __future__ import annotations
@@ -44,103 +51,227 @@ import dataclasses
 import json
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
 
-# Overridable for a quick smoke run only; the benchmark's numbers use the defaults.
 N_TRIALS = int(os.environ.get("PRUNEBENCH_BENCH_TRIALS", "20"))
 FINETUNE_EPOCHS = int(os.environ.get("PRUNEBENCH_BENCH_FT_EPOCHS", "2"))
+SEEDS = [int(s) for s in os.environ.get("PRUNEBENCH_BENCH_SEEDS", "0,1,2").split(",")]
+SPACES = os.environ.get("PRUNEBENCH_BENCH_SPACES", "static,dynamic").split(",")
 MODEL = os.environ.get("PRUNEBENCH_BENCH_MODEL", "resnet20")
 PROFILE = os.environ.get("PRUNEBENCH_BENCH_PROFILE", "cpu-1t")
 CHECKPOINT = os.environ.get("PRUNEBENCH_BENCH_CHECKPOINT")  # default: the cached base model
-BUDGET_FRACTION = 0.6  # latency budget = this x the dense network's p50
+BUDGET_FRACTIONS = (0.5, 0.7)  # latency budget = this x the dense network's p50
 OUT = Path(os.environ.get("PRUNEBENCH_BENCH_OUT", "results/bench-search"))
+ARMS = ("search", "warm_start_only", "uniform_l1", "random")
+# space -> (budget key, Measurement column, objective): AntiDote's exact rule is no faster than
+# dense on this CPU (docs/benchmarks.md: 0.78-0.87x eager), so no dynamic point meets a latency
+# budget below dense; the dynamic space is judged on effective MACs (counted exactly)
+COSTS = {"static": ("latency_ms", "latency_p50_ms", "latency_p50"),
+         "dynamic": ("macs", "macs", "macs")}
 
 
-def _arm(name: str, spec, objective, sampler: str, remeasure_max: int,
-         warm_start: int = 0) -> dict:
+def _space(kind: str):
+    from prunebench.search.space import SpaceSpec
+
+    if kind == "static":
+        return SpaceSpec(kind="static", static_methods=("l1",), finetune_epochs=FINETUNE_EPOCHS)
+    return SpaceSpec(kind="dynamic", dynamic_method="antidote", dynamic_options={"inputs": 1},
+                     searched_options={"rule": {"choices": ["ratio", "threshold"]}})
+
+
+def _run(name: str, spec, ctx: dict, sampler: str, warm_start: int, remeasure_max: int) -> dict:
+    """One search run in ``OUT/<name>``; returns its summary and completed trials."""
+    from prunebench.search.objective import SearchObjective
     from prunebench.search.runs.search_run import SearchRun
 
-    run = SearchRun(spec, OUT / name, args={"bench": name}, sampler=sampler, study_name=name,
-                    progress=True, objective=objective, warm_start=warm_start)
+    objective = SearchObjective(spec, prepared=ctx["prepared"], profile=ctx["profile"])
+    objective.latency_anchor_ms = ctx["anchor"]
+    run = SearchRun(spec, OUT / name, args={"bench": name}, sampler=sampler,
+                    study_name=name.replace("/", "-"), progress=True, objective=objective,
+                    warm_start=warm_start)
     run.execute(n_trials=N_TRIALS, timeout=None, remeasure_max=remeasure_max)
-    return run.summary
+    frame = run.trials[run.trials["state"] == "COMPLETE"].reset_index(drop=True)
+    return {"summary": run.summary, "frame": frame}
 
 
-def _uniform(spec, prepared, profile, anchor: float) -> dict:
-    """The uniform sweep as enqueued trials of a study with a fine ratio grid (0.01)."""
+def _uniform(kind: str, spec, ctx: dict) -> dict:
+    """The uniform line as enqueued trials: ratios over [0, max_ratio] (static) or keeps over
+    [1, keep_min] (dynamic), on a fine grid (0.01), with the first searched option's first
+    value (the keep rule ``ratio``)."""
     from prunebench.search.objective import SearchObjective
     from prunebench.search.space import uniform_params
     from prunebench.search.storage import open_storage
     from prunebench.search.study import create_or_load_study, run_trials, trials_frame
 
-    uspec = dataclasses.replace(spec, space=dataclasses.replace(spec.space, ratio_step=0.01))
-    objective = SearchObjective(uspec, prepared=prepared, profile=profile)
-    objective.latency_anchor_ms = anchor
-    (OUT / "uniform_l1").mkdir(parents=True, exist_ok=True)
-    storage = open_storage(f"journal:{OUT / 'uniform_l1' / 'study.journal'}")
-    study, _ = create_or_load_study(storage, "uniform_l1", uspec,
+    space = dataclasses.replace(spec.space, ratio_step=0.01, keep_step=0.01)
+    uspec = dataclasses.replace(spec, space=space, budget_projection=False)
+    objective = SearchObjective(uspec, prepared=ctx["prepared"], profile=ctx["profile"])
+    objective.latency_anchor_ms = ctx["anchor"]
+    folder = OUT / kind / "uniform"
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(f"journal:{folder / 'study.journal'}")
+    study, _ = create_or_load_study(storage, "uniform", uspec,
                                     optuna.samplers.RandomSampler(seed=0))
-    for r in np.linspace(0.0, spec.space.max_ratio, N_TRIALS):
-        study.enqueue_trial(uniform_params(objective.space, round(float(r), 2)))
+    extra = [(f"option/{k}", d["choices"][0]) for k, d in space.searched_options.items()]
+    for t in np.linspace(0.0, 1.0, N_TRIALS):
+        ratio = round(float(t) * space.max_ratio, 2)
+        keep = round(1.0 - float(t) * (1.0 - space.keep_min), 2)
+        study.enqueue_trial(uniform_params(objective.space, ratio, keep, extra))
     loop = run_trials(study, objective, n_trials=N_TRIALS, timeout=None,
                       objectives=uspec.objectives, progress=True)
     frame = trials_frame(study, uspec.objectives)
-    frame.to_csv(OUT / "uniform_l1" / "trials.csv", index=False)
-    return {"trials_per_minute": loop.trials_per_minute}
+    frame.to_csv(folder / "trials.csv", index=False)
+    return {"summary": {"trials_per_minute": loop.trials_per_minute},
+            "frame": frame[frame["state"] == "COMPLETE"].reset_index(drop=True)}
 
 
-def _points(name: str) -> pd.DataFrame:
-    frame = pd.read_csv(OUT / name / "trials.csv")
-    return frame[frame["state"] == "COMPLETE"]
-
-
-def _retime(frames: dict[str, pd.DataFrame], objective, prepared, profile) -> dict[str, list]:
-    """Every arm's configurations timed again in one pass, in a shuffled shared order.
-
-    The arms run one after another, and this machine's speed drifts by tens of percent over the
-    quarter of an hour they take; within one pass, with the arms' points interleaved, the drift
-    falls on all arms alike. One configuration in several arms (the most pruned uniform point)
-    is timed once. Returns each arm's re-timed p50s in the frame's row order.
-    """
+def _retime(frames: list[pd.DataFrame], ctx: dict) -> list[list[float]]:
+    """Every configuration of ``frames`` timed again in one pass, in a shuffled shared order
+    (one configuration in several arms is timed once); the re-timed p50s in row order."""
     from tqdm import tqdm
 
     from prunebench.harness.evaluate import build_pruned
-    from prunebench.search.storage import open_storage
+    from prunebench.harness.pruning import PruningConfig
 
-    jobs, configs = [], {}
-    for name, frame in frames.items():
-        storage = open_storage(f"journal:{OUT / name / 'study.journal'}")
-        trials = {t.number: t.params for t in
-                  optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)}
-        for i, number in enumerate(frame["trial_number"]):
-            cfg = objective.space.config(trials[int(number)])
-            configs[cfg.record.key] = cfg
-            jobs.append((name, i, cfg.record.key))
+    configs = {}
+    for frame in frames:
+        for text in frame["config"]:
+            cfg = PruningConfig.from_json(text)
+            # latency does not depend on the fine-tuned weights of a cut; a gated network's
+            # decisions do, so dynamic configs (no fine-tuning here) are rebuilt as they ran
+            configs[cfg.key] = dataclasses.replace(cfg, finetune_epochs=0)
     keys = sorted(configs)
     np.random.default_rng(0).shuffle(keys)
+    objective = ctx["probe"]
     p50 = {}
     for key in tqdm(keys, desc="re-time all arms", unit="config"):
-        cfg = configs[key]
-        model = build_pruned(prepared, cfg.static, profile=profile, progress=False)
-        p50[key] = objective.measure(cfg.record, model).latency_p50_ms
-    out: dict[str, list] = {name: [None] * len(frame) for name, frame in frames.items()}
-    for name, i, key in jobs:
-        out[name][i] = p50[key]
+        model = build_pruned(ctx["prepared"], configs[key], profile=ctx["profile"],
+                             progress=False)
+        p50[key] = objective.measure(configs[key], model).latency_p50_ms
+    return [[p50[PruningConfig.from_json(t).key] for t in frame["config"]] for frame in frames]
+
+
+def _test_accuracy(frame: pd.DataFrame, ctx: dict, cache: dict) -> float | None:
+    """Test accuracy of the in-budget row of best validation accuracy, rebuilt as it ran."""
+    from prunebench.harness.evaluate import build_pruned
+    from prunebench.harness.measure.accuracy import accuracy
+    from prunebench.harness.pruning import PruningConfig
+
+    if frame.empty:
+        return None
+    text = frame.loc[frame["accuracy_top1"].astype(float).idxmax(), "config"]
+    if text not in cache:
+        model = build_pruned(ctx["prepared"], PruningConfig.from_json(text),
+                             profile=ctx["profile"], progress=False)
+        cache[text] = float(accuracy(model, ctx["prepared"].splits.test).top1)
+    return cache[text]
+
+
+def _spread(values: list[float | None]) -> dict[str, Any]:
+    got = [v for v in values if v is not None]
+    if not got:
+        return {"median": None, "min": None, "max": None, "per_seed": values}
+    return {"median": round(statistics.median(got), 4), "min": round(min(got), 4),
+            "max": round(max(got), 4), "per_seed": values}
+
+
+def _judge(runs: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict:
+    """Hypervolume and best feasible test accuracy per arm of one seed at one budget."""
+    from prunebench.search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
+
+    _, column, objective = COSTS[kind]
+    objs = [OBJECTIVES["accuracy"], OBJECTIVES[objective]]
+    under = {name: f[f[column].astype(float) <= budget] for name, f in runs.items()}
+    found = under["search"]
+    under["warm_start_only"] = found[found["prunebench_warm_start_t"].notna()] \
+        if "prunebench_warm_start_t" in found else found.iloc[0:0]
+    nonempty = [f for f in under.values() if len(f)]
+    hv = dict.fromkeys(ARMS, 0.0)
+    if nonempty:
+        ref, ideal = reference_point(nonempty, objs), ideal_point(nonempty, objs)
+        hv = {n: round(hypervolume(under[n], objs, ref, ideal), 4) if len(under[n]) else 0.0
+              for n in ARMS}
+    return {"hypervolume": hv,
+            "test": {n: _test_accuracy(under[n], ctx, cache) for n in ARMS},
+            "feasible": {n: int(len(under[n])) for n in ARMS}}
+
+
+def _bench_space(kind: str, ctx: dict) -> dict:
+    """Every arm of one space over the seeds and budgets; the report block of that space."""
+    from prunebench.search.objective import SearchSpec
+    from prunebench.search.runs.search_settings import DEFAULT_LATENCY_MARGIN, DEFAULT_WARM_START
+
+    key, _, objective = COSTS[kind]
+    dense = ctx["anchor"] if key == "latency_ms" else float(ctx["prepared"].dense_macs)
+    budgets = {f: round(f * dense, 4) for f in BUDGET_FRACTIONS}
+    base = SearchSpec(model=MODEL, dataset="digits", profile=PROFILE, checkpoint=CHECKPOINT,
+                      space=_space(kind), latency_margin=DEFAULT_LATENCY_MARGIN,
+                      objectives=("accuracy", objective), budgets={key: max(budgets.values())})
+    uniform = _uniform(kind, base, ctx)
+    randoms, searches = {}, {}
+    for seed in SEEDS:
+        spec = dataclasses.replace(base, seed=seed, budget_projection=False)
+        randoms[seed] = _run(f"{kind}/random-s{seed}", spec, ctx, "random", 0, 0)
+        for f, b in budgets.items():
+            spec = dataclasses.replace(base, seed=seed, budgets={key: b})
+            searches[seed, f] = _run(f"{kind}/search-b{f}-s{seed}", spec, ctx, "tpe",
+                                     DEFAULT_WARM_START, 12)
+    frames = [uniform["frame"], *(r["frame"] for r in randoms.values()),
+              *(s["frame"] for s in searches.values())]
+    fix = {id(frame): frame for frame in frames}
+    if key == "latency_ms":  # MACs are counted, not timed: nothing to re-time
+        retimed = iter(_retime(frames, ctx))
+        for frame in frames:
+            fix[id(frame)] = frame.assign(searched_latency_p50_ms=frame["latency_p50_ms"],
+                                          latency_p50_ms=next(retimed))
+    cache: dict[str, float] = {}
+    out: dict[str, Any] = {}
+    for f, b in budgets.items():
+        per_seed = {s: _judge({"search": fix[id(searches[s, f]["frame"])],
+                               "uniform_l1": fix[id(uniform["frame"])],
+                               "random": fix[id(randoms[s]["frame"])]}, b, ctx, cache, kind)
+                    for s in SEEDS}
+        sums = [searches[s, f]["summary"] for s in SEEDS]
+        hits = [(x["budget_hit_rate"], x["n_reported_feasible"]) for x in sums]
+        pooled = sum(h * n for h, n in hits if h is not None)
+        total = sum(n for h, n in hits if h is not None)
+        errors = [x.get("latency_model_error_median") for x in sums]
+        cost_errors = [(x.get("cost_model_error_median") or {}).get(COSTS[kind][1])
+                       for x in sums]
+        out[str(f)] = {
+            "budget": b, "budget_key": key, "seeds": SEEDS,
+            "hypervolume": {n: _spread([per_seed[s]["hypervolume"][n] for s in SEEDS])
+                            for n in ARMS},
+            "best_feasible_test_accuracy": {n: _spread([per_seed[s]["test"][n] for s in SEEDS])
+                                            for n in ARMS},
+            "search_minus_uniform": [round(per_seed[s]["hypervolume"]["search"]
+                                           - per_seed[s]["hypervolume"]["uniform_l1"], 4)
+                                     for s in SEEDS],
+            "feasible": {n: [per_seed[s]["feasible"][n] for s in SEEDS] for n in ARMS},
+            "budget_hit_rate": round(pooled / total, 4) if total else None,
+            "budget_hit_rate_per_seed": [h for h, _ in hits],
+            "trials_per_minute": round(statistics.median(x["trials_per_minute"] for x in sums),
+                                       2),
+            "latency_model_error_median": _spread(errors)["median"],
+            "cost_model_error_median": _spread(cost_errors)["median"],
+        }
+    out["uniform_trials_per_minute"] = round(uniform["summary"]["trials_per_minute"], 2)
     return out
 
 
 def main() -> int:
-    """Run the three arms and print the comparison; the last line is one JSON object."""
+    """Run every arm of every space; the last line printed is one JSON object."""
     from prunebench.harness.evaluate import Workload, prepare
     from prunebench.harness.profiles import load_profile
-    from prunebench.search.objective import SearchObjective, SearchSpec
-    from prunebench.search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
-    from prunebench.search.space import SpaceSpec
+    from prunebench.harness.pruning import DENSE
+    from prunebench.search.objective import SearchObjective, SearchSpec, strict_profile
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shutil.rmtree(OUT, ignore_errors=True)
@@ -149,80 +280,22 @@ def main() -> int:
     profile = load_profile(PROFILE)
     prepared = prepare(Workload(model=MODEL, dataset="digits", checkpoint=CHECKPOINT),
                        progress=True)
-    base = SearchSpec(model=MODEL, dataset="digits", profile=PROFILE, checkpoint=CHECKPOINT,
-                      space=SpaceSpec(kind="static", static_methods=("l1",),
-                                      finetune_epochs=FINETUNE_EPOCHS))
-    probe = SearchObjective(base, prepared=prepared, profile=profile)
-    from prunebench.harness.pruning import DENSE
-    from prunebench.search.objective import strict_profile
-
-    # one latency frame for all three arms: the dense p50 timed once, strictly; every point is
-    # this anchor / its speedup over dense from interleaved rounds (see --latency-frame)
+    probe = SearchObjective(SearchSpec(model=MODEL, dataset="digits", profile=PROFILE,
+                                       checkpoint=CHECKPOINT, space=_space("static")),
+                            prepared=prepared, profile=profile)
+    # one latency frame for every arm of both spaces: the dense p50 timed once, strictly
     dense = probe.measure(DENSE, prepared.base_model, profile=strict_profile(profile))
-    anchor = dense.latency_p50_ms
-    budget = round(BUDGET_FRACTION * anchor, 4)
-    from prunebench.search.runs.search_settings import DEFAULT_LATENCY_MARGIN, DEFAULT_WARM_START
-
-    spec = dataclasses.replace(base, budgets={"latency_ms": budget},
-                               latency_margin=DEFAULT_LATENCY_MARGIN)
-    objective = SearchObjective(spec, prepared=prepared, profile=profile)
-    objective.latency_anchor_ms = anchor
-
-    search = _arm("search", spec, objective, "tpe", remeasure_max=12,
-                  warm_start=DEFAULT_WARM_START)  # as `prunebench search` runs by default
-    rand = _arm("random", spec, objective, "random", remeasure_max=0)
-    uniform = _uniform(spec, prepared, profile, anchor)
-
-    objs = [OBJECTIVES["accuracy"], OBJECTIVES["latency_p50"]]
-    searched = {n: _points(n) for n in ("search", "uniform_l1", "random")}
-    # the comparison's latencies: one interleaved pass over all arms (see _retime); each
-    # point keeps the accuracy its own trial measured
-    retimed = _retime(searched, objective, prepared, profile)
-    frames = {n: f.assign(searched_latency_p50_ms=f["latency_p50_ms"], latency_p50_ms=retimed[n])
-              for n, f in searched.items()}
-    for n, f in frames.items():
-        f.to_csv(OUT / n / "retimed.csv", index=False)
-    under = {n: f[f["latency_p50_ms"] <= budget] for n, f in frames.items()}
-    hv, hv_all, hv_searched = {}, {}, {}
-    as_searched = {n: f[f["latency_p50_ms"] <= budget] for n, f in searched.items()}
-    for table, out in ((under, hv), (frames, hv_all), (as_searched, hv_searched)):
-        nonempty = [f for f in table.values() if len(f)]
-        if not nonempty:
-            out.update({n: 0.0 for n in table})
-            continue
-        ref, ideal = reference_point(nonempty, objs), ideal_point(nonempty, objs)
-        out.update({n: round(hypervolume(f, objs, ref, ideal), 4) if len(f) else 0.0
-                    for n, f in table.items()})
-    # what the search's uniform-line warm start and its per-layer sampler trials each reach
-    box = [f for f in under.values() if len(f)]
-    warm_col = under["search"].get("prunebench_warm_start_t")
-    parts = {}
-    if box and warm_col is not None:
-        ref, ideal = reference_point(box, objs), ideal_point(box, objs)
-        is_warm = warm_col.notna()
-        for part, rows in (("warm_start", under["search"][is_warm]),
-                           ("sampler", under["search"][~is_warm])):
-            parts[part] = round(hypervolume(rows, objs, ref, ideal), 4) if len(rows) else 0.0
-    result = {
-        "hypervolume": hv, "hypervolume_all": hv_all, "hypervolume_search_parts": parts,
-        "hypervolume_as_searched": hv_searched,
-        "trials_per_minute": round(search["trials_per_minute"], 2),
-        "budget_hit_rate": search["budget_hit_rate"],
-        "n_reported_feasible": search["n_reported_feasible"],
-        "model": MODEL, "profile": PROFILE, "trials_per_arm": N_TRIALS,
-        "finetune_epochs_per_trial": FINETUNE_EPOCHS, "budget_ms": budget,
-        "dense_latency_p50_ms": dense.latency_p50_ms, "latency_frame": "anchored",
-        "latency_margin": spec.latency_margin,
-        "dense_val_accuracy": dense.accuracy_top1,
-        "feasible": {n: int(len(f)) for n, f in under.items()},
-        "feasible_as_searched": {n: int(len(f)) for n, f in as_searched.items()},
-        "best_feasible_val_accuracy": {n: float(f["accuracy_top1"].max()) if len(f) else None
-                                       for n, f in under.items()},
-        "trials_per_minute_by_arm": {"search": search["trials_per_minute"],
-                                     "random": rand["trials_per_minute"],
-                                     "uniform_l1": uniform["trials_per_minute"]},
-        "load_avg_1m": os.getloadavg()[0], "wall_s": round(time.perf_counter() - start, 1),
-    }
+    probe.latency_anchor_ms = dense.latency_p50_ms
+    ctx = {"prepared": prepared, "profile": profile, "anchor": dense.latency_p50_ms,
+           "probe": probe}
+    result: dict[str, Any] = {kind: _bench_space(kind, ctx) for kind in SPACES}
+    result.update({"model": MODEL, "profile": PROFILE, "trials_per_arm": N_TRIALS,
+                   "finetune_epochs_per_static_trial": FINETUNE_EPOCHS,
+                   "budget_fractions": list(BUDGET_FRACTIONS),
+                   "dense_latency_p50_ms": dense.latency_p50_ms,
+                   "dense_val_accuracy": dense.accuracy_top1, "latency_frame": "anchored",
+                   "load_avg_1m": os.getloadavg()[0],
+                   "wall_s": round(time.perf_counter() - start, 1)})
     (OUT / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0
