@@ -90,17 +90,15 @@ class CostTable:
 
     def __init__(self, space: SearchSpace, model: nn.Module, example_input: torch.Tensor) -> None:
         from prunebench.harness.measure.flops import module_macs
-        from prunebench.harness.pruning.dynamic.sites import find_sites
-        from prunebench.harness.pruning.static.cut import coupled_groups
 
         x = example_input[:1]
         macs = module_macs(model, x)
-        groups = coupled_groups(model, x) if space.groups else []
+        groups = pipeline.layer_groups(model, x) if space.groups else []
         self.channels = {g.name: g.channels for g in groups}
         out_group = {m: g.name for g in groups for m in g.members}
         in_group = {c: g.name for g in groups for c in g.consumers}
         norm_group = {n: g.name for g in groups for n in g.norms}
-        found = [s for s in (find_sites(model, inputs=True) if space.gated else [])
+        found = [s for s in (pipeline.gate_sites(model, inputs=True) if space.gated else [])
                  if s.name in space.gated]
         sites = {s.consumer: s for s in found}
         follow = {f: s for s in found for f in getattr(s, "follow", ())}
@@ -137,8 +135,6 @@ class CostTable:
 
     def _kept(self, config: PruningConfig) -> dict[str, float]:
         """Each group's kept fraction of channels under the config's static stage."""
-        from prunebench.harness.pruning.static.cut import keep_count
-
         plan = pipeline.stages(config)
         if plan.static is None or plan.static.method == "dense":
             return {}
@@ -147,7 +143,7 @@ class CostTable:
         for g, c in self.channels.items():
             ratio = float(plan.static.ratios.get(g, plan.static.global_ratio or 0.0))
             try:
-                out[g] = keep_count(c, ratio, round_to, layer=g) / c
+                out[g] = pipeline.kept_channels(c, ratio, round_to, layer=g) / c
             except PrunebenchError:  # a cut that removes the whole group: the trial will fail
                 out[g] = min(round_to, c) / c
         return out

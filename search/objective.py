@@ -88,7 +88,7 @@ class SearchSpec:
     # scale each sampled allocation so the study's cost models predict it meets the budgets
     # (search.latency_model); off: the sampler's proposals are evaluated as drawn
     budget_projection: bool = True
-    # the Optuna pruner over fine-tune epochs (search.study.PRUNERS; "auto": median pruning of
+    # the Optuna pruner over fine-tune epochs (PRUNERS below; "auto": median pruning of
     # single-objective studies with fine-tuning, as before pruners could be chosen)
     pruner: str = "auto"
 
@@ -107,8 +107,6 @@ class SearchSpec:
         if not self.objectives or len(set(self.objectives)) != len(self.objectives):
             raise PrunebenchError(f"objectives {','.join(self.objectives)!r} must name each "
                                   "objective once, e.g. accuracy,latency_p50")
-        from prunebench.search.study import check_pruner
-
         check_pruner(self.pruner, len(self.objectives), self.space.finetune_epochs)
         for key, value in self.budgets.items():
             if key not in BUDGETS:
@@ -153,6 +151,24 @@ class SearchSpec:
                       "space": SpaceSpec.from_dict(data["space"]),
                       "objectives": tuple(data["objectives"]),
                       "budgets": dict(data.get("budgets") or {})})
+
+
+PRUNERS = ("auto", "none", "median", "sha", "hyperband")
+
+
+def check_pruner(name: str, n_objectives: int, finetune_epochs: int) -> None:
+    """A one-line :class:`PrunebenchError` when pruner ``name`` is unknown or cannot work here."""
+    if name not in PRUNERS:
+        raise PrunebenchError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+    if name in ("auto", "none"):
+        return
+    if n_objectives != 1:
+        raise PrunebenchError(f"--pruner {name} needs a single objective (Optuna's pruners "
+                              "cannot rank multi-objective trials); use --objectives accuracy "
+                              "(budgets stay constraints) or --pruner none")
+    if finetune_epochs < 1:
+        raise PrunebenchError(f"--pruner {name} stops trials between fine-tune epochs; give "
+                              "--finetune-epochs 2 or more, or --pruner none")
 
 
 def strict_profile(profile: HardwareProfile, factor: float = 4.0) -> HardwareProfile:

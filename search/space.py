@@ -442,7 +442,7 @@ def _with_input_sites(model: nn.Module, spec: SpaceSpec, gated: tuple[str, ...]
     """``gated`` and, when the method's option ``inputs`` is 1 (AntiDote), each residual block's
     input site (keyed by the block's name), in module order."""
     from prunebench.harness.pruning import get_method
-    from prunebench.harness.pruning.dynamic.sites import find_sites
+    from prunebench.harness.pruning.pipeline import gate_sites as find_sites
 
     schema = get_method(str(spec.dynamic_method)).options
     if "inputs" not in schema or not spec.dynamic_options.get("inputs", schema["inputs"].default):

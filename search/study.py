@@ -25,7 +25,12 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from prunebench.harness.errors import PrunebenchError
-from prunebench.search.objective import SEARCH_OBJECTIVES, SPEC_ATTR, SearchSpec
+from prunebench.search.objective import (
+    SEARCH_OBJECTIVES,
+    SPEC_ATTR,
+    SearchSpec,
+    check_pruner,
+)
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 TPE_STARTUP_TRIALS = 5  # random trials (warm-start ones included) before TPE models
@@ -66,24 +71,6 @@ def make_sampler(name: str, seed: int | None = None) -> optuna.samplers.BaseSamp
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise PrunebenchError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-
-
-PRUNERS = ("auto", "none", "median", "sha", "hyperband")
-
-
-def check_pruner(name: str, n_objectives: int, finetune_epochs: int) -> None:
-    """A one-line :class:`PrunebenchError` when pruner ``name`` is unknown or cannot work here."""
-    if name not in PRUNERS:
-        raise PrunebenchError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
-    if name in ("auto", "none"):
-        return
-    if n_objectives != 1:
-        raise PrunebenchError(f"--pruner {name} needs a single objective (Optuna's pruners "
-                              "cannot rank multi-objective trials); use --objectives accuracy "
-                              "(budgets stay constraints) or --pruner none")
-    if finetune_epochs < 1:
-        raise PrunebenchError(f"--pruner {name} stops trials between fine-tune epochs; give "
-                              "--finetune-epochs 2 or more, or --pruner none")
 
 
 def make_pruner(n_objectives: int, finetune_epochs: int,

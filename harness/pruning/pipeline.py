@@ -108,6 +108,29 @@ def finetune(model: nn.Module, epochs: int, ctx: PruneContext,
     return model.eval()
 
 
+def layer_groups(model: nn.Module, example_input: Any) -> list[Any]:
+    """The coupled layer groups a static stage cuts (``Group``: ``name``, ``channels``,
+    ``members``), in module order; what cost models of a cut count."""
+    from prunebench.harness.pruning.static.cut import coupled_groups
+
+    return coupled_groups(model, example_input)
+
+
+def kept_channels(channels: int, ratio: float, round_to: int = 1, *, layer: str = "?") -> int:
+    """Channels a static cut keeps of ``channels`` at ``ratio`` (rounded to ``round_to``)."""
+    from prunebench.harness.pruning.static.cut import keep_count
+
+    return keep_count(channels, ratio, round_to, layer=layer)
+
+
+def gate_sites(model: nn.Module, inputs: bool = False) -> list[Any]:
+    """Every gated site of ``model`` (``GatedSite``) in graph order; with ``inputs``, each
+    residual block's input site too (AntiDote's ``inputs=1``)."""
+    from prunebench.harness.pruning.dynamic.sites import find_sites
+
+    return find_sites(model, inputs=inputs)
+
+
 def prunable_groups(model: nn.Module, example_input: Any) -> list[str]:
     """Names of the coupled layer groups a static stage can cut (the keys of ``ratios``)."""
     from prunebench.harness.pruning.static.cut import coupled_groups

@@ -162,7 +162,7 @@ def test_resume_without_a_study_is_an_error(assets: dict[str, str], tmp_path: Pa
     (["--method", "nope"], "unknown pruning method 'nope'; choose among"),
     (["--objectives", "accuracy,speed"], "unknown objective 'speed'; choose among accuracy"),
     (["--space", "static", "--method", "l1", "--trials", "-1"],
-     "--trials -1 must be a whole number >= 1"),
+     "--trials -1 must be a whole number >= 0"),
     (["--latency-frame", "wall"], "unknown latency frame 'wall'; choose among anchored, direct"),
     (["--latency-anchor-ms", "-2"], "--latency-anchor-ms -2.0 needs a positive dense p50"),
     (["--latency-margin", "-0.1"], "--latency-margin -0.1 is outside [0, 1)"),
