@@ -216,6 +216,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    "first find the budget's edge on the uniform line and the rest spread over "
                    "its feasible stretch; without, spread over the whole line (counted in "
                    "--trials; default %(default)s; 0: off)")
+    p.add_argument("--remeasure-factor", type=float, default=d["remeasure_factor"],
+                   metavar="F", help="re-measure with F x the profile's samples and time and an "
+                   "F x tighter CI target (default %(default)s; 2 halves the re-timing)")
     p.add_argument("--remeasure-max", type=int, default=d["remeasure_max"],
                    help="configs re-measured at most")
     p.add_argument("--out", help="run folder (default results/search-<model>-...-<hash>)")

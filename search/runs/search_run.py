@@ -149,7 +149,8 @@ def execute_search(settings: Mapping[str, Any], *, progress: bool = True,
                     storage=s["storage"], study_name=s["study"] or run_dir.name,
                     resume=s["resume"], progress=progress, warm_start=s["warm_start"],
                     latency_anchor_ms=anchor, train_runtime=runtime)
-    run.execute(n_trials=s["trials"], timeout=s["timeout"], remeasure_max=s["remeasure_max"])
+    run.execute(n_trials=s["trials"], timeout=s["timeout"], remeasure_max=s["remeasure_max"],
+                remeasure_factor=s["remeasure_factor"])
     return run.result()
 
 
@@ -221,7 +222,7 @@ class SearchRun:
         self._unmet: str | None = None
 
     def execute(self, *, n_trials: int | None, timeout: float | None,
-                remeasure_max: int = 20) -> SearchRun:
+                remeasure_max: int = 20, remeasure_factor: float = 4.0) -> SearchRun:
         """Do the whole run; the run folder is written even when trials fail or are stopped."""
         import optuna
 
@@ -285,7 +286,7 @@ class SearchRun:
                           objectives=self.spec.objectives, progress=self.progress,
                           callbacks=callbacks)
         self.interrupted = loop.interrupted
-        self._finish(study, objective, loop, url, remeasure_max)
+        self._finish(study, objective, loop, url, remeasure_max, remeasure_factor)
         return self
 
     def _use_given_anchor(self, objective: Any, stored: Any) -> None:
@@ -328,7 +329,7 @@ class SearchRun:
         write_json(self.run_dir / "config.json", config)
 
     def _finish(self, study: Any, objective: Any, loop: Any, url: str,
-                remeasure_max: int) -> None:
+                remeasure_max: int, remeasure_factor: float = 4.0) -> None:
         from prunebench.search.runs.remeasure import feasible_front, remeasure
         from prunebench.search.storage import redact
         from prunebench.search.study import (
@@ -347,7 +348,8 @@ class SearchRun:
                                                val_accuracy_top1=rows.get("accuracy_top1")),
                                    self.spec) if not rows.empty else rows
         else:
-            re = remeasure(study, objective, limit=remeasure_max, progress=self.progress)
+            re = remeasure(study, objective, limit=remeasure_max, factor=remeasure_factor,
+                           progress=self.progress)
             write_csv(self.run_dir / "remeasured.csv", re.rows)
             front, hit_rate, n_reported = re.front, re.hit_rate, re.n_reported_feasible
         if front.columns.empty:  # keep a header so readers see an empty front, not no file

@@ -39,7 +39,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None, "option": None,
     "search_option": None, "budget_projection": True, "pruner": "auto",
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
-    "remeasure_max": 20, "out": None, "force": False,
+    "remeasure_max": 20, "remeasure_factor": 4.0, "out": None, "force": False,
     # what the base model and fine-tunes are trained with and the data's size (in the spec)
     "recipe": None, "recipe_file": None, "image_size": None,
     # where this process trains (recorded in config.json, not in the spec: a worker has its own)
@@ -60,7 +60,7 @@ def search_settings(given: Mapping[str, Any]) -> dict[str, Any]:
 # setting -> (lowest value, whether the lowest is excluded, example); None is always allowed
 _NUMBER_RANGES: dict[str, tuple[float, bool, str]] = {
     "trials": (0, False, "40"), "timeout": (0, True, "600"), "warm_start": (0, False, "8"),
-    "remeasure_max": (0, False, "20"), "seed": (0, False, "0"),
+    "remeasure_max": (0, False, "20"), "remeasure_factor": (1, False, "4"), "seed": (0, False, "0"),
     "finetune_epochs": (0, False, "2"), "image_size": (8, False, "32"), "workers": (0, False, "4"),
     "latency_budget_ms": (0, True, "4"), "energy_budget_mj": (0, True, "2"),
     "macs_budget": (0, True, "2e7"), "params_budget": (0, True, "1e5"),
