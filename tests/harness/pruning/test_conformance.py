@@ -28,6 +28,7 @@ from prunebench.harness.pruning.dynamic.sites import find_sites
 from prunebench.harness.pruning.static.cut import Group, coupled_groups, keep_count, rebuild_pruned
 from prunebench.harness.train import load_checkpoint, save_checkpoint
 
+MakeModel = Callable[..., nn.Module]  # the bn_model fixture (tests/harness/pruning/conftest.py)
 pytestmark = pytest.mark.filterwarnings("ignore:no data set given")
 
 MODELS = ("test_convnet", "test_resnet")
@@ -262,16 +263,7 @@ KEEP_TOLERANCE = 0.05
 KNOWN_DEVIATIONS: dict[tuple[str, str], str] = {}
 
 
-def _model(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    model = create_model(name).eval()
-    for m in model.modules():  # non-trivial BN so attention differs between channels
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.3, 0.3)
-    return model
+
 
 
 def _apply(model: nn.Module, method: str, keep: float, mode: str, options: dict) -> nn.Module:
@@ -317,10 +309,10 @@ def _decision_bound(case: DynamicCase, model: nn.Module, x: torch.Tensor) -> flo
 class DynamicMethodSuite:
     """What every dynamic method guarantees; a subclass supplies ``case``."""
 
-    def test_keep_one_is_dense(self, case: DynamicCase) -> None:
+    def test_keep_one_is_dense(self, bn_model: MakeModel, case: DynamicCase) -> None:
         opts = {k: v for k, v in case.options.items() if k != "columns"}
         for name in case.models:
-            model = _model(name)
+            model = bn_model(name)
             for mode in case.modes:
                 net = _apply(model, case.method, 1.0, mode, opts)
                 with torch.no_grad():
@@ -328,10 +320,10 @@ class DynamicMethodSuite:
                 eff = effective_macs(net, [X])
                 assert eff.per_input == pytest.approx([count_macs(model, X[:1]).macs] * 3)
 
-    def test_modes_agree(self, case: DynamicCase) -> None:
+    def test_modes_agree(self, bn_model: MakeModel, case: DynamicCase) -> None:
         """Masked (the reference), gathered and fast give the same outputs and MACs."""
         for name in case.models:
-            model = _model(name)
+            model = bn_model(name)
             outs, macs = {}, {}
             for mode in case.modes:
                 net = _apply(model, case.method, 0.5, mode, case.options)
@@ -343,10 +335,11 @@ class DynamicMethodSuite:
                 torch.testing.assert_close(outs[mode], outs["masked"], atol=1e-5, rtol=1e-5)
                 assert macs[mode] == pytest.approx(macs["masked"])
 
-    def test_effective_macs_are_reported_per_input(self, case: DynamicCase) -> None:
+    def test_effective_macs_are_reported_per_input(self, bn_model: MakeModel,
+                                                   case: DynamicCase) -> None:
         """One figure per input, the same whatever batch the input came in, and what the
         network reports (not the static count of a dense forward)."""
-        model = _model(case.models[0])
+        model = bn_model(case.models[0])
         dense = count_macs(model, X[:1]).macs
         bound = _decision_bound(case, model, X)
         for mode in case.modes:
@@ -359,7 +352,7 @@ class DynamicMethodSuite:
             assert together.mean < dense
 
     @pytest.mark.parametrize("model_name", MODELS)
-    def test_reduction_matches_keep(self, case: DynamicCase, model_name: str,
+    def test_reduction_matches_keep(self, bn_model: MakeModel, case: DynamicCase, model_name: str,
                                     request: pytest.FixtureRequest) -> None:
         """The achieved effective MACs match the keep asked, within a stated tolerance.
 
@@ -383,7 +376,7 @@ class DynamicMethodSuite:
         known = KNOWN_DEVIATIONS.get((case.label, model_name))
         if known:
             request.applymarker(pytest.mark.xfail(strict=True, reason=known))
-        model = _model(model_name)
+        model = bn_model(model_name)
         per = module_macs(model, X_MANY[:1])
         dense = sum(per.values())
         scaled = _scaled_layers(case, model)
@@ -398,15 +391,15 @@ class DynamicMethodSuite:
                 f"{model_name} keep {k}: {got:.0f} MACs, expected {ideal:.0f} (+ decisions "
                 f"<= {bound:.0f}) within {tol:.0f}")
 
-    def test_macs_fall_with_keep(self, case: DynamicCase) -> None:
-        model = _model(case.models[0])
+    def test_macs_fall_with_keep(self, bn_model: MakeModel, case: DynamicCase) -> None:
+        model = bn_model(case.models[0])
         means = [effective_macs(_apply(model, case.method, k, case.modes[-1], case.options),
                                 [X]).mean for k in (1.0, 0.75, 0.5, 0.25)]
         assert all(b <= a * 1.001 for a, b in zip(means, means[1:], strict=False))
         assert means[-1] < 0.85 * means[0]
 
-    def test_bad_keep_and_names(self, case: DynamicCase) -> None:
-        model = _model(case.models[0])
+    def test_bad_keep_and_names(self, bn_model: MakeModel, case: DynamicCase) -> None:
+        model = bn_model(case.models[0])
         for bad in (0.0, -0.5, 1.5, float("nan")):
             with pytest.raises(PrunebenchError, match="keep value"):
                 _apply(model, case.method, bad, case.modes[0], case.options)

@@ -4,6 +4,8 @@ references, effective MACs below dense, clear refusals."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -17,24 +19,12 @@ from prunebench.harness.pruning.dynamic.fast_blocks import FastBasicBlock
 from prunebench.harness.pruning.dynamic.fast_chain import FastChainBlock
 from prunebench.harness.pruning.dynamic.sites import find_sites
 
+MakeModel = Callable[..., nn.Module]  # the bn_model fixture (tests/harness/pruning/conftest.py)
 pytestmark = pytest.mark.filterwarnings("ignore:no data set given")
 
 # not the seeded calibration images (seed 0): a threshold calibrated on an input sits exactly
 # on one of its channel norms, where float rounding decides
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
-
-
-def _model(name: str) -> nn.Module:
-    """Random weights with non-trivial BN statistics (folding and masks are then visible)."""
-    torch.manual_seed(0)
-    model = create_model(name, 10).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.3, 0.3)
-    return model
 
 
 def _apply(model: nn.Module, method: str, mode: str, **options: object) -> nn.Module:
@@ -63,8 +53,8 @@ def test_sites_of_each_kind() -> None:
 
 @pytest.mark.parametrize("name", ["tv_resnet18", "mobilenetv2",
                                   pytest.param("tv_resnet50", marks=pytest.mark.slow)])
-def test_antidote_gathered_equals_masked(name: str) -> None:
-    model = _model(name)
+def test_antidote_gathered_equals_masked(bn_model: MakeModel, name: str) -> None:
+    model = bn_model(name)
     dense = count_macs(model, X[:1]).macs
     for inputs in (0, 1):
         masked = _apply(model, "antidote", "masked", inputs=inputs)
@@ -79,8 +69,8 @@ def test_antidote_gathered_equals_masked(name: str) -> None:
                                         ("mobilenetv2", FastChainBlock),
                                         pytest.param("tv_resnet50", FastChainBlock,
                                                      marks=pytest.mark.slow)])
-def test_antidote_fast_equals_its_references(name: str, block: type) -> None:
-    model = _model(name)
+def test_antidote_fast_equals_its_references(bn_model: MakeModel, name: str, block: type) -> None:
+    model = bn_model(name)
     dense = count_macs(model, X[:1]).macs
     nets = {mode: _apply(model, "antidote_fast", mode) for mode in ("masked", "gathered", "fast")}
     assert any(isinstance(m, block) for m in nets["fast"].modules())
@@ -95,11 +85,12 @@ def test_antidote_fast_equals_its_references(name: str, block: type) -> None:
     assert macs["fast"] < 0.8 * dense
 
 
-def _two_level_bottleneck(mode: str) -> tuple[FastChainBlock, torch.Tensor]:
+def _two_level_bottleneck(bn_model: MakeModel, mode: str
+                          ) -> tuple[FastChainBlock, torch.Tensor]:
     """A torchvision bottleneck as a chain block at two levels, and inputs at both levels."""
     from prunebench.harness.pruning.dynamic.fast_chain import fast_units
 
-    wrapper = nn.Sequential(_model("tv_resnet50").layer1[0])
+    wrapper = nn.Sequential(bn_model("tv_resnet50").layer1[0])
     unit = next(iter(fast_units(wrapper, find_sites(wrapper)).values()))
     order = [torch.randperm(64, generator=torch.Generator().manual_seed(i)) for i in (1, 2)]
     x = torch.randn(4, 64, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -110,17 +101,17 @@ def _two_level_bottleneck(mode: str) -> tuple[FastChainBlock, torch.Tensor]:
     return block, x
 
 
-def test_chain_block_levels_follow_the_input() -> None:
+def test_chain_block_levels_follow_the_input(bn_model: MakeModel) -> None:
     """The masked reference zeroes exactly what the packed weights leave out, per input, so
     fast equals masked with inputs at different levels."""
-    fast, x = _two_level_bottleneck("fast")
-    masked, _ = _two_level_bottleneck("masked")
+    fast, x = _two_level_bottleneck(bn_model, "fast")
+    masked, _ = _two_level_bottleneck(bn_model, "masked")
     assert set(fast._levels(x).tolist()) == {0, 1}
     with torch.no_grad():
         torch.testing.assert_close(fast(x), masked(x), rtol=1e-4, atol=1e-4)
 
 
-def test_chain_blocks_export_with_their_levels_as_branches() -> None:
+def test_chain_blocks_export_with_their_levels_as_branches(bn_model: MakeModel) -> None:
     """ONNX Runtime runs a chain block's exported ``If`` form with eager's outputs, for inputs
     at both levels (``Engine.lower`` refuses a lowering that differs)."""
     from dataclasses import replace
@@ -129,7 +120,7 @@ def test_chain_blocks_export_with_their_levels_as_branches() -> None:
     from prunebench.harness.profiles import load_profile
     from prunebench.harness.pruning.dynamic.gates import DynamicNetwork
 
-    block, x = _two_level_bottleneck("fast")
+    block, x = _two_level_bottleneck(bn_model, "fast")
     net = DynamicNetwork(nn.Sequential(block), 0.0,
                          {"method": "antidote_fast", "exec_mode": "fast"}).eval()
     assert exportable_reason(net) is None
@@ -139,27 +130,27 @@ def test_chain_blocks_export_with_their_levels_as_branches() -> None:
     assert lowered.prunebench_engine.max_abs_diff < 1e-4
 
 
-def test_refusals() -> None:
+def test_refusals(bn_model: MakeModel) -> None:
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 2))
     with pytest.raises(PrunebenchError, match="no gateable layer in Sequential"):
         _apply(plain, "antidote", "masked")
     with pytest.raises(PrunebenchError, match="found no block it runs fast in CifarVGG"):
         _apply(create_model("vgg16_bn"), "antidote_fast", "fast")
-    small = _model("mobilenetv2")
+    small = bn_model("mobilenetv2")
     with pytest.raises(PrunebenchError, match="basic blocks only"):
         _apply(small, "antidote_fast", "fast", decide="stage")
     with pytest.raises(PrunebenchError, match="basic blocks only"):
         _apply(small, "antidote_fast", "fast", rows=0.5)
 
 
-def test_antidote_fast_networks_are_exportable() -> None:
+def test_antidote_fast_networks_are_exportable(bn_model: MakeModel) -> None:
     for name in ("mobilenetv2", "tv_resnet18"):
-        assert exportable_reason(_apply(_model(name), "antidote_fast", "fast")) is None
+        assert exportable_reason(_apply(bn_model(name), "antidote_fast", "fast")) is None
 
 
 @pytest.mark.parametrize("name", ["tv_resnet18", "mobilenetv2"])
-def test_instance_sparsity_exact_gathered_equals_masked(name: str) -> None:
-    model = _model(name)
+def test_instance_sparsity_exact_gathered_equals_masked(bn_model: MakeModel, name: str) -> None:
+    model = bn_model(name)
     opts = {"fraction": 0.25, "calibration_samples": 16}  # a few sites: each calibrates anew
     masked, gathered = (_apply(model, "instance_sparsity", mode, **opts)
                         for mode in ("masked", "gathered"))
@@ -169,9 +160,9 @@ def test_instance_sparsity_exact_gathered_equals_masked(name: str) -> None:
     assert effective_macs(masked, [X]).mean < count_macs(model, X[:1]).macs
 
 
-def test_instance_sparsity_prefix_on_torchvision_basic_blocks_only() -> None:
+def test_instance_sparsity_prefix_on_torchvision_basic_blocks_only(bn_model: MakeModel) -> None:
     opts = {"select": "all", "calibration_samples": 16}
-    model = _model("tv_resnet18")
+    model = bn_model("tv_resnet18")
     fast, masked = (_apply(model, "instance_sparsity", mode, rule="prefix", **opts)
                     for mode in ("fast", "masked"))
     with torch.no_grad():
