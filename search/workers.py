@@ -337,6 +337,25 @@ def _run(storage_url: str, study_name: str, options: WorkerOptions, interrupts: 
     return result
 
 
+OVER_BUDGET_ATTR = "over_budget"  # a trial asked after other workers had taken the budget
+
+
+def _within_budget(objective: WorkerObjective, study: optuna.Study, budget: int | None) -> Any:
+    """``objective``, except for a trial asked after the budget was taken: workers check the
+    budget and then ask, so two of them can pass the check together for the last trial. The
+    later-numbered one is ended PRUNED with user attr ``over_budget`` before any work."""
+    def run(trial: optuna.Trial) -> tuple[float, ...]:
+        if budget is not None:
+            before = [t for t in study.get_trials(deepcopy=False, states=_COUNTED)
+                      if t.number < trial.number]
+            if len(before) >= budget:
+                trial.set_user_attr(OVER_BUDGET_ATTR, True)
+                raise optuna.TrialPruned(f"the study's {budget} trials were taken by other "
+                                         "workers while this one was asked")
+        return objective(trial)
+    return run
+
+
 def _loop(study: optuna.Study, objective: WorkerObjective, options: WorkerOptions,
           budget: int | None, result: WorkerResult, interrupts: _Interrupts, log: Any) -> None:
     failures = 0
@@ -352,12 +371,16 @@ def _loop(study: optuna.Study, objective: WorkerObjective, options: WorkerOption
             return
         done: list[optuna.trial.FrozenTrial] = []
         try:
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+            study.optimize(_within_budget(objective, study, budget), n_trials=1,
+                           catch=(Exception,), gc_after_trial=True,
                            callbacks=[lambda _s, trial, sink=done: sink.append(trial)])
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as exc:
             # Another worker declared our trial stale (heartbeat late under load) and queued a
             # retry; the measurement is in the cache, so the retry costs little.
             log(f"worker {result.worker_id}: trial failed by another worker ({exc}); re-queued")
+        if done and done[0].user_attrs.get(OVER_BUDGET_ATTR):
+            result.stopped = f"study budget of {budget} trials reached"
+            return
         result.trials += 1
         if done and done[0].state == TrialState.COMPLETE:
             result.completed += 1

@@ -333,3 +333,28 @@ def test_an_interrupt_dropped_by_a_finaliser_is_raised_at_the_next_check() -> No
         sys.unraisablehook = previous
     assert reported == []  # no "Exception ignored in" traceback for the user's Ctrl-C
     assert _Interrupts().check() is None  # no signal: nothing raised
+
+
+def test_a_trial_asked_after_the_budget_was_taken_does_no_work() -> None:
+    """Two workers can pass the budget check together; the later-numbered trial is ended
+    PRUNED with ``over_budget`` before its objective runs, the earlier one runs."""
+    import optuna
+
+    from prunebench.search.workers import OVER_BUDGET_ATTR, _within_budget
+
+    study = optuna.create_study(directions=["maximize"])
+    calls: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        calls.append(trial.number)
+        return 1.0
+
+    running = study.ask()  # another worker's trial, still running: the budget of 1 is taken
+    study.optimize(_within_budget(objective, study, 1), n_trials=1)
+    late = study.trials[-1]
+    assert late.state == optuna.trial.TrialState.PRUNED and late.user_attrs[OVER_BUDGET_ATTR]
+    assert calls == []
+    study.tell(running, 1.0)
+    fresh = optuna.create_study(directions=["maximize"])
+    fresh.optimize(_within_budget(objective, fresh, 1), n_trials=1)
+    assert fresh.trials[0].state == optuna.trial.TrialState.COMPLETE and calls == [0]
