@@ -3,8 +3,8 @@
 Generates ImageFolder trees of ``--images-small`` (default 5,000) and ``--images-large``
 (default 20,000) training images at ``--source-side`` (256) pixels, JPEG quality 90, 10 classes,
 plus 10 images per class under ``val/``. Each image is a smooth random colour field (an 8x8
-random image resized bicubically) with Gaussian noise, so files are about the size and decode
-cost of natural 256-px JPEGs rather than of pure noise. The trees are cached in ``--work-dir``
+random image resized bicubically) with Gaussian noise, so files are neither flat colour nor pure
+noise (what decoding them costs is part of what is measured). The trees are cached in ``--work-dir``
 (default ``$TMPDIR/prunebench-bench-data``) and reused: a tree counts as complete only once its
 marker file is written, generation takes a file lock per tree (two runs never write one tree
 at once), every image is written to a temporary name and renamed, and an interrupted
@@ -32,7 +32,7 @@ large tree (``images_small`` / ``images_large`` say how many images they held);
 (issue #20): peak RSS under 2 GiB and not growing with the number of images.
 
 Usage: ``python benchmarks/bench_data.py [--work-dir DIR] [--steps 20] [--batch 32]`` (the
-default sizes generate about 1 GB of JPEGs once). A smoke run: ``--images-small 200
+default sizes generate some 25,000 JPEGs once, under 1 GB). A smoke run: ``--images-small 200
 --images-large 400 --steps 2``. Last line: one JSON object.
 """
 

@@ -56,8 +56,9 @@ calibrated on ``--calibration-samples`` seeded random-normal images, timed at ba
 ``--inputs`` such images, ``--rounds`` interleaved rounds. At the keep whose effective-MAC
 reduction is closest to 50% it reports ``antidote_fast``'s ``fast`` speedup over the dense
 network (BN folded), over the static cut with the same MACs (l1 cut of the same sites,
-``_static``), and both again within the fast engine (``_engine``). Random calibration makes most
-blocks one fixed width, so the decisions' cost is understated; accuracy is not measured.
+``_static``), and both again within the fast engine (``_engine``). Random weights and inputs
+are not a trained network on its data: the widths inputs choose (``distinct_widths_mean``), and
+so the decisions' cost, may differ from real use; accuracy is not measured.
 Last line: one JSON object. ``--profile`` (default ``cpu-1t``) times on another profile, e.g.
 ``cuda-b1`` on a GPU machine: its device, dtype and timing settings apply, batch 32 included;
 the replayed-decisions diagnostic reads inputs through NumPy and is left out on a GPU.

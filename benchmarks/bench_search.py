@@ -23,9 +23,10 @@ on this CPU, so no dynamic point meets a latency budget below dense). Arms:
 - ``random``: per-layer values drawn by Optuna's RandomSampler, no warm start, no projection;
   one run per seed, judged against each budget.
 
-The arms run one after another and this machine's speed drifts by tens of percent over that
-time, so afterwards every configuration of every arm is timed again in one shuffled pass
-(``_retime``), and the comparison uses those latencies with each trial's own validation
+The arms run one after another and this machine's speed drifts over that time (in run 8 of
+docs/benchmarks.md one network read 2.04 ms in one arm and 1.75 ms in another), so
+afterwards every configuration of every arm is timed again in one shuffled pass (``_retime``),
+and the comparison uses those latencies with each trial's own validation
 accuracy. Per seed and budget the hypervolume (accuracy vs latency, normalised to the box of all
 arms' in-budget points) is computed over the points within the budget; the best feasible test
 accuracy is the test-split accuracy of each arm's in-budget point of best validation accuracy,
@@ -208,7 +209,7 @@ def _bench_space(kind: str, ctx: dict) -> dict:
     from prunebench.search.objective import SearchSpec
     from prunebench.search.runs.search_settings import DEFAULT_LATENCY_MARGIN, DEFAULT_WARM_START
 
-    key, _, objective = COSTS[kind]
+    key, column, objective = COSTS[kind]
     dense = ctx["anchor"] if key == "latency_ms" else float(ctx["prepared"].dense_macs)
     budgets = {f: round(f * dense, 4) for f in BUDGET_FRACTIONS}
     base = SearchSpec(model=MODEL, dataset="digits", profile=PROFILE, checkpoint=CHECKPOINT,
@@ -223,28 +224,24 @@ def _bench_space(kind: str, ctx: dict) -> dict:
             spec = dataclasses.replace(base, seed=seed, budgets={key: b})
             searches[seed, f] = _run(f"{kind}/search-b{f}-s{seed}", spec, ctx, "tpe",
                                      DEFAULT_WARM_START, 12)
-    frames = [uniform["frame"], *(r["frame"] for r in randoms.values()),
-              *(s["frame"] for s in searches.values())]
-    fix = {id(frame): frame for frame in frames}
     if key == "latency_ms":  # MACs are counted, not timed: nothing to re-time
-        retimed = iter(_retime(frames, ctx))
-        for frame in frames:
-            fix[id(frame)] = frame.assign(searched_latency_p50_ms=frame["latency_p50_ms"],
-                                          latency_p50_ms=next(retimed))
+        runs = [uniform, *randoms.values(), *searches.values()]
+        for run, p50 in zip(runs, _retime([r["frame"] for r in runs], ctx), strict=True):
+            run["frame"] = run["frame"].assign(
+                searched_latency_p50_ms=run["frame"]["latency_p50_ms"], latency_p50_ms=p50)
     cache: dict[str, float] = {}
     out: dict[str, Any] = {}
     for f, b in budgets.items():
-        per_seed = {s: _judge({"search": fix[id(searches[s, f]["frame"])],
-                               "uniform_l1": fix[id(uniform["frame"])],
-                               "random": fix[id(randoms[s]["frame"])]}, b, ctx, cache, kind)
+        per_seed = {s: _judge({"search": searches[s, f]["frame"],
+                               "uniform_l1": uniform["frame"],
+                               "random": randoms[s]["frame"]}, b, ctx, cache, kind)
                     for s in SEEDS}
         sums = [searches[s, f]["summary"] for s in SEEDS]
         hits = [(x["budget_hit_rate"], x["n_reported_feasible"]) for x in sums]
         pooled = sum(h * n for h, n in hits if h is not None)
         total = sum(n for h, n in hits if h is not None)
         errors = [x.get("latency_model_error_median") for x in sums]
-        cost_errors = [(x.get("cost_model_error_median") or {}).get(COSTS[kind][1])
-                       for x in sums]
+        cost_errors = [(x.get("cost_model_error_median") or {}).get(column) for x in sums]
         out[str(f)] = {
             "budget": b, "budget_key": key, "seeds": SEEDS,
             "hypervolume": {n: _spread([per_seed[s]["hypervolume"][n] for s in SEEDS])

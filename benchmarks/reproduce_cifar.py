@@ -24,8 +24,8 @@ Before training, a few steps of a fresh ResNet-56 are timed on the training devi
 probe) and the whole run's time is estimated from them (dense epochs plus both fine-tunes at
 the dense network's speed: an upper bound, the pruned networks train faster); the estimate
 and the actual times are printed with the table. It is meant for a GPU (``--train-device
-cuda``); on a CPU a full run takes days. ``--epochs``, ``--finetune-epochs`` and
-``--limit-train N`` (the first N train images) make a quick run.
+cuda``); on a CPU a full run is far slower (the probe's estimate says how slow). ``--epochs``,
+``--finetune-epochs`` and ``--limit-train N`` (the first N train images) make a quick run.
 
 Usage: ``python benchmarks/reproduce_cifar.py --data-dir DIR [--train-device cuda]`` with
 ``DIR/cifar-10-batches-py/`` (torchvision's python pickles). The last line printed is one JSON
@@ -100,15 +100,15 @@ def ratio_for(base: Any, x: Any, target: float, iters: int = 6,
     """
     from prunebench.harness.errors import PrunebenchError
     from prunebench.harness.measure.flops import count_macs
-    from prunebench.harness.pruning import PruneContext, PruningConfig, get_method
+    from prunebench.harness.pruning import PruneContext, PruningConfig, pipeline
 
     dense = count_macs(base, x).macs
     keep, best = (1 - target) ** 0.5, (1.0, 0.0)
     for _ in range(iters):
         ratio = min(0.95, max(0.0, 1 - keep))
         try:
-            cut = get_method("l1").apply(base, PruningConfig("l1", global_ratio=ratio),
-                                         PruneContext(example_input=x))
+            cut = pipeline.build(base, PruningConfig("l1", global_ratio=ratio),
+                                 PruneContext(example_input=x))
         except PrunebenchError:  # a layer would be emptied: prune less
             keep = (1 + keep) / 2
             continue
@@ -162,6 +162,7 @@ def reproduce(cli: argparse.Namespace) -> dict[str, Any]:
     ctx = PruneContext(example_input=x, splits=splits, recipe=ft_recipe, seed=cli.seed,
                        progress=not cli.quiet)
     rows, ratio = [], ratio_for(base, x, cli.target)
+    dense_params = sum(p.numel() for p in base.parameters())
     for method, paper in PUBLISHED.items():
         cut = pipeline.build(base, PruningConfig(method, global_ratio=ratio), ctx)
         cut_top1 = 100 * runtime_accuracy(cut, splits.test, runtime).top1
@@ -175,8 +176,7 @@ def reproduce(cli: argparse.Namespace) -> dict[str, Any]:
             "pruned_top1_no_finetune": round(cut_top1, 2),
             "pruned_top1": round(100 * runtime_accuracy(pruned, splits.test, runtime).top1, 2),
             "flops_reduction": round(1 - macs / dense_macs, 4), "macs": macs,
-            "params_reduction": round(1 - params / sum(p.numel() for p in base.parameters()),
-                                      4),
+            "params_reduction": round(1 - params / dense_params, 4),
             "finetune_epochs": ft_epochs, "finetune_s": round(finetune_s, 1),
             "published": paper})
     return {

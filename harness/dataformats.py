@@ -118,11 +118,11 @@ def list_classes(root: Path) -> list[str]:
 def list_image_files(root: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     """Every image file under ``root/<class>/`` (any depth), without opening one.
 
-    Returns the paths relative to ``root`` as strings (``"<class>/.../name.png"``: light to hold
-    for a million files), class folders in sorted order and each one's files sorted by path
-    components (the order ``sorted(Path.rglob)`` gives), and each one's label (its class's index
-    in ``classes``). Folders whose name is not in ``classes`` are an error (the splits would
-    disagree), and so is a class folder without images.
+    Returns the paths relative to ``root`` as strings (``"<class>/.../name.png"``), class folders
+    in sorted order and each one's files sorted by path components (the order
+    ``sorted(Path.rglob)`` gives), and each one's label (its class's index in ``classes``).
+    Folders whose name is not in ``classes`` are an error (the splits would disagree), and so is
+    a class folder without images.
     """
     index = {c: i for i, c in enumerate(classes)}
     paths: list[str] = []

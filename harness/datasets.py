@@ -31,6 +31,7 @@ from prunebench.harness.registry import Registry
 from prunebench.harness.streaming import (
     ImageFileDataset,
     StreamLoader,
+    channel_stats,
     collate_items,
     sample_stats,
 )
@@ -153,21 +154,6 @@ def make_loader(ds: Dataset, batch_size: int = 128, shuffle: bool = False, seed:
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std (0..1 scale) of ``(N, C, H, W)`` images, in chunks."""
-    c = images.shape[1]
-    total, sq, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].double()
-        x = x / 255.0 if images.dtype == torch.uint8 else x
-        total += x.sum(dim=(0, 2, 3))
-        sq += (x * x).sum(dim=(0, 2, 3))
-        count += x.numel() // c
-    mean = total / count
-    std = (sq / count - mean * mean).clamp_min(1e-12).sqrt()
-    return mean.float(), std.float()
-
-
 def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     """Bilinear resize of ``(N, C, H, W)`` images to ``size x size``, keeping the dtype."""
     if images.shape[-2:] == (size, size):
@@ -197,7 +183,7 @@ def _split_indices(labels: np.ndarray, n_take: int, seed: int) -> tuple[np.ndarr
 def _build(name: str, parts: dict[str, tuple[torch.Tensor, torch.Tensor]], num_classes: int,
            seed: int, source: str, class_names: Sequence[str] = ()) -> DatasetSplits:
     """Normalise every split with the train split's statistics and wrap them."""
-    mean, std = _channel_stats(parts["train"][0])
+    mean, std = channel_stats(parts["train"][0])
     dsets = {k: TensorImageDataset(x, y, mean, std) for k, (x, y) in parts.items()}
     c, h, w = parts["train"][0].shape[1:]
     return DatasetSplits(name, dsets["train"], dsets["val"], dsets["test"], num_classes,

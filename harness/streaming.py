@@ -16,7 +16,7 @@ every image, so small trees normalise exactly as when they were held in memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 from pathlib import Path
@@ -29,6 +29,7 @@ from prunebench.harness import dataformats as fmt
 from prunebench.harness.errors import DataError
 
 STATS_SAMPLE = 1000  # train images the channel mean and std are computed from (seeded sample)
+_STATS_CHUNK = 16  # sample images decoded (on threads) and reduced together
 
 
 class ImageFileDataset(Dataset):
@@ -45,7 +46,6 @@ class ImageFileDataset(Dataset):
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.mean = torch.as_tensor(mean).view(-1, 1, 1).float()
         self.std = torch.as_tensor(std).view(-1, 1, 1).float()
-        self._mean_np, self._std_np = self.mean.numpy(), self.std.numpy()
         if len(self.files) != len(self.labels):
             raise DataError(f"{len(self.files)} image files but {len(self.labels)} labels "
                             f"under {self.root}; every file needs one label")
@@ -81,8 +81,8 @@ class ImageFileDataset(Dataset):
             # the arithmetic where the cores are busy (the main process with 0 workers)
             x = self.read(int(index)).astype(np.float32)
             x /= np.float32(255.0)
-            x -= self._mean_np
-            x /= self._std_np
+            x -= self.mean.numpy()
+            x /= self.std.numpy()
             return torch.from_numpy(x), int(self.labels[index])
         return collate_items([self[int(i)] for i in index])  # a batch, as in memory
 
@@ -103,35 +103,53 @@ class ImageFileDataset(Dataset):
         return ImageFileDataset(self.root, self.files, self.labels, self.size, mean, std)
 
 
-def _sums(ds: ImageFileDataset, index: int) -> np.ndarray:
-    x = ds.read(index).reshape(3, -1).astype(np.float64) / 255.0
-    return np.stack([x.sum(axis=1), (x * x).sum(axis=1)])
+def channel_stats(images: torch.Tensor | Iterable[torch.Tensor], chunk: int = 4096,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (0..1 scale) of ``(N, C, H, W)`` images, in chunks of ``chunk``
+    (or of images given as an iterable of such chunks, e.g. decoded a few at a time)."""
+    parts = images if not isinstance(images, torch.Tensor) else \
+        (images[start:start + chunk] for start in range(0, len(images), chunk))
+    total = sq = torch.zeros((), dtype=torch.float64)
+    count = 0
+    for part in parts:
+        x = part.double() / 255.0 if part.dtype == torch.uint8 else part.double()
+        total = total + x.sum(dim=(0, 2, 3))
+        sq = sq + (x * x).sum(dim=(0, 2, 3))
+        count += x.numel() // x.shape[1]
+    mean = total / count
+    std = (sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
 
 
 def sample_stats(ds: ImageFileDataset, seed: int, n: int | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (0..1 scale) of ``n`` (default :data:`STATS_SAMPLE`) images of
-    ``ds`` drawn with ``seed`` (all of them when it holds ``n`` or fewer), decoded a few at a
-    time on threads (PIL releases the GIL while it decodes): only running sums stay in memory."""
+    ``ds`` drawn with ``seed`` (all of them when it holds ``n`` or fewer), by the in-memory data
+    sets' :func:`channel_stats`. The images are decoded on threads (PIL releases the GIL while it
+    decodes) :data:`_STATS_CHUNK` at a time, the next chunk while one is summed: only two chunks
+    and the running sums stay in memory."""
+
     n, count = STATS_SAMPLE if n is None else n, len(ds)
     idx = np.arange(count) if count <= n else \
         np.sort(np.random.default_rng(seed).choice(count, n, replace=False))
-    total = np.zeros((2, 3), dtype=np.float64)
+    parts = [idx[k:k + _STATS_CHUNK].tolist() for k in range(0, len(idx), _STATS_CHUNK)]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for part in pool.map(lambda i: _sums(ds, int(i)), idx):
-            total += part
-    pixels = len(idx) * ds.size * ds.size
-    mean = total[0] / pixels
-    std = np.sqrt(np.clip(total[1] / pixels - mean * mean, 1e-12, None))
-    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+        def chunks() -> Iterator[torch.Tensor]:
+            ahead = None
+            for part in [*parts, None]:  # submit a chunk, then sum the one before it
+                done, ahead = ahead, pool.map(ds.read, part) if part else None
+                if done is not None:
+                    yield torch.from_numpy(np.stack(list(done)))
+
+        return channel_stats(chunks())
 
 
 def collate_items(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images (N, C, H, W), labels (N,) int64)`` of ``ds[i]`` items. In the main process the
     images are stacked by NumPy: ``torch.stack`` of a batch runs on torch's intra-op threads,
-    which on a machine whose cores are busy cost 30 times the copy (250 ms against 8 ms for 32
-    images at 224 px on 2 loaded cores); in a loader worker, torch's own collate writes the
-    batch straight into shared memory."""
+    whose hand-offs can cost far more than the copy itself on a machine whose cores are busy
+    (no benchmark in the repository times this); in a loader worker, torch's own collate writes
+    the batch straight into shared memory."""
     if get_worker_info() is not None:
         return default_collate(batch)
     images = torch.from_numpy(np.stack([x.numpy() for x, _ in batch]))

@@ -12,9 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from prunebench.search.commands.calling import call, os_error_line
-
-__all__ = ["build_parser", "main", "os_error_line"]
+from prunebench.search.commands.calling import call
 
 # One line per subcommand module (order is the order in --help).
 COMMAND_MODULES = (

@@ -52,7 +52,7 @@ ARM_KINDS = {"sweep": "baseline", "search": "search"}
 # set by the experiment for every arm (the shared workload, frame and folders)
 RESERVED = ("model", "dataset", "data_dir", "seed", "profile", "checkpoint", "weights", "out",
             "latency_budget_ms", "latency_anchor_ms", "dense", "resume", "json", "quiet",
-            "storage", "study", "budget_ms", "runs", "epochs_base")
+            "storage", "study", "budget_ms", "runs")
 _BUDGET = re.compile(r"^\s*(?P<value>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|x\s*dense)?\s*$",
                      re.IGNORECASE)
 

@@ -51,13 +51,18 @@ LEVEL_MIN = 0.5
 LEVEL_STEP = 0.05
 MIN_PER_LAYER_POINTS = 8  # measurements before per-layer corrections are fitted
 RIDGE_CHOICES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# Budgets: CLI key -> (row column, unit shown in messages); search.objective re-exports it
+BUDGETS: dict[str, tuple[str, str]] = {
+    "latency_ms": ("latency_p50_ms", "ms"),
+    "energy_mj": ("energy_mj_per_inference", "mJ"),
+    "macs": ("macs", "MACs"),
+    "params": ("params", "parameters"),
+}
+COUNTED = ("macs", "params")  # budgets CostTable counts; the rest are fitted from measurements
 # budget key -> (Measurement column, how it is predicted)
 COSTS: dict[str, tuple[str, str]] = {
-    "latency_ms": ("latency_p50_ms", "fitted"),
-    "energy_mj": ("energy_mj_per_inference", "fitted"),
-    "macs": ("macs", "counted"),
-    "params": ("params", "counted"),
-}
+    key: (column, "counted" if key in COUNTED else "fitted")
+    for key, (column, _) in BUDGETS.items()}
 
 
 # --------------------------------------------------------------------------- the cost table
@@ -386,8 +391,7 @@ class BudgetProjection:
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """The whole space's distributions plus the searched level."""
-        return {LEVEL: FloatDistribution(LEVEL_MIN, 1.0, step=LEVEL_STEP),
-                **self.space.distributions()}
+        return {LEVEL: FloatDistribution(LEVEL_MIN, 1.0, step=LEVEL_STEP), **self._dists}
 
     def project(self, params: Mapping[str, Any], models: Mapping[str, CostModel]
                 ) -> dict[str, Any]:
@@ -407,18 +411,18 @@ class BudgetProjection:
             return dict(params)  # no budget binds: the proposal is evaluated as drawn
         aim = {k: level * self.targets[k] for k in usable}
 
-        def fits(s: float) -> bool:
-            return all(v <= aim[k] for k, v in cost(s).items())
+        def fits(predicted: Mapping[str, float]) -> bool:
+            return all(v <= aim[k] for k, v in predicted.items())
 
         top = self._top(shape)
-        if fits(0.0):
+        if fits(unpruned):
             return self._scaled(params, shape, 0.0)
-        if not fits(top):
+        if not fits(cost(top)):
             return self._scaled(params, shape, top)
         lo, hi = 0.0, top
         for _ in range(40):
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+            lo, hi = (lo, mid) if fits(cost(mid)) else (mid, hi)
             if hi - lo < 1e-4:
                 break
         return self._scaled(params, shape, hi)

@@ -23,6 +23,7 @@ from prunebench.harness.measurement import Measurement
 from prunebench.harness.profiles import HardwareProfile
 from prunebench.harness.pruning import DENSE, PruningConfig
 from prunebench.search.latency_model import (
+    BUDGETS,
     COSTS,
     LEVEL,
     LEVEL_MIN,
@@ -52,13 +53,8 @@ SEARCH_OBJECTIVES: dict[str, tuple[str, str]] = {
     "macs": ("macs", "minimize"),
     "params": ("params", "minimize"),
 }
-# Budgets: CLI key -> (row column, unit shown in messages).
-BUDGETS: dict[str, tuple[str, str]] = {
-    "latency_ms": ("latency_p50_ms", "ms"),
-    "energy_mj": ("energy_mj_per_inference", "mJ"),
-    "macs": ("macs", "MACs"),
-    "params": ("params", "parameters"),
-}
+# Budgets (CLI key -> (row column, unit)): BUDGETS, defined with the cost models in
+# search.latency_model and imported above, so both read one table.
 
 
 @dataclass(frozen=True)
@@ -250,8 +246,8 @@ class SearchObjective:
         self.progress = progress
         self.latency_anchor_ms: float | None = None  # set by dense_reference (anchored frame)
         self.dense_row: dict[str, Any] | None = None  # set by dense_reference
-        self.costs: Any = None  # a search.latency_model.CostTable when there are budgets
-        self.projection: Any = None  # a BudgetProjection when the spec asks for one
+        self.costs: CostTable | None = None  # when there are budgets
+        self.projection: BudgetProjection | None = None  # when the spec asks for one
         if spec.budgets and self.space.param_names():
             self.costs = CostTable(self.space, self.prepared.base_model,
                                    self.prepared.example_input)
@@ -312,10 +308,11 @@ class SearchObjective:
             trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=LEVEL_STEP)
         return self.models(study)
 
-    def models(self, study: optuna.Study) -> dict[str, Any]:
+    def models(self, study: optuna.Study) -> dict[str, CostModel]:
         """The cost models of ``study``'s budgets: those stored in it, else (no measurement
         yet) the MAC-proportional line through the dense network; counted ones always."""
         stored = stored_models(study)
+        dense = self._dense_point() or {}
         out = {}
         for key in self.spec.budgets:
             column, kind = COSTS[key]
@@ -323,10 +320,9 @@ class SearchObjective:
                 out[key] = CostModel(column, "counted")
             elif key in stored:
                 out[key] = stored[key]
-            elif self._dense_point() is not None and \
-                    self._dense_point().get(column) is not None:
-                prior = fit_cost_model(column, [(self.costs.features(DENSE),
-                                                 self._dense_point()[column])], self.costs.names)
+            elif dense.get(column) is not None:
+                prior = fit_cost_model(column, [(self.costs.features(DENSE), dense[column])],
+                                       self.costs.names)
                 if prior is not None:
                     out[key] = prior
         return out
@@ -369,8 +365,9 @@ class SearchObjective:
             if measured is not None and float(measured) > 0:
                 trial.set_user_attr(f"model_error_{column}", value / float(measured) - 1.0)
         extra = [(record, row)]
-        if self._dense_point() is not None:
-            extra.append((DENSE, self._dense_point()))
+        dense = self._dense_point()
+        if dense is not None:
+            extra.append((DENSE, dense))
         refit_models(trial.study, self.costs, self.spec.budgets, extra)
 
     def constraints(self, row: Mapping[str, Any]) -> dict[str, float]:

@@ -447,10 +447,9 @@ def _with_input_sites(model: nn.Module, spec: SpaceSpec, gated: tuple[str, ...]
     schema = get_method(str(spec.dynamic_method)).options
     if "inputs" not in schema or not spec.dynamic_options.get("inputs", schema["inputs"].default):
         return gated
-    inputs = {s.name for s in find_sites(model, inputs=True) if s.is_input}
-    order = [s.name for s in find_sites(model, inputs=True)]
-    chosen = set(gated) | inputs
-    return tuple(n for n in order if n in chosen)
+    sites = find_sites(model, inputs=True)
+    chosen = set(gated) | {s.name for s in sites if s.is_input}
+    return tuple(s.name for s in sites if s.name in chosen)
 
 
 def _top(max_ratio: float, step: float) -> float:

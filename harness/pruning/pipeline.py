@@ -133,9 +133,7 @@ def gate_sites(model: nn.Module, inputs: bool = False) -> list[Any]:
 
 def prunable_groups(model: nn.Module, example_input: Any) -> list[str]:
     """Names of the coupled layer groups a static stage can cut (the keys of ``ratios``)."""
-    from prunebench.harness.pruning.static.cut import coupled_groups
-
-    return [g.name for g in coupled_groups(model, example_input)]
+    return [g.name for g in layer_groups(model, example_input)]
 
 
 def gated_layers(model: nn.Module, config: PruningConfig | None = None,

@@ -151,14 +151,10 @@ def run(args: argparse.Namespace) -> int:
 
 def given_dense(path: Path, model: str, dataset: str, profile: str) -> Any:
     """The dense Measurement in ``path`` (``--dense``), checked against the sweep's workload."""
-    from prunebench.harness.measurement import Measurement
-    from prunebench.search.runs.files import read_json
+    from prunebench.search.runs.sweep import read_measurement
 
     fix = "give the dense.json of a run of the same model, data set and profile"
-    try:
-        dense = Measurement.from_dict(read_json(path, fix))
-    except (TypeError, AttributeError, KeyError):
-        raise PrunebenchError(f"--dense {path} is not a dense measurement; {fix}") from None
+    dense = read_measurement(path, fix, "--dense ")
     for what, have, want in (("model", dense.model, model), ("data set", dense.dataset, dataset),
                              ("profile", dense.profile, profile)):
         if have != want:

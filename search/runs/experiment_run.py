@@ -59,7 +59,10 @@ def run_experiment(exp: Experiment, out: Path | None = None, *, progress: bool =
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "experiment.toml").write_text(exp.source)
     quiet = [] if progress else ["--quiet"]
-    checkpoint = _base(exp, state, run_dir, echo, progress)
+    checkpoint = _base(exp, echo, progress)
+    # each arm's checkpoint: the base, or its [prepare] fine-tune of it (once for all profiles)
+    checkpoints = {a.name: _prepared(exp, a, checkpoint, echo, quiet) if a.prepare else checkpoint
+                   for a in exp.arms}
     resolved: dict[str, Any] = {**exp.to_dict(), "base_checkpoint": checkpoint, "profiles": {}}
     reports: dict[str, Path] = {}
     for profile in exp.profiles:
@@ -75,9 +78,9 @@ def run_experiment(exp: Experiment, out: Path | None = None, *, progress: bool =
                   "--profile", profile,
                   *(["--data-dir", exp.data_dir] if exp.data_dir else [])]
         for arm in exp.arms:
-            ckpt = _prepared(exp, arm, checkpoint, echo, quiet) if arm.prepare else checkpoint
             folder = where / arm.name
-            argv = [arm.command, *common, "--checkpoint", ckpt, "--out", str(folder), *quiet,
+            argv = [arm.command, *common, "--checkpoint", checkpoints[arm.name], "--out",
+                    str(folder), *quiet,
                     *flags(arm.options)]
             if arm.kind == "sweep":
                 argv += ["--dense", str(where / "dense.json")]
@@ -152,8 +155,7 @@ def _unmet(search_dir: Path) -> bool:
         and not summary.get("interrupted")
 
 
-def _base(exp: Experiment, state: dict[str, Any], run_dir: Path,
-          echo: Callable[[str], None], progress: bool) -> str:
+def _base(exp: Experiment, echo: Callable[[str], None], progress: bool) -> str:
     """The base checkpoint's path: ``[base] checkpoint``, or trained (cached) as ``train``."""
     from prunebench.search.commands.train import train_and_report
 

@@ -329,7 +329,7 @@ class SearchRun:
         write_json(self.run_dir / "config.json", config)
 
     def _finish(self, study: Any, objective: Any, loop: Any, url: str,
-                remeasure_max: int, remeasure_factor: float = 4.0) -> None:
+                remeasure_max: int, remeasure_factor: float) -> None:
         from prunebench.search.runs.remeasure import feasible_front, remeasure
         from prunebench.search.storage import redact
         from prunebench.search.study import (

@@ -218,18 +218,24 @@ def run_sweep(run_dir: Path, points: list[tuple[str, Any]], *, workload: Any, pr
     return SweepResult(run_dir, dense, rows)
 
 
-def _stored_dense(run_dir: Path) -> Any:
-    """The dense reference in ``run_dir/dense.json`` (``None``: no such file)."""
+def read_measurement(path: Path, fix: str, what: str = "") -> Any:
+    """The Measurement in JSON file ``path``; unreadable or not one: one line ending in ``fix``
+    (``what``, e.g. ``"--dense "``, prefixes the path in the message)."""
     from prunebench.harness.measurement import Measurement
 
+    try:
+        return Measurement.from_dict(read_json(path, fix))
+    except (TypeError, AttributeError, KeyError):
+        raise PrunebenchError(f"{what}{path} is not a Measurement; {fix}") from None
+
+
+def _stored_dense(run_dir: Path) -> Any:
+    """The dense reference in ``run_dir/dense.json`` (``None``: no such file)."""
     path = run_dir / "dense.json"
     if not path.is_file():
         return None
-    fix = "delete it to measure the dense reference again, or use another --out"
-    try:
-        return Measurement.from_dict(read_json(path, fix))
-    except (TypeError, AttributeError):
-        raise PrunebenchError(f"{path} is not a Measurement; {fix}") from None
+    return read_measurement(path, "delete it to measure the dense reference again, or use "
+                                  "another --out")
 
 
 def _dense(run_dir: Path, rows: list[dict[str, Any]], dense: Any, prepared: Any, profile: Any,

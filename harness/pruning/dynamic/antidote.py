@@ -42,6 +42,7 @@ from prunebench.harness.pruning.dynamic.fast_blocks import (
     FastStage,
     calibrate_stage,
     calibrate_widths,
+    exact_demand,
     fit_predictor,
 )
 from prunebench.harness.pruning.dynamic.fast_chain import FastUnit, chain_block, fast_units
@@ -53,7 +54,7 @@ from prunebench.harness.pruning.dynamic.sites import (
     resolve_keep,
     set_module,
 )
-from prunebench.harness.pruning.dynamic.structure import basic_parts
+from prunebench.harness.pruning.dynamic.structure import BlockSpec, basic_parts
 from prunebench.harness.pruning.options import Option, OptionSchema
 
 ANTIDOTE_CITATION = ("Yu, Liu, Wang, Wang, Chen. AntiDote: Attention-based Dynamic Optimization "
@@ -174,8 +175,8 @@ class AntiDoteFast(PruningMethod):
                 fast = chain_block(block, units[b], keep, stats.get(b), per_layer, n_widths,
                                    round_to, mode)
             else:
-                fast = self._fast_block(block, keep_of[b], stats.get(b), n_widths, round_to,
-                                        mode)
+                fast = self._fast_block(block, units[b].spec, keep_of[b], stats.get(b),
+                                        n_widths, round_to, mode)
             set_module(net, b, fast)
         for path, bs in stages.items():
             set_module(net, path, self._fast_stage(base, units, bs, keep_of, stats, per_layer,
@@ -191,17 +192,17 @@ class AntiDoteFast(PruningMethod):
         return DynamicNetwork(net, sum(per_layer.values()) - block_macs, info).eval()
 
     @staticmethod
-    def _fast_block(block: nn.Module, keep: float, stats: tuple | None, n_widths: int,
-                    round_to: int, mode: str) -> FastBasicBlock:
-        c = basic_parts(block).conv1.out_channels
+    def _fast_block(block: nn.Module, spec: BlockSpec, keep: float, stats: tuple | None,
+                    n_widths: int, round_to: int, mode: str) -> FastBasicBlock:
+        c = basic_parts(block, spec).conv1.out_channels
         if stats is None:  # keep 1.0: the full width, no predictor
-            return FastBasicBlock(block, torch.arange(c), None, 0.0, [c], mode)
+            return FastBasicBlock(block, torch.arange(c), None, 0.0, [c], mode, spec)
         a, (s,) = stats
         order = s.mean(0).argsort(descending=True)
         predictor = fit_predictor(a, s)
         scores = (a @ predictor[0].T + predictor[1])[:, order]
         tau, widths = calibrate_widths(scores, keep, n_widths, min(round_to, c))
-        return FastBasicBlock(block, order, predictor, tau, widths, mode)
+        return FastBasicBlock(block, order, predictor, tau, widths, mode, spec)
 
     @staticmethod
     def _fast_stage(base: nn.Module, units: dict[str, FastUnit], names: list[str],
@@ -210,15 +211,10 @@ class AntiDoteFast(PruningMethod):
         """The blocks ``names`` (one stage) deciding once, at the stage input."""
         demand, channels, cost, orders = [], [], [], []
         for b in names:
-            c = basic_parts(get_module(base, b)).conv1.out_channels
-            s = stats[b][1][0]
-            if keep[b] < 1.0:
-                tau = torch.quantile(s.flatten().double(), 1.0 - keep[b]).float()
-                demand.append((s >= tau).sum(1).clamp(min=1).double() / c)
-                orders.append(s.mean(0).argsort(descending=True))
-            else:
-                demand.append(torch.ones(len(s), dtype=torch.float64))
-                orders.append(torch.arange(c))
+            c = basic_parts(get_module(base, b), units[b].spec).conv1.out_channels
+            d, order = exact_demand(stats[b][1][0], keep[b])
+            demand.append(d)
+            orders.append(order)
             channels.append(c)
             cost.append((per_layer[units[b].conv_name(0)] + per_layer[units[b].conv_name(1)])
                         / c)
@@ -226,7 +222,7 @@ class AntiDoteFast(PruningMethod):
         stage_keep = sum(keep[b] * c * m for b, c, m in zip(names, channels, cost, strict=True))
         predictor, thresholds, widths = calibrate_stage(
             stats[names[0]][0], demand, channels, cost, stage_keep / total, n_levels, round_to)
-        blocks = [FastBasicBlock(get_module(base, b), order, None, 0.0, w, mode)
+        blocks = [FastBasicBlock(get_module(base, b), order, None, 0.0, w, mode, units[b].spec)
                   for b, order, w in zip(names, orders, widths, strict=True)]
         return FastStage(blocks, predictor, thresholds, mode)
 

@@ -35,6 +35,16 @@ from prunebench.harness.pruning.dynamic.fast_chain import FastChainBlock
 _ACT_CODES = {None: 0, "relu": 1, "relu6": 2}
 
 
+def _activate(y: torch.Tensor, code: int) -> torch.Tensor:
+    """``y`` through the activation of ``code`` (``_ACT_CODES``); a free function TorchScript
+    compiles with the modules that call it."""
+    if code == 1:
+        return F.relu(y)
+    if code == 2:
+        return F.relu6(y)
+    return y
+
+
 class _Width(nn.Module):
     """One block at one packed width: conv-ReLU-conv, the shortcut, add, ReLU."""
 
@@ -73,12 +83,8 @@ class _ChainConv(nn.Module):
         self.act = _ACT_CODES[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x, self.w, self.b, self.stride, self.padding, self.dilation, self.groups)
-        if self.act == 1:
-            return F.relu(y)
-        if self.act == 2:
-            return F.relu6(y)
-        return y
+        return _activate(F.conv2d(x, self.w, self.b, self.stride, self.padding, self.dilation,
+                                  self.groups), self.act)
 
 
 class _ChainLevel(nn.Module):
@@ -111,11 +117,7 @@ class _ChainLevel(nn.Module):
                                  self.sc_dilation)
             else:
                 y = y + x
-        if self.final_act == 1:
-            return F.relu(y)
-        if self.final_act == 2:
-            return F.relu6(y)
-        return y
+        return _activate(y, self.final_act)
 
 
 class _Chain(nn.Module):

@@ -45,7 +45,7 @@ from torch import nn
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import record_effective_macs, recording_active
 from prunebench.harness.pruning.dynamic.folding import folded_weights
-from prunebench.harness.pruning.dynamic.structure import basic_parts
+from prunebench.harness.pruning.dynamic.structure import BlockSpec, basic_parts
 
 
 @torch.no_grad()
@@ -112,6 +112,19 @@ class _NumpyDecision(nn.Module):
         pw, thr, ones = table[hw]
         return int(np.count_nonzero(pw @ (xi.reshape(xi.shape[0], hw) @ ones) >= thr))
 
+    @staticmethod
+    def _numpy_ok(x: torch.Tensor) -> bool:
+        return x.is_cpu and x.dtype == torch.float32 and not x.requires_grad
+
+    def _level_counts(self, x: torch.Tensor) -> torch.Tensor:
+        """Per input (B,), row by row: how many thresholds its one score (``pw`` of shape
+        (C_in,)) reaches, i.e. its level (an input's level never depends on its batch)."""
+        hw = x.shape[2] * x.shape[3]
+        if self._numpy_ok(x):
+            return torch.tensor([self._np_count(xi, hw) for xi in x.numpy()])
+        s = x.detach().sum((2, 3)) @ self.pw
+        return (s[:, None] >= self.thr * hw).sum(1)
+
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> nn.Module:
         self._cache = None
         return super()._apply(fn, *args, **kwargs)
@@ -132,9 +145,9 @@ class FastBasicBlock(_NumpyDecision):
     recognised from its graph: :func:`~.structure.basic_parts`)."""
 
     def __init__(self, block: nn.Module, order: torch.Tensor, predictor: tuple | None,
-                 tau: float, widths: list[int], mode: str) -> None:
+                 tau: float, widths: list[int], mode: str, spec: BlockSpec | None = None) -> None:
         super().__init__()
-        parts = basic_parts(block)
+        parts = basic_parts(block, spec)  # spec: the block's chain when already read
         if parts is None:
             raise PrunebenchError(f"{type(block).__name__} does not compute a residual basic "
                                   "block (3x3 conv-BN-ReLU, 3x3 conv-BN, add, ReLU)")
@@ -180,10 +193,6 @@ class FastBasicBlock(_NumpyDecision):
         if "runs" not in table:
             table["runs"] = [tuple(getattr(self, n) for n in names) for names in self._packed]
         return table
-
-    @staticmethod
-    def _numpy_ok(x: torch.Tensor) -> bool:
-        return x.is_cpu and x.dtype == torch.float32 and not x.requires_grad
 
     def _counts(self, x: torch.Tensor) -> list[int]:
         """Raw kept-channel count per input: predicted scores at or above the threshold.
@@ -372,6 +381,18 @@ def calibrate_stage(stage_in: torch.Tensor, demand: list[torch.Tensor], channels
     return predictor, thresholds, best[1]
 
 
+def exact_demand(att: torch.Tensor, keep: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per calibration input, the kept fraction of a map's channels under the exact AntiDote
+    rule at ``keep`` (one threshold over all of ``att`` (N, C), at least one channel), and the
+    channel order by mean attention; ``keep >= 1``: everything kept, the order unchanged."""
+    c = att.shape[1]
+    if keep < 1.0:
+        tau = torch.quantile(att.flatten().double(), 1.0 - keep).float()
+        return ((att >= tau).sum(1).clamp(min=1).double() / c,
+                att.mean(0).argsort(descending=True))
+    return torch.ones(len(att), dtype=torch.float64), torch.arange(c)
+
+
 class FastStage(_NumpyDecision, nn.Sequential):
     """Consecutive fast blocks that share one decision, taken once at the stage input.
 
@@ -391,11 +412,7 @@ class FastStage(_NumpyDecision, nn.Sequential):
 
     def _levels(self, x: torch.Tensor) -> torch.Tensor:
         """Level per input (B,), row by row as :meth:`FastBasicBlock._counts`."""
-        hw = x.shape[2] * x.shape[3]
-        if FastBasicBlock._numpy_ok(x):
-            return torch.tensor([self._np_count(xi, hw) for xi in x.numpy()])
-        s = x.detach().sum((2, 3)) @ self.pw
-        return (s[:, None] >= self.thr * hw).sum(1)
+        return self._level_counts(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Stage output; each input's level sets the width of every block."""

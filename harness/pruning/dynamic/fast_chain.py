@@ -36,9 +36,9 @@ from torch import nn
 from prunebench.harness.errors import PrunebenchError
 from prunebench.harness.measure.flops import record_effective_macs, recording_active
 from prunebench.harness.pruning.dynamic.fast_blocks import (
-    FastBasicBlock,
     _NumpyDecision,
     calibrate_stage,
+    exact_demand,
 )
 from prunebench.harness.pruning.dynamic.folding import folded_weights
 from prunebench.harness.pruning.dynamic.structure import (
@@ -55,11 +55,10 @@ def gated_stages(block: nn.Module, spec: BlockSpec) -> list[int]:
     convs = [block.get_submodule(s.conv) for s in spec.stages]
     out = []
     for i, c in enumerate(convs[:-1]):
-        j = i + 1
+        j = i + 1  # past the depthwise stages that follow map i
         while j < len(convs) - 1 and convs[j].groups == convs[j].in_channels > 1:
             j += 1
-        if c.groups == 1 and spec.stages[i].act is not None and convs[j].groups == 1 and \
-                all(convs[k].groups == convs[k].in_channels for k in range(i + 1, j)):
+        if c.groups == 1 and spec.stages[i].act is not None and convs[j].groups == 1:
             out.append(i)
     return out
 
@@ -158,11 +157,7 @@ class FastChainBlock(_NumpyDecision):
         """Level per input (B,), row by row (an input's level never depends on its batch)."""
         if not self.predict:
             return torch.zeros(x.shape[0], dtype=torch.long)
-        hw = x.shape[2] * x.shape[3]
-        if FastBasicBlock._numpy_ok(x):
-            return torch.tensor([self._np_count(xi, hw) for xi in x.numpy()])
-        s = x.detach().sum((2, 3)) @ self.pw
-        return (s[:, None] >= self.thr * hw).sum(1).cpu()
+        return self._level_counts(x).cpu()
 
     # ------------------------------------------------------------------------ execution
     def run_level(self, x: torch.Tensor, lv: int) -> torch.Tensor:
@@ -179,8 +174,10 @@ class FastChainBlock(_NumpyDecision):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Block output; each input computes its level's widths."""
         if self.mode == "fast" and x.shape[0] == 1 and not recording_active():
-            lv = self._np_count(x.numpy()[0], x.shape[2] * x.shape[3]) if (
-                self.predict and FastBasicBlock._numpy_ok(x)) else int(self._levels(x)[0])
+            if not self.predict:  # one level: nothing to decide
+                return self.run_level(x, 0)
+            lv = (self._np_count(x.numpy()[0], x.shape[2] * x.shape[3])
+                  if self._numpy_ok(x) else int(self._levels(x)[0]))
             return self.run_level(x, lv)
         level = self._levels(x)
         if recording_active():
@@ -312,13 +309,9 @@ def chain_block(block: nn.Module, unit: FastUnit, keep: dict[str, float],
     a, atts = stats
     demand, cost, orders = [], [], []
     for i, site, att, c in zip(unit.stages, unit.sites, atts, channels, strict=True):
-        if keep[site.name] < 1.0:
-            tau = torch.quantile(att.flatten().double(), 1.0 - keep[site.name]).float()
-            demand.append((att >= tau).sum(1).clamp(min=1).double() / c)
-            orders.append(att.mean(0).argsort(descending=True))
-        else:
-            demand.append(torch.ones(len(att), dtype=torch.float64))
-            orders.append(torch.arange(c))
+        d, order = exact_demand(att, keep[site.name])
+        demand.append(d)
+        orders.append(order)
         # MACs that scale with this map's width: its producer, the depthwise stages that
         # follow it and the conv that reads it (a bottleneck's conv2 counts for both maps)
         j, macs = i + 1, per_layer.get(unit.conv_name(i), 0.0)

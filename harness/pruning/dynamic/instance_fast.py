@@ -35,7 +35,6 @@ from torch import nn
 
 from prunebench.harness.measure.flops import record_effective_macs, recording_active
 from prunebench.harness.pruning.dynamic.fast_blocks import FastBasicBlock, calibrate_widths
-from prunebench.harness.pruning.dynamic.structure import basic_parts
 
 
 class InstanceWidthBlock(FastBasicBlock):
@@ -119,6 +118,6 @@ def instance_width_block(block: nn.Module, norms: torch.Tensor, keep: float, n_w
     """An :class:`InstanceWidthBlock` calibrated on ``norms`` (N, C): the RMS norms of the
     block's conv1-BN-ReLU output over calibration inputs; mean packed width / C ~ ``keep``."""
     order = norms.mean(0).argsort(descending=True)
-    c = basic_parts(block).conv1.out_channels
+    c = norms.shape[1]  # conv1's output channels
     tau, widths = calibrate_widths(norms[:, order], keep, n_widths, min(round_to, c))
     return InstanceWidthBlock(block, order, tau, widths, mode)
