@@ -162,9 +162,9 @@ def test_workers_ride_out_a_restart(pg: LocalPostgres, env: dict[str, str]) -> N
     assert len(complete) == TRIALS, seen
     assert all(t.state == TrialState.PRUNED and t.user_attrs.get("over_budget")
                and t.number >= TRIALS for t in surplus), seen
-    assert sorted(t.number for t in trials) == list(range(TRIALS)), seen
-    assert all(len(t.params) == 3 and t.values for t in trials), seen
-    assert len({t.system_attrs[TOKEN_ATTR] for t in trials}) == TRIALS, seen
+    assert sorted(t.number for t in complete) == list(range(TRIALS)), seen
+    assert all(len(t.params) == 3 and t.values for t in complete), seen
+    assert len({t.system_attrs[TOKEN_ATTR] for t in complete}) == TRIALS, seen
     assert not [t for t in trials if "retry_of" in t.user_attrs or "failed_trial" in
                 t.system_attrs], seen
 
