@@ -44,6 +44,11 @@ seed) and ``seeds``. Results under ``results/bench-search/``. Knobs for a smoke 
 (environment): ``PRUNEBENCH_BENCH_TRIALS`` (20 per arm), ``PRUNEBENCH_BENCH_SEEDS`` (0,1,2),
 ``PRUNEBENCH_BENCH_FT_EPOCHS`` (2), ``PRUNEBENCH_BENCH_SPACES`` (static,dynamic),
 ``PRUNEBENCH_BENCH_MODEL``, ``PRUNEBENCH_BENCH_PROFILE``, ``PRUNEBENCH_BENCH_CHECKPOINT``.
+
+Every arm's points (re-timed) are kept in ``<space>/points/*.csv``, and ``attainment.png`` (.svg,
+.pdf) shows per space and budget each arm's empirical attainment surfaces over the seeds
+(median line, best-to-worst band) on its points within the budget; ``bench_search.py
+--plot-only [OUT]`` redraws it from a finished run's files.
 """
 
 from __future__ import annotations
@@ -183,6 +188,13 @@ def _spread(values: list[float | None]) -> dict[str, Any]:
             "max": round(max(got), 4), "per_seed": values}
 
 
+def _warm_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A search run's warm-start (uniform-line) trials."""
+    if "prunebench_warm_start_t" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["prunebench_warm_start_t"].notna()]
+
+
 def _judge(runs: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict:
     """Hypervolume and best feasible test accuracy per arm of one seed at one budget."""
     from prunebench.search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
@@ -191,8 +203,7 @@ def _judge(runs: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict
     objs = [OBJECTIVES["accuracy"], OBJECTIVES[objective]]
     under = {name: f[f[column].astype(float) <= budget] for name, f in runs.items()}
     found = under["search"]
-    under["warm_start_only"] = found[found["prunebench_warm_start_t"].notna()] \
-        if "prunebench_warm_start_t" in found else found.iloc[0:0]
+    under["warm_start_only"] = _warm_rows(found)
     nonempty = [f for f in under.values() if len(f)]
     hv = dict.fromkeys(ARMS, 0.0)
     if nonempty:
@@ -229,6 +240,13 @@ def _bench_space(kind: str, ctx: dict) -> dict:
         for run, p50 in zip(runs, _retime([r["frame"] for r in runs], ctx), strict=True):
             run["frame"] = run["frame"].assign(
                 searched_latency_p50_ms=run["frame"]["latency_p50_ms"], latency_p50_ms=p50)
+    points = OUT / kind / "points"
+    points.mkdir(parents=True, exist_ok=True)
+    uniform["frame"].to_csv(points / "uniform_l1.csv", index=False)
+    for seed, run in randoms.items():
+        run["frame"].to_csv(points / f"random-s{seed}.csv", index=False)
+    for (seed, f), run in searches.items():
+        run["frame"].to_csv(points / f"search-b{f}-s{seed}.csv", index=False)
     cache: dict[str, float] = {}
     out: dict[str, Any] = {}
     for f, b in budgets.items():
@@ -263,8 +281,49 @@ def _bench_space(kind: str, ctx: dict) -> dict:
     return out
 
 
+def _in_budget(frame: pd.DataFrame, column: str, budget: float) -> pd.DataFrame:
+    return frame[frame[column].astype(float) <= budget]
+
+
+def draw_attainment(out: Path = OUT) -> Path:
+    """``out/attainment.png`` (and .svg, .pdf) from a finished run's ``points/`` tables and
+    ``result.json``: per space and budget, each arm's empirical attainment surfaces over the
+    seeds, drawn on the points within the budget (the ones its hypervolume counts)."""
+    from prunebench.search.pareto import OBJECTIVES
+    from prunebench.search.plots import AttainmentPanel
+    from prunebench.search.plots import draw_attainment as draw
+
+    result = json.loads((out / "result.json").read_text())
+    panels = []
+    for kind in (k for k in COSTS if k in result):
+        _, column, objective = COSTS[kind]
+        folder = out / kind / "points"
+        uniform = pd.read_csv(folder / "uniform_l1.csv")
+        for f in (k for k in result[kind] if k in map(str, BUDGET_FRACTIONS)):
+            block = result[kind][f]
+            seeds, budget = block["seeds"], float(block["budget"])
+            found = [pd.read_csv(folder / f"search-b{f}-s{s}.csv") for s in seeds]
+            runs = {"search": found,
+                    "warm_start_only": [_warm_rows(x) for x in found],
+                    "uniform_l1": [uniform] * len(seeds),
+                    "random": [pd.read_csv(folder / f"random-s{s}.csv") for s in seeds]}
+            runs = {n: [_in_budget(x, column, budget) for x in rs] for n, rs in runs.items()}
+            shown = (f"{budget:.3g} ms" if column == "latency_p50_ms"
+                     else f"{budget / 1e6:.1f}M MACs")
+            panels.append(AttainmentPanel(f"{kind}, budget {f}x dense ({shown})",
+                                          OBJECTIVES[objective], OBJECTIVES["accuracy"], runs,
+                                          budget=budget))
+    labels = {"uniform_l1": "uniform line", "warm_start_only": "warm start only"}
+    return draw(panels, out / "attainment", labels=labels)[0]
+
+
 def main() -> int:
     """Run every arm of every space; the last line printed is one JSON object."""
+    import sys
+
+    if sys.argv[1:2] == ["--plot-only"]:  # redraw a finished run's figure
+        print(draw_attainment(Path(sys.argv[2]) if len(sys.argv) > 2 else OUT))
+        return 0
     from prunebench.harness.evaluate import Workload, prepare
     from prunebench.harness.profiles import load_profile
     from prunebench.harness.pruning import DENSE
@@ -294,6 +353,7 @@ def main() -> int:
                    "load_avg_1m": os.getloadavg()[0],
                    "wall_s": round(time.perf_counter() - start, 1)})
     (OUT / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"attainment surfaces: {draw_attainment(OUT)}")
     print(json.dumps(result))
     return 0
 

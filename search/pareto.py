@@ -275,3 +275,25 @@ def compare_fronts(base: pd.DataFrame, other: pd.DataFrame, *, cost: Objective =
                      "quality_gained": bq - at_cost.min() if len(at_cost) else np.nan})
     cols = ["dominated", "cost_saved", "cost_saved_rel", "quality_gained"]
     return pd.DataFrame(rows, index=base.index, columns=cols)
+
+
+def attainment_surfaces(runs: Sequence[pd.DataFrame], cost: Objective, quality: Objective,
+                        grid: np.ndarray) -> np.ndarray:
+    """Empirical attainment surfaces of ``runs`` (one points table per seed) in two objectives.
+
+    Row ``k - 1`` of the returned ``(len(runs), len(grid))`` array is the k-th surface at each
+    ``grid`` value of ``cost``: the best ``quality`` that at least k of the runs reach at a cost
+    no worse than it (NaN where fewer than k runs are that cheap). Row 0 is the best run's
+    surface, the last row the worst run's, row ``ceil(n / 2) - 1`` the median attainment
+    (Fonseca & Fleming 1996; López-Ibáñez, Paquete & Stützle 2010). Values in the columns' units.
+    """
+    grid = np.asarray(grid, dtype=float)
+    best = np.full((len(runs), len(grid)), np.inf)  # minimise form
+    for i, run in enumerate(runs):
+        pts = _costs(_valid(run, [cost, quality]), [cost, quality])
+        for c, q in pts:
+            reach = grid * cost.sign >= c
+            best[i, reach] = np.minimum(best[i, reach], q)
+    surfaces = np.sort(best, axis=0) * quality.sign
+    surfaces[~np.isfinite(surfaces)] = np.nan
+    return surfaces

@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
 
-from prunebench.search.pareto import MINIMIZE, Objective  # noqa: E402
+from prunebench.search.pareto import MINIMIZE, Objective, attainment_surfaces  # noqa: E402
 
 # Okabe & Ito (2008), "Color Universal Design"; black is kept for the dense reference.
 OKABE_ITO = ("#E69F00", "#0072B2", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -234,6 +234,87 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
             chars = int(w * 72 / (font * 0.58))  # ~ characters per line at this size
             fig.supxlabel(textwrap.fill(caption, chars), fontsize=font, ha="left", x=0.01,
                           color="0.2")
+        out_stem.parent.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for ext in formats:
+            path = out_stem.with_suffix(f".{ext}")
+            fig.savefig(path, dpi=200 if ext == "png" else None)
+            paths.append(path)
+        plt.close(fig)
+    return paths
+
+
+@dataclass(frozen=True)
+class AttainmentPanel:
+    """One attainment plot: per series (an arm of a benchmark), one points table per seed."""
+
+    title: str
+    cost: Objective
+    quality: Objective
+    runs: dict[str, list[pd.DataFrame]]
+    budget: float | None = None  # cost value of the budget line, or None
+
+
+def draw_attainment(panels: Sequence[AttainmentPanel], out_stem: Path, *,
+                    formats: Sequence[str] = FORMATS, style: str = "paper",
+                    labels: dict[str, str] | None = None) -> list[Path]:
+    """Empirical attainment surfaces (as OptunaHub's ``plot_empirical_attainment_surface``), one
+    axes per panel, two per row: per series the median attainment surface as a line and the band
+    from its best to its worst seed's surface. Writes ``out_stem`` + each format; the paths."""
+    preset = FIGURE_STYLES[style]
+    font, w = preset.font_pt, preset.widths_in["full"]
+    ncol = min(2, len(panels))
+    nrow = -(-len(panels) // ncol)
+    names = list(dict.fromkeys(n for p in panels for n in p.runs))
+    styles = series_styles(names)
+    with plt.rc_context({"font.size": font, "axes.titlesize": font + 1, "legend.fontsize": font,
+                         "axes.labelsize": font, "xtick.labelsize": font,
+                         "ytick.labelsize": font, "svg.fonttype": "none", "pdf.fonttype": 42}):
+        fig, axes = plt.subplots(nrow, ncol, figsize=(w, w * 0.4 * nrow), layout="constrained",
+                                 squeeze=False)
+        for ax, panel in zip(axes.flat, panels, strict=False):
+            frames = [f for runs in panel.runs.values() for f in runs if len(f)]
+            if not frames:
+                ax.set_title(f"{panel.title}: no point in budget")
+                continue
+            costs = pd.concat([pd.to_numeric(f[panel.cost.column]) for f in frames])
+            quality = pd.concat([pd.to_numeric(f[panel.quality.column]) for f in frames])
+            right = panel.budget if panel.budget is not None else float(costs.max())
+            grid = np.unique(np.append(costs.to_numpy(float), right))
+            grid = grid[grid <= right] if panel.cost.direction == MINIMIZE else grid
+            floor = float(quality.min())
+            for rank, (name, runs) in enumerate(panel.runs.items()):
+                top = 3 + len(panel.runs) - rank  # the first series is drawn on top
+                surf = attainment_surfaces(runs, panel.cost, panel.quality, grid)
+                median = surf[-(-len(runs) // 2) - 1]
+                low = np.where(np.isnan(surf[-1]), floor, surf[-1])
+                color = styles[name].color
+                ax.fill_between(grid, low, surf[0], where=~np.isnan(surf[0]), step="post",
+                                color=color, alpha=0.18, lw=0, zorder=1)
+                ax.step(grid, median, where="post", color=color, lw=1.4, zorder=top)
+            if panel.budget is not None:
+                ax.axvline(panel.budget, color="0.25", ls="--", lw=1.0, zorder=0)
+            span = float(quality.max()) - floor
+            fmt = _formatter(panel.quality, span)
+            if fmt is not None:
+                ax.yaxis.set_major_formatter(fmt)
+            fmt = _formatter(panel.cost, float(costs.max() - costs.min()))
+            if fmt is not None:
+                ax.xaxis.set_major_formatter(fmt)
+            ax.set_title(panel.title)
+            ax.set_xlabel(panel.cost.label)
+            ax.set_ylabel(panel.quality.label)
+            ax.grid(True, color="0.9", lw=0.6)
+            ax.set_axisbelow(True)
+            ax.spines[["top", "right"]].set_visible(False)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        seeds = max(len(runs) for p in panels for runs in p.runs.values())
+        handles = [Line2D([], [], color=styles[n].color, lw=1.4,
+                          label=(labels or {}).get(n, n)) for n in names]
+        fig.legend(handles=handles, loc="outside upper center", ncol=min(4, len(names)),
+                   frameon=False, title=f"line: median attainment over {seeds} seeds; band: "
+                   "best to worst seed; dashed: budget")
         out_stem.parent.mkdir(parents=True, exist_ok=True)
         paths = []
         for ext in formats:

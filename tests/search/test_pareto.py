@@ -10,7 +10,7 @@ import pytest
 
 from prunebench.harness.errors import PrunebenchError
 from prunebench.search import pareto
-from prunebench.search.pareto import ACCURACY, LATENCY, MAXIMIZE, MINIMIZE, Objective
+from prunebench.search.pareto import ACCURACY, LATENCY, MAXIMIZE, MINIMIZE, OBJECTIVES, Objective
 
 ACC_LAT = [ACCURACY, LATENCY]
 
@@ -145,3 +145,17 @@ def test_compare_fronts_equal_points_not_dominated() -> None:
     cmp = pareto.compare_fronts(same, same.copy())
     assert not cmp.loc[0, "dominated"]
     assert cmp.loc[0, "cost_saved"] == 0.0
+
+
+def test_attainment_surfaces_on_known_runs() -> None:
+    # three seeds' points (latency ms, accuracy): the k-th surface at x is the k-th best of the
+    # seeds' best accuracies at latency <= x
+    runs = [pd.DataFrame({"latency_p50_ms": lat, "accuracy_top1": acc})
+            for lat, acc in (([1.0, 2.0], [0.5, 0.9]), ([1.5], [0.7]), ([3.0], [0.95]))]
+    grid = np.array([0.5, 1.0, 1.5, 2.0, 3.0])
+    surf = pareto.attainment_surfaces(runs, OBJECTIVES["latency_p50"], OBJECTIVES["accuracy"],
+                                      grid)
+    nan = np.nan
+    np.testing.assert_allclose(surf, [[nan, 0.5, 0.7, 0.9, 0.95],
+                                      [nan, nan, 0.5, 0.7, 0.9],
+                                      [nan, nan, nan, nan, 0.7]])

@@ -126,3 +126,23 @@ def test_whiskers_error_bars_and_background_are_drawn(tmp_path: Path, saved: lis
     assert max(widths) == pytest.approx(0.1 * 6.8)  # p50 to p90 of the dense point
     hollow = [ln for ln in full.lines if ln.get_markerfacecolor() == "none"]
     assert sum(len(ln.get_xdata()) for ln in hollow) == len(faint)
+
+
+def test_draw_attainment_writes_one_axes_per_panel(tmp_path: Path, saved: list) -> None:
+    def run(*pts: tuple[float, float]) -> pd.DataFrame:
+        return pd.DataFrame({"latency_p50_ms": [p[0] for p in pts],
+                             "accuracy_top1": [p[1] for p in pts]})
+
+    arms = {"search": [run((1.0, 0.9), (2.0, 0.95)), run((1.5, 0.92))],
+            "uniform": [run((1.8, 0.91)), run()]}
+    panels = [plots.AttainmentPanel(f"budget {b} ms", OBJECTIVES["latency_p50"],
+                                    OBJECTIVES["accuracy"], arms, budget=b) for b in (1.6, 2.2)]
+    paths = plots.draw_attainment(panels, tmp_path / "attainment")
+    for path in paths:
+        assert path.read_bytes().startswith(MAGIC[path.suffix[1:]])
+    fig = saved[-1]
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["budget 1.6 ms", "budget 2.2 ms"]
+    # per arm one median line, plus the budget line; the legend names both arms
+    assert all(len(ax.get_lines()) == 3 for ax in shown)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["search", "uniform"]
