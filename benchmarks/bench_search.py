@@ -43,7 +43,10 @@ over seeds of each search's median |predicted / measured - 1|), ``search_minus_u
 seed) and ``seeds``. Results under ``results/bench-search/``. Knobs for a smoke run only
 (environment): ``PRUNEBENCH_BENCH_TRIALS`` (20 per arm), ``PRUNEBENCH_BENCH_SEEDS`` (0,1,2),
 ``PRUNEBENCH_BENCH_FT_EPOCHS`` (2), ``PRUNEBENCH_BENCH_SPACES`` (static,dynamic),
-``PRUNEBENCH_BENCH_MODEL``, ``PRUNEBENCH_BENCH_PROFILE``, ``PRUNEBENCH_BENCH_CHECKPOINT``.
+``PRUNEBENCH_BENCH_MODEL``, ``PRUNEBENCH_BENCH_PROFILE``, ``PRUNEBENCH_BENCH_CHECKPOINT``;
+and ``PRUNEBENCH_BENCH_REUSE=DIR``: copy the uniform and random arms of an earlier run in DIR
+(their trials do not depend on that run's measurements; they are re-timed in this run's pass),
+so a change to the search is judged without running the unchanged arms again.
 
 Every arm's points (re-timed) are kept in ``<space>/points/*.csv``, and ``attainment.png`` (.svg,
 .pdf) shows per space and budget each arm's empirical attainment surfaces over the seeds
@@ -75,6 +78,9 @@ PROFILE = os.environ.get("PRUNEBENCH_BENCH_PROFILE", "cpu-1t")
 CHECKPOINT = os.environ.get("PRUNEBENCH_BENCH_CHECKPOINT")  # default: the cached base model
 BUDGET_FRACTIONS = (0.5, 0.7)  # latency budget = this x the dense network's p50
 OUT = Path(os.environ.get("PRUNEBENCH_BENCH_OUT", "results/bench-search"))
+# a finished run's folder: its uniform and random arms are copied instead of run again
+REUSE = Path(os.environ["PRUNEBENCH_BENCH_REUSE"]) if os.environ.get("PRUNEBENCH_BENCH_REUSE") \
+    else None
 ARMS = ("search", "warm_start_only", "uniform_l1", "random")
 # space -> (budget key, Measurement column, objective): AntiDote's exact rule is no faster than
 # dense on this CPU (docs/benchmarks.md: 0.78-0.87x eager), so no dynamic point meets a latency
@@ -92,11 +98,31 @@ def _space(kind: str):
                      searched_options={"rule": {"choices": ["ratio", "threshold"]}})
 
 
+def _reused(name: str) -> dict | None:
+    """Arm ``name``'s finished folder from ``REUSE`` copied into ``OUT``, or None. Only arms
+    whose trials do not depend on the run's measurements are reused (the uniform line is
+    enqueued, random sampling is seeded and unprojected); every point is timed again in the
+    shared re-timing pass, so a reused arm is judged in this run's latency frame."""
+    if REUSE is None or not (REUSE / name / "trials.csv").is_file():
+        return None
+    frame = pd.read_csv(REUSE / name / "trials.csv")
+    done = frame[frame["state"] == "COMPLETE"].reset_index(drop=True)
+    if len(done) < N_TRIALS:
+        return None
+    shutil.copytree(REUSE / name, OUT / name)
+    minutes = frame["duration_s"].astype(float).sum() / 60
+    print(f"reused {name} from {REUSE / name}")
+    return {"summary": {"trials_per_minute": len(frame) / minutes, "reused_from": str(REUSE)},
+            "frame": done}
+
+
 def _run(name: str, spec, ctx: dict, sampler: str, warm_start: int, remeasure_max: int) -> dict:
     """One search run in ``OUT/<name>``; returns its summary and completed trials."""
     from prunebench.search.objective import SearchObjective
     from prunebench.search.runs.search_run import SearchRun
 
+    if sampler == "random" and (reused := _reused(name)) is not None:
+        return reused
     objective = SearchObjective(spec, prepared=ctx["prepared"], profile=ctx["profile"])
     objective.latency_anchor_ms = ctx["anchor"]
     run = SearchRun(spec, OUT / name, args={"bench": name}, sampler=sampler,
@@ -116,6 +142,8 @@ def _uniform(kind: str, spec, ctx: dict) -> dict:
     from prunebench.search.storage import open_storage
     from prunebench.search.study import create_or_load_study, run_trials, trials_frame
 
+    if (reused := _reused(f"{kind}/uniform")) is not None:
+        return reused
     space = dataclasses.replace(spec.space, ratio_step=0.01, keep_step=0.01)
     uspec = dataclasses.replace(spec, space=space, budget_projection=False)
     objective = SearchObjective(uspec, prepared=ctx["prepared"], profile=ctx["profile"])

@@ -46,8 +46,9 @@ from prunebench.harness.pruning import PruningConfig, pipeline
 from prunebench.search.space import SearchSpace
 
 MODELS_ATTR = "prunebench_cost_models"  # study user attr: budget key -> CostModel.to_dict()
-LEVEL = "budget_level"  # searched: the fraction of the budget a proposal is projected to
-LEVEL_MIN = 0.5
+LEVEL = "budget_level"  # searched: where between its cheapest point and the budget a proposal
+# is projected (0: its cheapest point, 1: the budget less its margin)
+LEVEL_MIN = 0.3
 LEVEL_STEP = 0.05
 MIN_PER_LAYER_POINTS = 8  # measurements before per-layer corrections are fitted
 RIDGE_CHOICES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -375,10 +376,11 @@ class BudgetProjection:
     The proposal's per-group ratios ``r`` and per-gate pruned fractions ``1 - keep`` form its
     shape; the projection evaluates ``s * shape`` (clipped to the space's bounds, on its step
     grids) and bisects the common factor ``s`` for the least pruned point whose predicted cost
-    is at most ``level x budget / (1 + margin)`` for every budget (margin: the spec's latency
-    margin for latency, none for the rest). When the unpruned network is predicted to meet every
-    budget, nothing binds and the proposal is returned as drawn. A shape of all zeros is the
-    uniform shape.
+    is at most its :meth:`aim` for every budget: ``level`` of the way from the shape's cheapest
+    point to ``budget / (1 + margin)`` (margin: the spec's latency margin for latency, none for
+    the rest). When the unpruned network is predicted to meet every budget, nothing binds and
+    the proposal is returned as drawn; when even the shape's cheapest point misses a budget,
+    that point is returned. A shape of all zeros is the uniform shape.
     """
 
     def __init__(self, space: SearchSpace, table: CostTable, budgets: Mapping[str, float],
@@ -399,26 +401,21 @@ class BudgetProjection:
         usable = {k: m for k, m in models.items() if k in self.targets}
         if not usable:
             return dict(params)
-        level = float(params.get(LEVEL, 1.0))
         shape = self._shape(params)
-
-        def cost(s: float) -> dict[str, float]:
-            cfg = self.space.config(self._scaled(params, shape, s)).record
-            return {k: m.predict(self.table, cfg) for k, m in usable.items()}
-
+        top = self._top(shape)
+        cost = self._cost(params, shape, usable)
         unpruned = cost(0.0)
         if all(unpruned[k] <= self.targets[k] for k in usable):
             return dict(params)  # no budget binds: the proposal is evaluated as drawn
-        aim = {k: level * self.targets[k] for k in usable}
+        aim = self._aim(float(params.get(LEVEL, 1.0)), unpruned, cost(top))
 
         def fits(predicted: Mapping[str, float]) -> bool:
             return all(v <= aim[k] for k, v in predicted.items())
 
-        top = self._top(shape)
         if fits(unpruned):
             return self._scaled(params, shape, 0.0)
         if not fits(cost(top)):
-            return self._scaled(params, shape, top)
+            return self._scaled(params, shape, top)  # nothing along this shape fits
         lo, hi = 0.0, top
         for _ in range(40):
             mid = (lo + hi) / 2
@@ -426,6 +423,34 @@ class BudgetProjection:
             if hi - lo < 1e-4:
                 break
         return self._scaled(params, shape, hi)
+
+    def aim(self, params: Mapping[str, Any], models: Mapping[str, CostModel]
+            ) -> dict[str, float]:
+        """The predicted cost per budget that :meth:`project` aims ``params`` at: for a binding
+        budget, ``floor + level x (target - floor)``, where ``floor`` is the proposal's shape
+        pruned as far as the space allows (its cheapest point) and ``target`` the budget less
+        its margin; a budget the unpruned network meets is aimed at its target."""
+        usable = {k: m for k, m in models.items() if k in self.targets}
+        shape = self._shape(params)
+        cost = self._cost(params, shape, usable)
+        return self._aim(float(params.get(LEVEL, 1.0)), cost(0.0), cost(self._top(shape)))
+
+    def _aim(self, level: float, unpruned: Mapping[str, float], floor: Mapping[str, float]
+             ) -> dict[str, float]:
+        # the level spans what the shape can reach, so no level aims below its cheapest point
+        # (every such proposal would be that one configuration)
+        out = {}
+        for k, target in ((k, self.targets[k]) for k in floor):
+            binding = unpruned[k] > target and floor[k] < target
+            out[k] = floor[k] + level * (target - floor[k]) if binding else target
+        return out
+
+    def _cost(self, params: Mapping[str, Any], shape: Mapping[str, float],
+              models: Mapping[str, CostModel]) -> Any:
+        def cost(s: float) -> dict[str, float]:
+            cfg = self.space.config(self._scaled(params, shape, s)).record
+            return {k: m.predict(self.table, cfg) for k, m in models.items()}
+        return cost
 
     def _shape(self, params: Mapping[str, Any]) -> dict[str, float]:
         """Each per-layer parameter's pruned amount: a ratio, or 1 - a keep."""

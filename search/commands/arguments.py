@@ -155,9 +155,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="on|off",
                    help="scale each sampled per-layer allocation so the study's cost models "
                         "(latency/energy fitted from its own trials, MACs/params counted) "
-                        "predict it meets the budgets with the margin; the level it aims at "
-                        "(budget_level, 0.5-1 of the budget) is searched (default on; only with "
-                        "a budget)")
+                        "predict it meets the budgets with the margin; where it aims between "
+                        "the allocation's cheapest point and the budget (budget_level, 0.3-1) "
+                        "is searched (default on; only with a budget)")
     p.add_argument("--pruner", default=d["pruner"], metavar="auto|none|median|sha|hyperband",
                    help="stop hopeless trials between fine-tune epochs on their validation "
                         "accuracy (single objective only, e.g. --objectives accuracy with a "

@@ -12,6 +12,7 @@ from prunebench.harness.models import create_model
 from prunebench.harness.pruning import DENSE, PruneContext, pipeline
 from prunebench.search.latency_model import (
     LEVEL,
+    LEVEL_MIN,
     MIN_PER_LAYER_POINTS,
     MODELS_ATTR,
     BudgetProjection,
@@ -100,13 +101,16 @@ def test_projection_lands_the_predicted_latency_within_the_margin(level: float) 
     margin = 0.1
     budget = 0.6 * truth(DENSE)
     projection = BudgetProjection(space, table, {"latency_ms": budget}, margin)
-    target = level * budget / (1 + margin)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
     for _ in range(8):
         trial = study.ask()
         proposal = {**{n: trial.suggest_float(n, d.low, d.high, step=d.step)
                        for n, d in space.distributions().items()}, LEVEL: level}
-        projected = projection.project(proposal, {"latency_ms": model})
+        models = {"latency_ms": model}
+        (target,) = projection.aim(proposal, models).values()
+        if level == 1.0:
+            assert target == pytest.approx(budget / (1 + margin))
+        projected = projection.project(proposal, models)
         predicted = model.predict(table, space.config(projected).record)
         assert target * (1 - margin) <= predicted <= target
         dist = space.distributions()
@@ -134,6 +138,25 @@ def test_projection_meets_every_budget_and_scales_the_proposed_shape() -> None:
     assert table.macs(lighter) > macs_budget or table.params(lighter) > params_budget
 
 
+def test_low_levels_aim_inside_each_shapes_reach_not_at_one_cheapest_point() -> None:
+    # a level is a position between the shape's cheapest point and the budget: two shapes at a
+    # low level give two different configurations, each between its floor and the budget
+    # (a level taken as a fraction of the budget made both the all-most-pruned network)
+    _, space, table = _static("resnet20")
+    macs = {"macs": CostModel("macs", "counted")}
+    most = table.macs(space.config(uniform_params(space, space.spec.max_ratio)).record)
+    budget = 3.0 * most  # LEVEL_MIN x budget is below the cheapest point
+    projection = BudgetProjection(space, table, {"macs": budget})
+    got = []
+    for heavy in (space.groups[0], space.groups[-1]):
+        shape = uniform_params(space, 0.1) | {heavy: 0.5, LEVEL: LEVEL_MIN}
+        (aim,) = projection.aim(shape, macs).values()
+        config = space.config(projection.project(shape, macs)).record
+        assert most <= aim < budget and table.macs(config) <= aim
+        got.append(config.key)
+    assert got[0] != got[1]
+
+
 def test_projecting_sampler_stores_projected_params_and_leaves_enqueued_ones() -> None:
     _, space, table = _static()
     truth = _synthetic(table, "layer3.0.conv2")
@@ -149,7 +172,7 @@ def test_projecting_sampler_stores_projected_params_and_leaves_enqueued_ones() -
     evaluated = {}
 
     def objective(trial: optuna.Trial) -> float:
-        trial.suggest_float(LEVEL, 0.5, 1.0, step=0.05)
+        trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=0.05)
         config = space.suggest(trial).record
         evaluated[trial.number] = config
         return truth(config)
@@ -159,7 +182,8 @@ def test_projecting_sampler_stores_projected_params_and_leaves_enqueued_ones() -
     assert all(first.params[g] == 0.0 for g in space.groups)  # enqueued: not projected
     for t in rest:
         assert space.config(t.params).record == evaluated[t.number]  # params = what ran
-        assert model.predict(table, evaluated[t.number]) <= t.params[LEVEL] * budget / 1.1
+        aim = projection.aim(t.params, {"latency_ms": model})["latency_ms"]
+        assert model.predict(table, evaluated[t.number]) <= aim <= budget / 1.1
 
 
 def test_models_are_stored_in_the_study_and_errors_summarised() -> None:
@@ -196,7 +220,7 @@ def test_a_search_records_predictions_errors_and_stores_its_models(
     assert done["predicted_macs"].tolist() == pytest.approx(done["macs"].tolist())  # counted
     assert done["model_error_latency_p50_ms"].notna().all()
     sampled = done[done["prunebench_warm_start_t"].isna()]
-    assert (sampled["macs"] <= sampled["params_budget_level"] * 0.6 * dense_macs + 1e-6).all()
+    assert (sampled["macs"] <= 0.6 * dense_macs).all()
     summary = result.summary
     assert summary["budget_projection"] is True
     assert summary["latency_model_error_median"] == pytest.approx(
