@@ -178,6 +178,25 @@ def _handles(names: Sequence[str], styles: dict[str, Style], size: float,
     return out
 
 
+def _rc(font: float) -> dict[str, float | str]:
+    """Matplotlib settings of a figure at ``font`` points (text kept as text in SVG and PDF)."""
+    return {"font.size": font, "axes.titlesize": font + 1, "legend.fontsize": font,
+            "axes.labelsize": font, "xtick.labelsize": font, "ytick.labelsize": font,
+            "svg.fonttype": "none", "pdf.fonttype": 42}
+
+
+def _save(fig: plt.Figure, out_stem: Path, formats: Sequence[str]) -> list[Path]:
+    """``fig`` written as ``out_stem`` + each format, then closed; the paths."""
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in formats:
+        path = out_stem.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=200 if ext == "png" else None)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
 def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
                   styles: dict[str, Style] | None = None, width: str = "full",
                   formats: Sequence[str] = FORMATS, labels: dict[str, str] | None = None,
@@ -195,9 +214,7 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
     w = preset.widths_in[width]
     font = preset.font_pt
     size = preset.marker * (1.0 if width == "column" else 1.2)
-    with plt.rc_context({"font.size": font, "axes.titlesize": font + 1, "legend.fontsize": font,
-                         "axes.labelsize": font, "xtick.labelsize": font,
-                         "ytick.labelsize": font, "svg.fonttype": "none", "pdf.fonttype": 42}):
+    with plt.rc_context(_rc(font)):
         fig, ax = plt.subplots(figsize=(w, w * (0.8 if width == "column" else 0.5)),
                                layout="constrained")
         _background(ax, panel, styles, size)
@@ -234,14 +251,7 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
             chars = int(w * 72 / (font * 0.58))  # ~ characters per line at this size
             fig.supxlabel(textwrap.fill(caption, chars), fontsize=font, ha="left", x=0.01,
                           color="0.2")
-        out_stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for ext in formats:
-            path = out_stem.with_suffix(f".{ext}")
-            fig.savefig(path, dpi=200 if ext == "png" else None)
-            paths.append(path)
-        plt.close(fig)
-    return paths
+        return _save(fig, out_stem, formats)
 
 
 @dataclass(frozen=True)
@@ -267,9 +277,7 @@ def draw_attainment(panels: Sequence[AttainmentPanel], out_stem: Path, *,
     nrow = -(-len(panels) // ncol)
     names = list(dict.fromkeys(n for p in panels for n in p.runs))
     styles = series_styles(names)
-    with plt.rc_context({"font.size": font, "axes.titlesize": font + 1, "legend.fontsize": font,
-                         "axes.labelsize": font, "xtick.labelsize": font,
-                         "ytick.labelsize": font, "svg.fonttype": "none", "pdf.fonttype": 42}):
+    with plt.rc_context(_rc(font)):
         fig, axes = plt.subplots(nrow, ncol, figsize=(w, w * 0.4 * nrow), layout="constrained",
                                  squeeze=False)
         for ax, panel in zip(axes.flat, panels, strict=False):
@@ -315,11 +323,4 @@ def draw_attainment(panels: Sequence[AttainmentPanel], out_stem: Path, *,
         fig.legend(handles=handles, loc="outside upper center", ncol=min(4, len(names)),
                    frameon=False, title=f"line: median attainment over {seeds} seeds; band: "
                    "best to worst seed; dashed: budget")
-        out_stem.parent.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for ext in formats:
-            path = out_stem.with_suffix(f".{ext}")
-            fig.savefig(path, dpi=200 if ext == "png" else None)
-            paths.append(path)
-        plt.close(fig)
-    return paths
+        return _save(fig, out_stem, formats)
