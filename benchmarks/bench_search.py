@@ -216,6 +216,10 @@ def _spread(values: list[float | None]) -> dict[str, Any]:
             "max": round(max(got), 4), "per_seed": values}
 
 
+def _in_budget(frame: pd.DataFrame, column: str, budget: float) -> pd.DataFrame:
+    return frame[frame[column].astype(float) <= budget]
+
+
 def _warm_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """A search run's warm-start (uniform-line) trials."""
     if "prunebench_warm_start_t" not in frame:
@@ -229,7 +233,7 @@ def _judge(runs: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict
 
     _, column, objective = COSTS[kind]
     objs = [OBJECTIVES["accuracy"], OBJECTIVES[objective]]
-    under = {name: f[f[column].astype(float) <= budget] for name, f in runs.items()}
+    under = {name: _in_budget(f, column, budget) for name, f in runs.items()}
     found = under["search"]
     under["warm_start_only"] = _warm_rows(found)
     nonempty = [f for f in under.values() if len(f)]
@@ -307,10 +311,6 @@ def _bench_space(kind: str, ctx: dict) -> dict:
         }
     out["uniform_trials_per_minute"] = round(uniform["summary"]["trials_per_minute"], 2)
     return out
-
-
-def _in_budget(frame: pd.DataFrame, column: str, budget: float) -> pd.DataFrame:
-    return frame[frame[column].astype(float) <= budget]
 
 
 def draw_attainment(out: Path = OUT) -> Path:

@@ -407,14 +407,15 @@ class BudgetProjection:
         unpruned = cost(0.0)
         if all(unpruned[k] <= self.targets[k] for k in usable):
             return dict(params)  # no budget binds: the proposal is evaluated as drawn
-        aim = self._aim(float(params.get(LEVEL, 1.0)), unpruned, cost(top))
+        floor = cost(top)
+        aim = self._aim(float(params.get(LEVEL, 1.0)), unpruned, floor)
 
         def fits(predicted: Mapping[str, float]) -> bool:
             return all(v <= aim[k] for k, v in predicted.items())
 
         if fits(unpruned):
             return self._scaled(params, shape, 0.0)
-        if not fits(cost(top)):
+        if not fits(floor):
             return self._scaled(params, shape, top)  # nothing along this shape fits
         lo, hi = 0.0, top
         for _ in range(40):

@@ -185,6 +185,15 @@ def _rc(font: float) -> dict[str, float | str]:
             "svg.fonttype": "none", "pdf.fonttype": 42}
 
 
+def _frame(ax: plt.Axes, x: Objective, y: Objective) -> None:
+    """Axis labels, a light grid behind the data, no top or right spine."""
+    ax.set_xlabel(x.label)
+    ax.set_ylabel(y.label)
+    ax.grid(True, color="0.9", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def _save(fig: plt.Figure, out_stem: Path, formats: Sequence[str]) -> list[Path]:
     """``fig`` written as ``out_stem`` + each format, then closed; the paths."""
     out_stem.parent.mkdir(parents=True, exist_ok=True)
@@ -235,11 +244,7 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
             fmt = _formatter(obj, lim[1] - lim[0])
             if fmt is not None:
                 axis.set_major_formatter(fmt)
-        ax.set_xlabel(panel.x.label)
-        ax.set_ylabel(panel.y.label)
-        ax.grid(True, color="0.9", lw=0.6)
-        ax.set_axisbelow(True)
-        ax.spines[["top", "right"]].set_visible(False)
+        _frame(ax, panel.x, panel.y)
         ncol = 2 if width == "column" else 4
         # above the axes, so it never covers data; constrained layout makes room for it
         ax.legend(handles=_handles(names, styles, size, budget_label, labels or {}),
@@ -310,11 +315,7 @@ def draw_attainment(panels: Sequence[AttainmentPanel], out_stem: Path, *,
             if fmt is not None:
                 ax.xaxis.set_major_formatter(fmt)
             ax.set_title(panel.title)
-            ax.set_xlabel(panel.cost.label)
-            ax.set_ylabel(panel.quality.label)
-            ax.grid(True, color="0.9", lw=0.6)
-            ax.set_axisbelow(True)
-            ax.spines[["top", "right"]].set_visible(False)
+            _frame(ax, panel.cost, panel.quality)
         for ax in list(axes.flat)[len(panels):]:
             ax.set_visible(False)
         seeds = max(len(runs) for p in panels for runs in p.runs.values())
