@@ -27,7 +27,11 @@ batches; the splits and the cached dense ResNet-20 base model are the same for e
 0.3, PAAM and L1 with 1 epoch; AAP and PAAM from scratch left out) to check that it works; its
 figures mean nothing. Usage::
 
-    python benchmarks/accuracy_seeds.py --data-dir ../shared/data/mnist [--quick]
+    python benchmarks/accuracy_seeds.py --data-dir ../shared/data/mnist [--quick] [--rows FILE]
+
+With ``--rows FILE`` each finished part of a seed is appended to ``FILE`` and read back instead
+of rerun, so seeds can run as parallel processes (``--seeds 0``, ``--seeds 1``, ...) and one
+last run over all seeds on the same file prints the report.
 
 The second-to-last stdout line is one JSON object with the settings, every per-seed row, the
 unreachable cells and the issue's checks; the last line is one JSON object
@@ -247,6 +251,42 @@ def checks(rows: list[dict], dense_top1: float) -> dict:
     return out
 
 
+def _settings_key(args: argparse.Namespace) -> dict:
+    """What a saved part's rows depend on besides the data set and the seed."""
+    return {"epochs": args.epochs, "feature_decay": args.feature_decay, "quick": args.quick}
+
+
+def _saved_parts(path: Path, dataset: str, args: argparse.Namespace) -> dict:
+    """``{(seed, part): rows}`` of the parts ``path`` holds for ``dataset`` under these settings
+    (parts saved under other settings are left alone)."""
+    out: dict = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a killed run: that part reruns
+            _log(f"{path}: skipping an incomplete line")
+            continue
+        if rec["dataset"] == dataset and rec["settings"] == _settings_key(args):
+            out[(rec["seed"], rec["part"])] = rec["rows"]
+    return out
+
+
+def _save_part(path: Path, dataset: str, seed: int, part: str, args: argparse.Namespace,
+               rows: list[dict]) -> None:
+    """Append one finished part as one line (a lock keeps parallel runs' lines whole)."""
+    from filelock import FileLock
+
+    line = json.dumps({"dataset": dataset, "seed": seed, "part": part,
+                       "settings": _settings_key(args), "rows": rows})
+    with FileLock(str(path) + ".lock"), path.open("a") as f:
+        f.write(line + "\n")
+        f.flush()
+
+
 def run_dataset(name: str, data_dir: str | None, args: argparse.Namespace) -> tuple[dict, dict]:
     """Every part on one data set: (cells, details)."""
     splits = load_dataset(name, data_dir)
@@ -259,13 +299,24 @@ def run_dataset(name: str, data_dir: str | None, args: argparse.Namespace) -> tu
              for label, (method, options, _) in DYNAMIC.items() for t in targets}
     unreachable = [{"method": label, "target": t, "most_reached": round(most, 4)}
                    for (label, t), (keep, most) in keeps.items() if keep is None]
+    parts = {
+        "dynamic": lambda seed: dynamic_rows(base, splits, seed, args.epochs, targets, keeps,
+                                             args.feature_decay),
+        "params": lambda seed: params_rows(base, splits, seed, args.quick),
+        "criteria": lambda seed: criteria_rows(
+            base, splits, seed, (0.3,) if args.quick else (0.3, 0.5),
+            ("l1", "random") if args.quick else CRITERIA)}
+    done = _saved_parts(args.rows, name, args) if args.rows else {}
     rows: list[dict] = []
     for seed in args.seeds:
-        rows += dynamic_rows(base, splits, seed, args.epochs, targets, keeps,
-                             args.feature_decay)
-        rows += params_rows(base, splits, seed, args.quick)
-        rows += criteria_rows(base, splits, seed, (0.3,) if args.quick else (0.3, 0.5),
-                              ("l1", "random") if args.quick else CRITERIA)
+        for part, run in parts.items():
+            if (seed, part) in done:
+                _log(f"{name} seed {seed}: {part} rows read from {args.rows}")
+                rows += done[(seed, part)]
+                continue
+            rows += (new := run(seed))
+            if args.rows:
+                _save_part(args.rows, name, seed, part, args, new)
     details = {"test_n": len(splits.test), "dense_top1": dense_top1,
                "keeps": {f"{label}@{t}": k for (label, t), (k, _) in keeps.items()},
                "unreachable": unreachable, "checks": checks(rows, dense_top1), "rows": rows}
@@ -287,6 +338,12 @@ def main() -> int:
                         help=f"feature-decay strength of the instance_sparsity arm (default "
                              f"{FEATURE_DECAY:g})")
     parser.add_argument("--quick", action="store_true", help="a subset, to check that it runs")
+    parser.add_argument("--rows", type=Path, default=None, metavar="FILE",
+                        help="JSON-lines file of finished parts (a data set's dynamic, params "
+                             "or criteria rows of one seed): parts already there under the same "
+                             "--epochs/--feature-decay/--quick are read, not rerun, and each "
+                             "part is appended when it ends, so an interrupted run resumes and "
+                             "seeds can run in parallel processes on one file")
     args = parser.parse_args()
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -300,6 +357,8 @@ def main() -> int:
                      "(> 0) must name something to run")
     if args.quick:
         names, args.seeds, args.epochs = ["digits"], args.seeds[:1], 1
+    if args.rows is not None and (args.rows.is_dir() or not args.rows.parent.is_dir()):
+        parser.error(f"--rows {str(args.rows)!r} must be a file in an existing folder")
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     start = time.perf_counter()
