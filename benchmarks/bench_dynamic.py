@@ -48,7 +48,8 @@ gates is done here: this benchmark is about speed; ``accuracy_dynamic.py`` measu
 
 Batch 1 uses the profile's timing (5 interleaved rounds); batch 32 uses 3 rounds of at most
 4 s per network and reports ``fast`` at every point, ``gathered``/``masked`` at 50% only.
-Usage: ``python benchmarks/bench_dynamic.py [--profile P] [--engines-only]`` (a few minutes).
+Usage: ``python benchmarks/bench_dynamic.py [--profile P] [--engines-only | --rows-only |
+--instance-only]`` (a few minutes; the ``-only`` flags run just that table or those points).
 
 ``--model NAME --input-shape CxHxW`` (e.g. ``--model tv_resnet18 --input-shape 3x224x224``) is
 a cost-only run on another network: random weights (its factory's initialisation), gates
@@ -200,6 +201,8 @@ def main() -> None:
                         help="only the per-engine table at the ~50%% point (cpu-1t)")
     parser.add_argument("--rows-only", action="store_true",
                         help="only the row-band points (antidote_fast option rows, batch 1)")
+    parser.add_argument("--instance-only", action="store_true",
+                        help="only the instance_sparsity points (fast and masked, batch 1)")
     parser.add_argument("--model", default=None,
                         help="cost-only run on this model (random weights), e.g. tv_resnet18")
     parser.add_argument("--input-shape", default=None,
@@ -259,12 +262,14 @@ def main() -> None:
             cache[key] = 1.0 - count_macs(_static(model, k, images), images[:1]).macs / dense_macs
         return cache[key]
 
-    if cli.rows_only:
+    if cli.rows_only or cli.instance_only:
         one = dataclasses.replace(base, batch_sizes=(1,))
         setting = ([images[i:i + 1] for i in range(8)], one, 5, 1)
-        print(json.dumps({"points": _row_points(model, images, dense_macs, calib_inputs,
-                                                setting, static_red, dense_folded),
-                          "profile": base.name, "torch": torch.__version__}))
+        points = (_row_points(model, images, dense_macs, calib_inputs, setting, static_red,
+                              dense_folded) if cli.rows_only else
+                  _instance_points(model, images, dense_macs, calib_inputs, cache, setting,
+                                   static_red, dense_folded))
+        print(json.dumps({"points": points, "profile": base.name, "torch": torch.__version__}))
         return
     for batch in (1, 32):
         timing = base.timing if batch == 1 else dataclasses.replace(

@@ -49,6 +49,9 @@ MODELS_ATTR = "prunebench_cost_models"  # study user attr: budget key -> CostMod
 LEVEL = "budget_level"  # searched: where between its cheapest point and the budget a proposal
 # is projected (0: its cheapest point, 1: the budget less its margin)
 LEVEL_MIN = 0.3
+# trial user attr: a draw made for the trial elsewhere (search.sensitivity's proposals), which
+# the ProjectingSampler projects instead of its base sampler's
+PROPOSAL_ATTR = "prunebench_proposal"
 LEVEL_STEP = 0.05
 MIN_PER_LAYER_POINTS = 8  # measurements before per-layer corrections are fitted
 RIDGE_CHOICES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -486,7 +489,9 @@ class BudgetProjection:
 class ProjectingSampler(optuna.samplers.BaseSampler):
     """``base`` with every proposal scaled onto the budget by ``projection``.
 
-    Enqueued (fixed) parameters are left alone: Optuna takes them before relative ones. The
+    Enqueued (fixed) parameters are left alone: Optuna takes them before relative ones. A trial
+    whose user attr :data:`PROPOSAL_ATTR` holds a draw is projected from that draw (the rest of
+    the space drawn as usual). The
     models are read from the study at each proposal (a worker's latest fit included); without
     a model for any budget the base proposal is returned unscaled.
     """
@@ -505,8 +510,12 @@ class ProjectingSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         """The base sampler's draws (relative where it models jointly), projected."""
-        own = self.base.infer_relative_search_space(study, trial)
-        params = dict(self.base.sample_relative(study, trial, own)) if own else {}
+        proposed = trial.user_attrs.get(PROPOSAL_ATTR)
+        if proposed is not None:
+            params = dict(proposed)
+        else:
+            own = self.base.infer_relative_search_space(study, trial)
+            params = dict(self.base.sample_relative(study, trial, own)) if own else {}
         fixed = trial.system_attrs.get("fixed_params", {})
         for name, dist in search_space.items():
             if name not in params:

@@ -302,7 +302,7 @@ class SearchObjective:
         if self.costs is None:
             return {}
         study = trial.study
-        if self.projection is not None and self._budget_binds():
+        if self.projection is not None and self.budget_binds():
             if not isinstance(study.sampler, ProjectingSampler):
                 study.sampler = ProjectingSampler(study.sampler, self.projection, self.models)
             trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=LEVEL_STEP)
@@ -327,7 +327,7 @@ class SearchObjective:
                     out[key] = prior
         return out
 
-    def _budget_binds(self) -> bool:
+    def budget_binds(self) -> bool:
         """Whether the dense network misses a budget (with the latency margin); unknown (no
         dense measurement in this process) counts as binding. A study whose dense network
         meets every budget is searched without projection: there is nothing to land in."""

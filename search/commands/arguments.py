@@ -216,6 +216,12 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    "first find the budget's edge on the uniform line and the rest spread over "
                    "its feasible stretch; without, spread over the whole line (counted in "
                    "--trials; default %(default)s; 0: off)")
+    p.add_argument("--sensitivity", type=int, default=d["sensitivity"], metavar="N",
+                   help="after the warm start, N per-layer proposals shaped by each layer's "
+                   "sensitivity (val top-1 lost when it alone is pruned, adaptive BN, no "
+                   "fine-tuning) per unit of predicted cost saved, projected onto the budget "
+                   "(with a binding budget; counted in --trials; default %(default)s; 0: off, "
+                   "at most 6)")
     p.add_argument("--remeasure-factor", type=float, default=d["remeasure_factor"],
                    metavar="F", help="re-measure with F x the profile's samples and time and an "
                    "F x tighter CI target (default %(default)s; 2 halves the re-timing)")

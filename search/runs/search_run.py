@@ -148,6 +148,7 @@ def execute_search(settings: Mapping[str, Any], *, progress: bool = True,
     run = SearchRun(spec, run_dir, args=recorded, sampler=s["sampler"],
                     storage=s["storage"], study_name=s["study"] or run_dir.name,
                     resume=s["resume"], progress=progress, warm_start=s["warm_start"],
+                    sensitivity=s["sensitivity"],
                     latency_anchor_ms=anchor, train_runtime=runtime)
     run.execute(n_trials=s["trials"], timeout=s["timeout"], remeasure_max=s["remeasure_max"],
                 remeasure_factor=s["remeasure_factor"])
@@ -205,13 +206,14 @@ class SearchRun:
                  storage: str | None = None, study_name: str | None = None,
                  resume: bool = False, progress: bool = True, objective: Any = None,
                  warm_start: int = 0, latency_anchor_ms: float | None = None,
-                 train_runtime: Any = None) -> None:
+                 train_runtime: Any = None, sensitivity: int = 0) -> None:
         self.spec, self.run_dir, self.args = spec, Path(run_dir), args
         self.train_runtime = train_runtime
         self.objective = objective
         self.sampler, self.storage = sampler, storage
         self.study_name = study_name or self.run_dir.name
         self.resume, self.progress, self.warm_start = resume, progress, warm_start
+        self.sensitivity = sensitivity
         self.latency_anchor_ms = latency_anchor_ms
         self.summary: dict[str, Any] = {}
         self.interrupted = False
@@ -304,18 +306,27 @@ class SearchRun:
         objective.latency_anchor_ms = self.latency_anchor_ms
 
     def _warm_start(self, study: Any, objective: Any, dense: Any) -> list[Any]:
-        """Enqueue a new study's uniform warm-start trials; returns the callbacks steering them."""
+        """Enqueue a new study's uniform warm-start trials, then (with a budget the projection
+        lands in) its sensitivity-shaped proposals; returns the callbacks steering them."""
         from prunebench.search.objective import measurement_row
+        from prunebench.search.sensitivity import SensitivityStart
         from prunebench.search.warm import BudgetLineStart
 
-        if not self.warm_start or study.trials:
+        if study.trials:
             return []
-        # the dense network's worst budget violation: t = 0 of the uniform line
-        violation = max(objective.constraints(measurement_row(dense)).values()
-                        ) if self.spec.budgets else None
-        warm = BudgetLineStart(objective.space, self.warm_start, violation)
-        warm.start(study)
-        return [warm.callback]
+        callbacks = []
+        warm = None
+        if self.warm_start:
+            # the dense network's worst budget violation: t = 0 of the uniform line
+            violation = max(objective.constraints(measurement_row(dense)).values()
+                            ) if self.spec.budgets else None
+            warm = BudgetLineStart(objective.space, self.warm_start, violation)
+            warm.start(study)
+            callbacks.append(warm.callback)
+        shaped = SensitivityStart(objective, self.sensitivity, after=warm,
+                                  sink=lambda d: write_json(self.run_dir / "sensitivity.json", d))
+        shaped.start(study)
+        return [*callbacks, shaped.callback]
 
     def _write_config(self, url: str, objective: Any, dense: Any) -> None:
         from prunebench.search.storage import redact

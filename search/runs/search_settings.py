@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # the objective imports torch: only when a spec is built
     from prunebench.search.objective import SearchSpec
 
 DEFAULT_WARM_START = 8  # uniform configs a new study starts with (search.warm: aim, then fill)
+DEFAULT_SENSITIVITY = 4  # sensitivity-shaped proposals after the warm start (search.sensitivity)
+MAX_SENSITIVITY = 6  # len(search.sensitivity.SCHEDULE), kept here so settings import no torch
 DEFAULT_LATENCY_MARGIN = 0.1  # see --latency-margin
 DEFAULT_TRIALS = 40  # trials a run gets when neither a trial count nor a timeout is given
 # budget key of SearchSpec.budgets -> the setting that gives it
@@ -39,6 +41,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None, "option": None,
     "search_option": None, "budget_projection": True, "pruner": "auto",
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
+    "sensitivity": DEFAULT_SENSITIVITY,
     "remeasure_max": 20, "remeasure_factor": 4.0, "out": None, "force": False,
     # what the base model and fine-tunes are trained with and the data's size (in the spec)
     "recipe": None, "recipe_file": None, "image_size": None,
@@ -60,13 +63,14 @@ def search_settings(given: Mapping[str, Any]) -> dict[str, Any]:
 # setting -> (lowest value, whether the lowest is excluded, example); None is always allowed
 _NUMBER_RANGES: dict[str, tuple[float, bool, str]] = {
     "trials": (0, False, "40"), "timeout": (0, True, "600"), "warm_start": (0, False, "8"),
+    "sensitivity": (0, False, "4"),
     "remeasure_max": (0, False, "20"), "remeasure_factor": (1, False, "4"), "seed": (0, False, "0"),
     "finetune_epochs": (0, False, "2"), "image_size": (8, False, "32"), "workers": (0, False, "4"),
     "latency_budget_ms": (0, True, "4"), "energy_budget_mj": (0, True, "2"),
     "macs_budget": (0, True, "2e7"), "params_budget": (0, True, "1e5"),
 }
-_INTEGER_SETTINGS = ("trials", "warm_start", "remeasure_max", "seed", "finetune_epochs",
-                     "image_size", "workers")
+_INTEGER_SETTINGS = ("trials", "warm_start", "sensitivity", "remeasure_max", "seed",
+                     "finetune_epochs", "image_size", "workers")
 
 
 def flag(name: str) -> str:
@@ -111,6 +115,10 @@ def check_numbers(settings: Mapping[str, Any]) -> None:
             bound = f"> {low:g}" if strict else f">= {low:g}"
             raise PrunebenchError(f"{flag(name)} {value!r} must be {kind} {bound}; use e.g. "
                                   f"{flag(name)} {example}")
+    if _number(settings.get("sensitivity")) and settings["sensitivity"] > MAX_SENSITIVITY:
+        raise PrunebenchError(f"--sensitivity {settings['sensitivity']!r} must be at most "
+                              f"{MAX_SENSITIVITY} (the proposals there are); use e.g. "
+                              "--sensitivity 4")
     _check_fraction(settings, "max_ratio", 0.0, 1.0, "(0, 1)", "0.8")
     _check_fraction(settings, "keep_min", 0.0, 1.0, "(0, 1]", "0.2", high_ok=True)
     _check_fraction(settings, "latency_margin", 0.0, 1.0, "[0, 1)", "0.1", low_ok=True)

@@ -1,0 +1,131 @@
+"""Sensitivity-shaped proposals (search.sensitivity): the shape rule on known numbers, their
+projection onto the budget through the study's sampler, and a real search that makes them."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+
+from prunebench.harness.models import create_model
+from prunebench.harness.pruning import DENSE
+from prunebench.search.latency_model import (
+    LEVEL,
+    LEVEL_MIN,
+    PROPOSAL_ATTR,
+    BudgetProjection,
+    CostTable,
+    ProjectingSampler,
+    fit_cost_model,
+)
+from prunebench.search.runs.search_settings import MAX_SENSITIVITY
+from prunebench.search.sensitivity import (
+    DROPS_ATTR,
+    SCHEDULE,
+    SHAPE_ATTR,
+    dimensions,
+    proposal,
+    savings,
+    sensitivity_shape,
+)
+from prunebench.search.space import SearchSpace, SpaceSpec
+
+X = torch.randn(1, 1, 32, 32)
+
+
+def test_the_most_efficient_dimension_is_pruned_furthest_and_gamma_sharpens() -> None:
+    drops = {"a": 0.01, "b": 0.20, "c": 0.0}
+    saved = {"a": 0.20, "b": 0.20, "c": 0.10}
+    most = dict.fromkeys(drops, 0.8)
+    one = sensitivity_shape(drops, saved, most, 1.0, floor=0.01)
+    # efficiencies 20, 1 and 10 (c's zero drop counts as the floor, one image)
+    assert one == pytest.approx({"a": 0.8, "b": 0.8 / 20, "c": 0.4})
+    two = sensitivity_shape(drops, saved, most, 2.0, floor=0.01)
+    assert two["a"] == 0.8 and two["c"] == pytest.approx(0.2) and two["b"] < one["b"]
+    assert sensitivity_shape(drops, saved, most, 0.0, floor=0.01) == pytest.approx(most)
+    # nothing saves anything: the uniform shape
+    assert sensitivity_shape(drops, dict.fromkeys(drops, 0.0), most, 1.0, 0.01) == most
+
+
+def test_the_schedule_and_the_settings_bound_agree() -> None:
+    assert len(SCHEDULE) == MAX_SENSITIVITY
+    assert all(LEVEL_MIN <= level <= 1.0 and gamma > 0 for gamma, level in SCHEDULE)
+
+
+def _resnet() -> tuple[SearchSpace, CostTable]:
+    model = create_model("test_resnet", 10, 1).eval()
+    space = SearchSpace.build(SpaceSpec(kind="static"), model, X)
+    return space, CostTable(space, model, X)
+
+
+def test_savings_are_each_dimensions_predicted_cost_removed_alone() -> None:
+    space, table = _resnet()
+    projection = BudgetProjection(space, table, {"macs": 0.5 * table.dense_macs})
+    from prunebench.search.latency_model import CostModel
+
+    saved = savings(projection, {"macs": CostModel("macs", "counted")})
+    assert set(saved) == set(dimensions(space))
+    assert all(0 < v < 1 for v in saved.values())
+    # a group that spans a residual stream (several convs) saves more than one internal conv
+    assert max(saved.values()) > 2 * min(saved.values())
+
+
+def test_a_proposal_is_projected_onto_the_budget_keeping_its_shape() -> None:
+    space, table = _resnet()
+
+    def truth(config) -> float:
+        return 0.3 + 2.0 * sum(table.features(config).values())
+
+    points = [(table.features(DENSE), truth(DENSE))]
+    model = fit_cost_model("latency_p50_ms", points, table.names)
+    budget = 0.6 * truth(DENSE)
+    projection = BudgetProjection(space, table, {"latency_ms": budget}, 0.1)
+    sampler = ProjectingSampler(optuna.samplers.RandomSampler(seed=0), projection,
+                                lambda s: {"latency_ms": model})
+    study = optuna.create_study(sampler=sampler)
+    dims = dimensions(space)
+    amounts = {n: (0.8 if i % 2 else 0.2) for i, n in enumerate(dims)}  # a two-level shape
+    study.enqueue_trial({}, user_attrs={PROPOSAL_ATTR: proposal(space, amounts, 1.0)})
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=0.05)
+        return truth(space.suggest(trial).record)
+
+    study.optimize(objective, n_trials=1)
+    params = study.trials[0].params
+    predicted = model.predict(table, space.config(params).record)
+    assert predicted <= budget / 1.1
+    assert predicted > 0.9 * budget / 1.1  # level 1: at the budget's edge, not far inside
+    heavy = [params[n] for i, n in enumerate(dims) if i % 2]
+    light = [params[n] for i, n in enumerate(dims) if not i % 2]
+    assert min(heavy) > max(light)  # the shape survives the scaling
+
+
+@pytest.mark.slow
+def test_a_search_makes_its_proposals_after_the_warm_start(assets: dict[str, str],
+                                                           tmp_path) -> None:
+    from prunebench.search.runs.search_run import run_search
+
+    model = create_model("test_convnet", 10, 1).eval()
+    dense_macs = CostTable(SearchSpace.build(SpaceSpec(kind="static"), model, X), model,
+                           X).dense_macs
+    result = run_search(model="test_convnet", dataset="digits", profile=assets["profile"],
+                        checkpoint=assets["checkpoint"], trials=6, warm_start=2,
+                        sensitivity=2, out=tmp_path / "run", progress=False,
+                        macs_budget=0.5 * dense_macs)
+    done = result.trials[result.trials["state"] == "COMPLETE"]
+    assert len(done) == 6
+    shaped = done[done[SHAPE_ATTR].notna()]
+    assert shaped[SHAPE_ATTR].tolist() == [1.0, 2.0]  # SCHEDULE's first two, in order
+    assert (shaped["trial_number"] > done[done["prunebench_warm_start_t"].notna()]
+            ["trial_number"].max()).all()  # after the warm start
+    assert (shaped["macs"] <= 0.5 * dense_macs).all()
+    drops = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
+    assert set(drops) == {f"{g}" for g in
+                          SearchSpace.build(SpaceSpec(kind="static"), model, X).groups}
+    assert all(0.0 <= v <= 1.0 for v in drops.values())
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "run" / "study.journal")))
+    assert optuna.load_study(study_name="run", storage=storage).user_attrs[DROPS_ATTR] == drops
