@@ -9,7 +9,8 @@ accuracy and saves in latency. This module does that once per study:
 1. :func:`layer_sensitivity`: for each per-layer dimension of the space (a group's ratio, a
    gate's keep) the validation top-1 lost when that dimension *alone* is pruned as far as the
    space allows (static cuts re-estimate BatchNorm on 16 train batches first, "adaptive BN";
-   no fine-tuning), on at most :data:`MAX_IMAGES` validation images;
+   no fine-tuning; searched method options at the method's default), on at most
+   :data:`MAX_IMAGES` validation images;
 2. :func:`sensitivity_shape`: each dimension's *efficiency* ``e = saving / max(drop, floor)``
    (``saving``: the predicted cost that pruning it alone removes, summed over the budgets as
    fractions of dense, from the study's cost models; ``floor``: one validation image), and its
@@ -70,9 +71,30 @@ def _most_pruned(space: SearchSpace, name: str) -> float:
     return dist.high if name in _ratios(space) else dist.low
 
 
+def _option_values(space: SearchSpace) -> dict[str, Any]:
+    """Each searched option at the method's default when the search can take it, else at its
+    first value (choices) or low end (a range)."""
+    from prunebench.harness.pruning import get_method
+
+    if not space.gated or not space.spec.searched_options:
+        return {}
+    schema = get_method(str(space.spec.dynamic_method)).options
+    out = {}
+    for key, dim in space.spec.searched_options.items():
+        default = schema[key].default
+        if "choices" in dim:
+            value = default if default in list(dim["choices"]) else dim["choices"][0]
+        else:
+            inside = default is not None and dim["low"] <= default <= dim["high"]
+            value = default if inside else dim["low"]
+        out[space.option_param(key)] = value
+    return out
+
+
 def _alone(space: SearchSpace, name: str) -> dict[str, Any]:
-    """The unpruned configuration with dimension ``name`` alone pruned as far as it goes."""
-    params = uniform_params(space, 0.0, 1.0)
+    """The unpruned configuration with dimension ``name`` alone pruned as far as it goes (the
+    searched options as :func:`_option_values` sets them)."""
+    params = {**uniform_params(space, 0.0, 1.0), **_option_values(space)}
     params[name] = _most_pruned(space, name)
     return params
 
@@ -108,7 +130,7 @@ def savings(projection: BudgetProjection, models: Mapping[str, CostModel]) -> di
     ``(cost(dense) - cost(alone)) / cost(dense)``."""
     space, table = projection.space, projection.table
     usable = {k: m for k, m in models.items() if k in projection.targets}
-    dense_cfg = space.config(uniform_params(space, 0.0, 1.0)).record
+    dense_cfg = space.config({**uniform_params(space, 0.0, 1.0), **_option_values(space)}).record
     dense = {k: m.predict(table, dense_cfg) for k, m in usable.items()}
     out = {}
     for name in dimensions(space):

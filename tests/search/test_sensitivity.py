@@ -129,3 +129,23 @@ def test_a_search_makes_its_proposals_after_the_warm_start(assets: dict[str, str
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(tmp_path / "run" / "study.journal")))
     assert optuna.load_study(study_name="run", storage=storage).user_attrs[DROPS_ATTR] == drops
+
+
+@pytest.mark.slow
+def test_a_dynamic_search_with_a_searched_option_makes_its_proposals(
+        assets: dict[str, str], tmp_path) -> None:
+    from prunebench.search.runs.search_run import run_search
+
+    model = create_model("test_convnet", 10, 1).eval()
+    space = SearchSpace.build(SpaceSpec(kind="dynamic", dynamic_method="antidote"), model, X)
+    dense_macs = CostTable(space, model, X).dense_macs
+    result = run_search(model="test_convnet", dataset="digits", profile=assets["profile"],
+                        checkpoint=assets["checkpoint"], space="dynamic", method="antidote",
+                        search_option=["rule"], trials=4, warm_start=1, sensitivity=2,
+                        out=tmp_path / "run", progress=False, macs_budget=0.7 * dense_macs)
+    done = result.trials[result.trials["state"] == "COMPLETE"]
+    shaped = done[done[SHAPE_ATTR].notna()]
+    assert len(shaped) == 2 and (shaped["macs"] <= 0.7 * dense_macs).all()
+    assert shaped["params_option/rule"].notna().all()  # the searched option drawn for them
+    drops = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
+    assert set(drops) == {space.keep_param(g) for g in space.gated}
