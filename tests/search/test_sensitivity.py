@@ -103,28 +103,35 @@ def test_a_proposal_is_projected_onto_the_budget_keeping_its_shape() -> None:
     assert min(heavy) > max(light)  # the shape survives the scaling
 
 
-@pytest.mark.slow
-def test_a_search_makes_its_proposals_after_the_warm_start(assets: dict[str, str],
-                                                           tmp_path) -> None:
+def _convnet_search(assets: dict[str, str], out, kind: str, fraction: float, **settings):
+    """A real search of test_convnet under a MACs budget of ``fraction`` x dense: its space,
+    completed trials, dense MACs and the drops it wrote."""
     from prunebench.search.runs.search_run import run_search
 
     model = create_model("test_convnet", 10, 1).eval()
-    dense_macs = CostTable(SearchSpace.build(SpaceSpec(kind="static"), model, X), model,
-                           X).dense_macs
+    spec = SpaceSpec(kind=kind, dynamic_method="antidote" if kind == "dynamic" else None)
+    space = SearchSpace.build(spec, model, X)
+    dense_macs = CostTable(space, model, X).dense_macs
     result = run_search(model="test_convnet", dataset="digits", profile=assets["profile"],
-                        checkpoint=assets["checkpoint"], trials=6, warm_start=2,
-                        sensitivity=2, out=tmp_path / "run", progress=False,
-                        macs_budget=0.5 * dense_macs)
+                        checkpoint=assets["checkpoint"], space=kind, out=out, progress=False,
+                        macs_budget=fraction * dense_macs, **settings)
     done = result.trials[result.trials["state"] == "COMPLETE"]
+    drops = json.loads((out / "sensitivity.json").read_text())
+    return space, done, dense_macs, drops
+
+
+@pytest.mark.slow
+def test_a_search_makes_its_proposals_after_the_warm_start(assets: dict[str, str],
+                                                           tmp_path) -> None:
+    space, done, dense_macs, drops = _convnet_search(assets, tmp_path / "run", "static", 0.5,
+                                                     trials=6, warm_start=2, sensitivity=2)
     assert len(done) == 6
     shaped = done[done[SHAPE_ATTR].notna()]
     assert shaped[SHAPE_ATTR].tolist() == [1.0, 2.0]  # SCHEDULE's first two, in order
-    assert (shaped["trial_number"] > done[done["prunebench_warm_start_t"].notna()]
-            ["trial_number"].max()).all()  # after the warm start
+    warm = done[done["prunebench_warm_start_t"].notna()]
+    assert (shaped["trial_number"] > warm["trial_number"].max()).all()  # after the warm start
     assert (shaped["macs"] <= 0.5 * dense_macs).all()
-    drops = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
-    assert set(drops) == {f"{g}" for g in
-                          SearchSpace.build(SpaceSpec(kind="static"), model, X).groups}
+    assert set(drops) == set(space.groups)
     assert all(0.0 <= v <= 1.0 for v in drops.values())
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(tmp_path / "run" / "study.journal")))
@@ -134,18 +141,10 @@ def test_a_search_makes_its_proposals_after_the_warm_start(assets: dict[str, str
 @pytest.mark.slow
 def test_a_dynamic_search_with_a_searched_option_makes_its_proposals(
         assets: dict[str, str], tmp_path) -> None:
-    from prunebench.search.runs.search_run import run_search
-
-    model = create_model("test_convnet", 10, 1).eval()
-    space = SearchSpace.build(SpaceSpec(kind="dynamic", dynamic_method="antidote"), model, X)
-    dense_macs = CostTable(space, model, X).dense_macs
-    result = run_search(model="test_convnet", dataset="digits", profile=assets["profile"],
-                        checkpoint=assets["checkpoint"], space="dynamic", method="antidote",
-                        search_option=["rule"], trials=4, warm_start=1, sensitivity=2,
-                        out=tmp_path / "run", progress=False, macs_budget=0.7 * dense_macs)
-    done = result.trials[result.trials["state"] == "COMPLETE"]
+    space, done, dense_macs, drops = _convnet_search(
+        assets, tmp_path / "run", "dynamic", 0.7, method="antidote", search_option=["rule"],
+        trials=4, warm_start=1, sensitivity=2)
     shaped = done[done[SHAPE_ATTR].notna()]
     assert len(shaped) == 2 and (shaped["macs"] <= 0.7 * dense_macs).all()
     assert shaped["params_option/rule"].notna().all()  # the searched option drawn for them
-    drops = json.loads((tmp_path / "run" / "sensitivity.json").read_text())
     assert set(drops) == {space.keep_param(g) for g in space.gated}
