@@ -1,8 +1,8 @@
 """Sensitivity-shaped proposals: per-layer allocations that prune where accuracy is cheap.
 
 Random or TPE draws of a per-layer allocation prune sensitive layers as readily as robust ones,
-and at aggressive budgets they lose to the uniform line at the same latency (docs/benchmarks.md,
-run 14: 1.7-3.1 points below it at 0.5x). Li et al. (2017, the L1 paper's sensitivity analysis)
+and at aggressive budgets they lose to the uniform line at the same latency (``bench_search``
+run 14 at 0.5x, docs/benchmarks.md). Li et al. (2017, the L1 paper's sensitivity analysis)
 and NetAdapt / HALP instead give each layer its own amount from what pruning it costs in
 accuracy and saves in latency. This module does that once per study:
 
