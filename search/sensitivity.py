@@ -162,11 +162,12 @@ def proposal(space: SearchSpace, amounts: Mapping[str, float], level: float) -> 
 
 
 class SensitivityStart:
-    """Enqueues the sensitivity-shaped proposals once the warm start is done.
+    """Enqueues the sensitivity-shaped proposals once the warm start is done, one at a time.
 
-    ``after``: the warm start (its ``done``), or None to propose at :meth:`start`. ``n``: how
+    ``after``: the warm start (its ``done``), or None to start at :meth:`start`. ``n``: how
     many of :data:`SCHEDULE` (0: none; at most its length). Pass :meth:`callback` after the
-    warm start's.
+    warm start's. As the warm start, each proposal is enqueued after the trial before it, so a
+    run that ends (its trials spent, its time out, a stop) leaves none of them queued.
     """
 
     def __init__(self, objective: Any, n: int, after: Any = None,
@@ -174,22 +175,33 @@ class SensitivityStart:
         self.objective, self.n, self.after = objective, max(0, int(n)), after
         self.sink = sink  # callable(drops) -> None: where the run folder keeps them
         self.done = self.n == 0 or objective.projection is None
+        self.queue: list[tuple[dict[str, Any], float]] | None = None  # (draw, gamma) to go
 
     def start(self, study: optuna.Study) -> None:
-        """Propose now when there is no warm start to wait for."""
+        """Enqueue the first proposal now when there is no warm start to wait for."""
         if not self.done and self.after is None:
-            self._propose(study)
+            self._next(study)
 
     def callback(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """After each trial: propose once the warm start has ended."""
-        if not self.done and self.after is not None and self.after.done:
-            self._propose(study)
+        """After each trial: once the warm start has ended, enqueue the next proposal."""
+        if not self.done and (self.after is None or self.after.done):
+            self._next(study)
 
-    def _propose(self, study: optuna.Study) -> None:
-        self.done = True
+    def _next(self, study: optuna.Study) -> None:
+        if self.queue is None:
+            self.queue = self._proposals(study)
+        if not self.queue:
+            self.done = True
+            return
+        draw, gamma = self.queue.pop(0)
+        study.enqueue_trial({}, user_attrs={PROPOSAL_ATTR: draw, SHAPE_ATTR: gamma})
+        self.done = not self.queue
+
+    def _proposals(self, study: optuna.Study) -> list[tuple[dict[str, Any], float]]:
+        """Measure the drops (once) and shape every proposal of the schedule."""
         obj = self.objective
         if not obj.budget_binds():
-            return  # nothing to land in: the projection is not used either
+            return []  # nothing to land in: the projection is not used either
         drops = layer_sensitivity(obj)
         study.set_user_attr(DROPS_ATTR, drops)
         if self.sink is not None:
@@ -198,10 +210,8 @@ class SensitivityStart:
         most = {n: _amount(space, n, _most_pruned(space, n)) for n in dimensions(space)}
         saved = savings(obj.projection, obj.models(study))
         floor = 1.0 / max(1, min(len(obj.prepared.splits.val), MAX_IMAGES))
-        for gamma, level in SCHEDULE[:self.n]:
-            amounts = sensitivity_shape(drops, saved, most, gamma, floor)
-            study.enqueue_trial({}, user_attrs={PROPOSAL_ATTR: proposal(space, amounts, level),
-                                                SHAPE_ATTR: gamma})
+        return [(proposal(space, sensitivity_shape(drops, saved, most, gamma, floor), level),
+                 gamma) for gamma, level in SCHEDULE[:self.n]]
 
 
 def _amount(space: SearchSpace, name: str, value: float) -> float:
