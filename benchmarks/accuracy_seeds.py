@@ -284,7 +284,6 @@ def _save_part(path: Path, dataset: str, seed: int, part: str, args: argparse.Na
                        "settings": _settings_key(args), "rows": rows})
     with FileLock(str(path) + ".lock"), path.open("a") as f:
         f.write(line + "\n")
-        f.flush()
 
 
 def run_dataset(name: str, data_dir: str | None, args: argparse.Namespace) -> tuple[dict, dict]:

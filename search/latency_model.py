@@ -49,10 +49,10 @@ MODELS_ATTR = "prunebench_cost_models"  # study user attr: budget key -> CostMod
 LEVEL = "budget_level"  # searched: where between its cheapest point and the budget a proposal
 # is projected (0: its cheapest point, 1: the budget less its margin)
 LEVEL_MIN = 0.3
+LEVEL_STEP = 0.05
 # trial user attr: a draw made for the trial elsewhere (search.sensitivity's proposals), which
 # the ProjectingSampler projects instead of its base sampler's
 PROPOSAL_ATTR = "prunebench_proposal"
-LEVEL_STEP = 0.05
 MIN_PER_LAYER_POINTS = 8  # measurements before per-layer corrections are fitted
 RIDGE_CHOICES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # Budgets: CLI key -> (row column, unit shown in messages); search.objective re-exports it
@@ -467,9 +467,11 @@ class BudgetProjection:
 
     def _top(self, shape: Mapping[str, float]) -> float:
         """The factor at which every dimension of ``shape`` reaches its most pruned value."""
-        return max(self._most(n) / v for n, v in shape.items() if v > 0)
+        return max(self.most(n) / v for n, v in shape.items() if v > 0)
 
-    def _most(self, name: str) -> float:
+    def most(self, name: str) -> float:
+        """The most a per-layer parameter can be pruned: a ratio's high end, ``1 -`` a keep's
+        low end."""
         dist = self._dists[name]
         return dist.high if name in self._ratio_names else 1.0 - dist.low
 
@@ -479,7 +481,7 @@ class BudgetProjection:
         out = dict(params)
         for name, v in shape.items():
             dist = self._dists[name]
-            amount = min(s * v, self._most(name))
+            amount = min(s * v, self.most(name))
             value = amount if name in self._ratio_names else 1.0 - amount
             k = round((value - dist.low) / dist.step)
             out[name] = round(min(max(dist.low + k * dist.step, dist.low), dist.high), 6)
@@ -491,9 +493,9 @@ class ProjectingSampler(optuna.samplers.BaseSampler):
 
     Enqueued (fixed) parameters are left alone: Optuna takes them before relative ones. A trial
     whose user attr :data:`PROPOSAL_ATTR` holds a draw is projected from that draw (the rest of
-    the space drawn as usual). The
-    models are read from the study at each proposal (a worker's latest fit included); without
-    a model for any budget the base proposal is returned unscaled.
+    the space drawn as usual). The models are read from the study at each proposal (a worker's
+    latest fit included); without a model for any budget the base proposal is returned
+    unscaled.
     """
 
     def __init__(self, base: optuna.samplers.BaseSampler, projection: BudgetProjection,

@@ -29,6 +29,7 @@ as the projection itself).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,20 +56,8 @@ SCHEDULE: tuple[tuple[float, float], ...] = ((1.0, 1.0), (2.0, 1.0), (1.0, LEVEL
                                              (2.0, 0.65), (0.5, 1.0), (0.5, 0.65))
 
 
-def dimensions(space: SearchSpace) -> list[str]:
-    """The per-layer dimensions a proposal shapes: group ratios, then gate keeps."""
-    return [space.ratio_param(g) for g in space.groups] + [space.keep_param(g)
-                                                           for g in space.gated]
-
-
 def _ratios(space: SearchSpace) -> set[str]:
     return {space.ratio_param(g) for g in space.groups}
-
-
-def _most_pruned(space: SearchSpace, name: str) -> float:
-    """A dimension's most pruned value: its ratio's high end or its keep's low end."""
-    dist = space.distributions()[name]
-    return dist.high if name in _ratios(space) else dist.low
 
 
 def _option_values(space: SearchSpace) -> dict[str, Any]:
@@ -91,12 +80,17 @@ def _option_values(space: SearchSpace) -> dict[str, Any]:
     return out
 
 
+def _unpruned(space: SearchSpace) -> dict[str, Any]:
+    """The dense configuration's parameters, the searched options as :func:`_option_values`
+    sets them."""
+    return {**uniform_params(space, 0.0, 1.0), **_option_values(space)}
+
+
 def _alone(space: SearchSpace, name: str) -> dict[str, Any]:
-    """The unpruned configuration with dimension ``name`` alone pruned as far as it goes (the
-    searched options as :func:`_option_values` sets them)."""
-    params = {**uniform_params(space, 0.0, 1.0), **_option_values(space)}
-    params[name] = _most_pruned(space, name)
-    return params
+    """The unpruned configuration with dimension ``name`` alone pruned as far as it goes: a
+    ratio at its high end, a keep at its low end."""
+    dist = space.distributions()[name]
+    return {**_unpruned(space), name: dist.high if name in _ratios(space) else dist.low}
 
 
 def layer_sensitivity(objective: Any, *, max_images: int = MAX_IMAGES,
@@ -104,8 +98,6 @@ def layer_sensitivity(objective: Any, *, max_images: int = MAX_IMAGES,
     """Validation top-1 lost (>= 0) per dimension of ``objective.space`` pruned alone as far as
     the space allows, without fine-tuning (``objective``: a
     :class:`~prunebench.search.objective.SearchObjective`)."""
-    import dataclasses
-
     from prunebench.harness.evaluate import build_pruned
     from prunebench.harness.measure.accuracy import accuracy
     from prunebench.harness.train import recalibrate_batchnorm
@@ -116,7 +108,7 @@ def layer_sensitivity(objective: Any, *, max_images: int = MAX_IMAGES,
         val = torch.utils.data.Subset(val, range(max_images))
     dense = accuracy(prepared.base_model, val).top1
     out = {}
-    for name in dimensions(space):
+    for name in space.param_names():
         record = dataclasses.replace(space.config(_alone(space, name)).record, finetune_epochs=0)
         net = build_pruned(prepared, record, profile=objective.profile, progress=False)
         if name in _ratios(space):
@@ -130,10 +122,10 @@ def savings(projection: BudgetProjection, models: Mapping[str, CostModel]) -> di
     ``(cost(dense) - cost(alone)) / cost(dense)``."""
     space, table = projection.space, projection.table
     usable = {k: m for k, m in models.items() if k in projection.targets}
-    dense_cfg = space.config({**uniform_params(space, 0.0, 1.0), **_option_values(space)}).record
+    dense_cfg = space.config(_unpruned(space)).record
     dense = {k: m.predict(table, dense_cfg) for k, m in usable.items()}
     out = {}
-    for name in dimensions(space):
+    for name in space.param_names():
         cfg = space.config(_alone(space, name)).record
         out[name] = sum((dense[k] - m.predict(table, cfg)) / dense[k]
                         for k, m in usable.items() if dense[k] > 0)
@@ -207,12 +199,8 @@ class SensitivityStart:
         if self.sink is not None:
             self.sink(drops)
         space = obj.space
-        most = {n: _amount(space, n, _most_pruned(space, n)) for n in dimensions(space)}
+        most = {n: obj.projection.most(n) for n in space.param_names()}
         saved = savings(obj.projection, obj.models(study))
         floor = 1.0 / max(1, min(len(obj.prepared.splits.val), MAX_IMAGES))
         return [(proposal(space, sensitivity_shape(drops, saved, most, gamma, floor), level),
                  gamma) for gamma, level in SCHEDULE[:self.n]]
-
-
-def _amount(space: SearchSpace, name: str, value: float) -> float:
-    return value if name in _ratios(space) else 1.0 - value

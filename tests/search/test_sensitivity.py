@@ -25,7 +25,6 @@ from prunebench.search.sensitivity import (
     DROPS_ATTR,
     SCHEDULE,
     SHAPE_ATTR,
-    dimensions,
     proposal,
     savings,
     sensitivity_shape,
@@ -66,7 +65,7 @@ def test_savings_are_each_dimensions_predicted_cost_removed_alone() -> None:
     from prunebench.search.latency_model import CostModel
 
     saved = savings(projection, {"macs": CostModel("macs", "counted")})
-    assert set(saved) == set(dimensions(space))
+    assert set(saved) == set(space.param_names())
     assert all(0 < v < 1 for v in saved.values())
     # a group that spans a residual stream (several convs) saves more than one internal conv
     assert max(saved.values()) > 2 * min(saved.values())
@@ -85,7 +84,7 @@ def test_a_proposal_is_projected_onto_the_budget_keeping_its_shape() -> None:
     sampler = ProjectingSampler(optuna.samplers.RandomSampler(seed=0), projection,
                                 lambda s: {"latency_ms": model})
     study = optuna.create_study(sampler=sampler)
-    dims = dimensions(space)
+    dims = space.param_names()
     amounts = {n: (0.8 if i % 2 else 0.2) for i, n in enumerate(dims)}  # a two-level shape
     study.enqueue_trial({}, user_attrs={PROPOSAL_ATTR: proposal(space, amounts, 1.0)})
 
