@@ -13,10 +13,18 @@ stays the judge).
   consumer by its keep (and ``columns``). For the static space this is exact counting.
 - :class:`CostModel` predicts one budgeted quantity from those features. MACs and parameters are
   *counted* (no fit). Latency and energy are *fitted* from the study's measurements as they
-  arrive: ``y = a + c * sum(m) + sum(d_l * m_l)`` with ridge on the per-layer corrections ``d``
-  (chosen by leave-one-out), which shrinks to the MAC-proportional line ``a + c * MACs`` while
-  there are fewer than :data:`MIN_PER_LAYER_POINTS` measurements, and with the dense network
-  alone to ``y_dense * MACs / MACs_dense``.
+  arrive: ``y = a + c * sum(m) + e * act + sum(d_l * m_l)``, where ``act`` is the fraction of
+  the dense network's layer outputs (elements written) that the static cut keeps
+  (:data:`ACTIVATIONS`: the memory-bound work of the norms, activations and residual adds,
+  which MACs do not count), with ridge on the per-layer corrections ``d`` (chosen by
+  leave-one-out). With fewer than :data:`MIN_PER_LAYER_POINTS` measurements it is the line
+  ``a + c * MACs + e * act`` (non-negative least squares; ``e`` is dropped while fewer than
+  three points or no change in ``act`` can tell it from the rest), and with the dense network
+  alone ``y_dense * MACs / MACs_dense``. On a uniform line MACs fall about quadratically with
+  the kept fraction and activations linearly, so the warm start's trials alone tell ``c``
+  from ``e``; a shape that keeps the residual streams wide and cuts the block-internal convs
+  (what the sensitivity proposals ask for) writes more per MAC than the uniform line, which
+  the MAC line alone under-predicts (docs/benchmarks.md, "Cost model fit").
 - The models live in the study's user attrs (:data:`MODELS_ATTR`), so every worker of a
   distributed study projects with the same ones; each trial records what the model predicted
   (``predicted_<column>``) and its relative error against the measurement
@@ -54,6 +62,9 @@ LEVEL_STEP = 0.05
 # the ProjectingSampler projects instead of its base sampler's
 PROPOSAL_ATTR = "prunebench_proposal"
 MIN_PER_LAYER_POINTS = 8  # measurements before per-layer corrections are fitted
+# feature key: the fraction of the dense network's layer outputs the static cut keeps (no layer
+# or gate name starts with "/")
+ACTIVATIONS = "/activations"
 RIDGE_CHOICES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # Budgets: CLI key -> (row column, unit shown in messages); search.objective re-exports it
 BUDGETS: dict[str, tuple[str, str]] = {
@@ -85,6 +96,7 @@ class _Layer:
     in_map: int = 0  # dense input positions H x W (a gated consumer's: its gate reads them)
     out_map: int = 0  # output positions H x W (columns are a fraction of them)
     follow: bool = False  # a depthwise conv between a gate and its consumer (kept channels)
+    outputs: float = 0.0  # dense output elements per input (C x H x W)
 
 
 class CostTable:
@@ -111,7 +123,7 @@ class CostTable:
                  if s.name in space.gated]
         sites = {s.consumer: s for s in found}
         follow = {f: s for s in found for f in getattr(s, "follow", ())}
-        shapes = _conv_shapes(model, x, set(sites) | set(follow))
+        shapes = _layer_shapes(model, x)
         layers = []
         norm_params: dict[str, float] = {}
         for name, m in model.named_modules():
@@ -124,18 +136,19 @@ class CostTable:
             dw = isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
             bias = float(m.bias.numel()) if m.bias is not None else 0.0
             site = sites.get(name) or follow.get(name)
-            c_in, in_map, out_map = shapes.get(name, (0, 0, 0))
+            c_in, in_map, out_map, outputs = shapes.get(name, (0, 0, 0, 0))
             if name in follow:  # its gate's channels, read by the consumer after it
                 c_in, in_map = follow[name].channels, 0
             layers.append(_Layer(name, float(macs.get(name, 0)), own - bias, bias,
                                  out_group.get(name), in_group.get(name), dw,
                                  site.name if site else None,
                                  bool(site and not site.is_input and name in sites), c_in,
-                                 in_map, out_map, name in follow))
+                                 in_map, out_map, name in follow, float(outputs)))
         self.layers = tuple(layers)
         self.names = tuple(layer.name for layer in layers) + tuple(
             f"{layer.gate}/attention" for layer in layers if layer.gate and not layer.follow)
         self.dense_macs = float(sum(macs.values()))
+        self.dense_outputs = float(sum(layer.outputs for layer in layers)) or 1.0
         self.dense_params = float(sum(p.numel() for p in model.parameters()))
         self.norm_params = norm_params
         self._table_macs = sum(layer.macs for layer in layers)
@@ -159,12 +172,16 @@ class CostTable:
 
     def features(self, config: PruningConfig) -> dict[str, float]:
         """Per-layer effective MACs of ``config`` as a fraction of the dense network's MACs
-        (and each gate's attention MACs under ``<site>/attention``)."""
+        (and each gate's attention MACs under ``<site>/attention``), and under
+        :data:`ACTIVATIONS` the fraction of the layers' dense output elements that the static
+        cut keeps (gates compute fewer MACs but write whole outputs)."""
         kept = self._kept(config)
         dynamic = pipeline.stages(config).dynamic
         out = {}
+        written = 0.0
         for layer in self.layers:
             frac = kept.get(layer.out_group, 1.0) if layer.out_group else 1.0
+            written += layer.outputs * frac
             into = kept.get(layer.in_group, 1.0) if layer.in_group and not layer.depthwise \
                 else 1.0
             if layer.gate is not None and dynamic is not None:
@@ -177,12 +194,13 @@ class CostTable:
             elif layer.gate is not None and not layer.follow:
                 out[f"{layer.gate}/attention"] = 0.0
             out[layer.name] = layer.macs * frac * into / self.dense_macs
+        out[ACTIVATIONS] = written / self.dense_outputs
         return out
 
     def macs(self, config: PruningConfig) -> float:
         """Counted (effective) MACs per input of ``config``."""
-        return self.dense_macs - self._table_macs + self.dense_macs * sum(
-            self.features(config).values())
+        return self.dense_macs - self._table_macs + self.dense_macs * mac_fraction(
+            self.features(config))
 
     def params(self, config: PruningConfig) -> float:
         """Counted parameters of ``config`` (dynamic gates add none)."""
@@ -216,17 +234,24 @@ def _gated(layer: _Layer, dynamic: PruningConfig, into: float) -> tuple[float, f
     return k / layer.in_channels * cols / max(layer.out_map, 1), float(attention)
 
 
-def _conv_shapes(model: nn.Module, x: torch.Tensor, names: set[str]
-                 ) -> dict[str, tuple[int, int, int]]:
-    """(input channels, input H x W, output H x W) of the convolutions ``names``."""
-    out: dict[str, tuple[int, int, int]] = {}
+def mac_fraction(features: Mapping[str, float]) -> float:
+    """The configuration's effective MACs (attention included) as a fraction of the dense
+    network's, from :meth:`CostTable.features`."""
+    return sum(v for k, v in features.items() if k != ACTIVATIONS)
+
+
+def _layer_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, int, int, int]]:
+    """(input channels, input H x W, output H x W, output elements) of every convolution and
+    linear layer (a linear layer's maps are 1 x 1)."""
+    out: dict[str, tuple[int, int, int, int]] = {}
     hooks = []
     for name, m in model.named_modules():
-        if name in names:
+        if isinstance(m, nn.Conv2d | nn.Linear):
             def hook(mod: nn.Module, args: Any, y: torch.Tensor, name: str = name) -> None:
                 z = args[0]
-                out[name] = (int(z.shape[1]), int(z.shape[2] * z.shape[3]),
-                             int(y.shape[2] * y.shape[3]))
+                maps = (int(z.shape[2] * z.shape[3]), int(y.shape[2] * y.shape[3])) \
+                    if z.dim() == 4 else (1, 1)
+                out[name] = (int(z.shape[1]), *maps, int(y[:1].numel()))
             hooks.append(m.register_forward_hook(hook))
     try:
         with torch.inference_mode():
@@ -243,9 +268,10 @@ class CostModel:
     """One budgeted quantity as a function of a configuration's per-layer features.
 
     ``kind`` is ``counted`` (MACs, params: :class:`CostTable` counts them) or ``fitted``
-    (``intercept + scale * sum(m) + sum(deltas[l] * m_l)``, in the quantity's own unit);
-    ``n_points`` is how many measurements the fit used and ``ridge`` its penalty (``None``: no
-    per-layer corrections yet).
+    (``intercept + scale * sum(m) + activations * act + sum(deltas[l] * m_l)``, in the
+    quantity's own unit, ``act`` the :data:`ACTIVATIONS` feature); ``n_points`` is how many
+    measurements the fit used and ``ridge`` its penalty (``None``: no per-layer corrections
+    yet).
     """
 
     column: str
@@ -255,6 +281,7 @@ class CostModel:
     deltas: dict[str, float] = field(default_factory=dict)
     n_points: int = 0
     ridge: float | None = None
+    activations: float = 0.0
 
     def predict(self, table: CostTable, config: PruningConfig) -> float:
         """The predicted value of ``column`` for ``config``."""
@@ -265,14 +292,14 @@ class CostModel:
 
     def predict_features(self, f: Mapping[str, float]) -> float:
         """The fitted prediction from per-layer features (see :meth:`CostTable.features`)."""
-        return self.intercept + self.scale * sum(f.values()) + sum(
-            d * f.get(k, 0.0) for k, d in self.deltas.items())
+        return self.intercept + self.scale * mac_fraction(f) + self.activations * f.get(
+            ACTIVATIONS, 1.0) + sum(d * f.get(k, 0.0) for k, d in self.deltas.items())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able (stored in the study's user attrs)."""
         return {"column": self.column, "kind": self.kind, "intercept": self.intercept,
-                "scale": self.scale, "deltas": dict(self.deltas), "n_points": self.n_points,
-                "ridge": self.ridge}
+                "scale": self.scale, "activations": self.activations,
+                "deltas": dict(self.deltas), "n_points": self.n_points, "ridge": self.ridge}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CostModel:
@@ -285,43 +312,74 @@ def fit_cost_model(column: str, points: Sequence[tuple[Mapping[str, float], floa
     """Fit ``column`` from ``(features, measured value)`` points (``None``: no points).
 
     One point: the MAC-proportional line through the origin. Fewer than
-    :data:`MIN_PER_LAYER_POINTS`: least squares on ``a + c * MACs``. More: ridge-penalised
-    per-layer corrections on top, the penalty chosen among :data:`RIDGE_CHOICES` by
-    leave-one-out error.
+    :data:`MIN_PER_LAYER_POINTS`: non-negative least squares on ``a + c * MACs + e * act``
+    (``e`` left out while fewer than three points, or no change in the activations, can tell
+    it apart). More: ridge-penalised per-layer corrections on top, the penalty chosen among
+    :data:`RIDGE_CHOICES` by leave-one-out error.
     """
     pts = [(f, float(y)) for f, y in points if math.isfinite(float(y))]
     if not pts:
         return None
-    total = np.array([sum(f.values()) for f, _ in pts])
+    total = np.array([mac_fraction(f) for f, _ in pts])
+    act = np.array([f.get(ACTIVATIONS, 1.0) for f, _ in pts])
     y = np.array([v for _, v in pts])
     if len(pts) == 1 or np.ptp(total) < 1e-9:
         scale = float(np.mean(y / np.maximum(total, 1e-12)))
         return CostModel(column, "fitted", 0.0, scale, {}, len(pts))
     base = np.column_stack([np.ones_like(total), total])
+    if len(pts) >= 3 and np.ptp(act) > 1e-9 and np.linalg.matrix_rank(
+            np.column_stack([base, act])) == 3:
+        base = np.column_stack([base, act])
     if len(pts) < MIN_PER_LAYER_POINTS:
-        coef, *_ = np.linalg.lstsq(base, y, rcond=None)
-        return CostModel(column, "fitted", float(coef[0]), float(coef[1]), {}, len(pts))
+        coef = _nonnegative(base, y) if base.shape[1] == 3 else \
+            np.linalg.lstsq(base, y, rcond=None)[0]
+        return CostModel(column, "fitted", float(coef[0]), float(coef[1]), {}, len(pts),
+                         activations=float(coef[2]) if len(coef) == 3 else 0.0)
+    lead = base.shape[1]
     layers = np.array([[f.get(n, 0.0) for n in names] for f, _ in pts])
     x = np.column_stack([base, layers])
     yscale = float(np.mean(np.abs(y))) or 1.0
-    best = min(RIDGE_CHOICES, key=lambda lam: _loo_error(x, y / yscale, lam))
-    coef = _ridge(x, y / yscale, best) * yscale
+    best = min(RIDGE_CHOICES, key=lambda lam: _loo_error(x, y / yscale, lam, lead))
+    coef = _ridge(x, y / yscale, best, lead) * yscale
     return CostModel(column, "fitted", float(coef[0]), float(coef[1]),
-                     {n: float(d) for n, d in zip(names, coef[2:], strict=True)}, len(pts), best)
+                     {n: float(d) for n, d in zip(names, coef[lead:], strict=True)}, len(pts),
+                     best, float(coef[2]) if lead == 3 else 0.0)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    """Least squares with ``lam`` on every coefficient but the first two (intercept, scale)."""
-    penalty = np.eye(x.shape[1]) * lam
-    penalty[0, 0] = penalty[1, 1] = 0.0
+def _nonnegative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0 (a cost has no negative part), by trying each
+    set of free columns (three columns: eight sets)."""
+    best, best_err = np.zeros(x.shape[1]), float(np.sum(y ** 2))
+    for mask in range(1, 2 ** x.shape[1]):
+        cols = [j for j in range(x.shape[1]) if mask >> j & 1]
+        sub = np.linalg.lstsq(x[:, cols], y, rcond=None)[0]
+        if np.any(sub < 0):
+            continue
+        coef = np.zeros(x.shape[1])
+        coef[cols] = sub
+        err = float(np.sum((y - x @ coef) ** 2))
+        if err < best_err - 1e-15:
+            best, best_err = coef, err
+    return best
+
+
+def _penalty(n: int, lam: float, lead: int) -> np.ndarray:
+    """``lam`` on every coefficient but the first ``lead`` (intercept, scale, activations)."""
+    penalty = np.eye(n) * lam
+    penalty[:lead, :lead] = 0.0
+    return penalty
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float, lead: int = 2) -> np.ndarray:
+    """Least squares with ``lam`` on every coefficient but the first ``lead``."""
+    penalty = _penalty(x.shape[1], lam, lead)
     return np.linalg.solve(x.T @ x + penalty + 1e-12 * np.eye(x.shape[1]), x.T @ y)
 
 
-def _loo_error(x: np.ndarray, y: np.ndarray, lam: float) -> float:
+def _loo_error(x: np.ndarray, y: np.ndarray, lam: float, lead: int = 2) -> float:
     """Mean squared leave-one-out error of the ridge fit, in closed form (residual over
     ``1 - leverage``)."""
-    penalty = np.eye(x.shape[1]) * lam
-    penalty[0, 0] = penalty[1, 1] = 0.0
+    penalty = _penalty(x.shape[1], lam, lead)
     inv = np.linalg.pinv(x.T @ x + penalty + 1e-12 * np.eye(x.shape[1]))
     leverage = np.einsum("ij,jk,ik->i", x, inv, x)
     residual = y - x @ (inv @ x.T @ y)

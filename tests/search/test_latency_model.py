@@ -11,6 +11,7 @@ from prunebench.harness.measure.flops import count_macs
 from prunebench.harness.models import create_model
 from prunebench.harness.pruning import DENSE, PruneContext, pipeline
 from prunebench.search.latency_model import (
+    ACTIVATIONS,
     LEVEL,
     LEVEL_MIN,
     MIN_PER_LAYER_POINTS,
@@ -21,6 +22,7 @@ from prunebench.search.latency_model import (
     ProjectingSampler,
     error_summary,
     fit_cost_model,
+    mac_fraction,
     refit_models,
     stored_models,
 )
@@ -45,7 +47,7 @@ def _synthetic(table: CostTable, heavy: str):
     """A latency that is affine in MACs with one layer 4x as slow per MAC as the rest."""
     def latency(config) -> float:
         f = table.features(config)
-        return 0.3 + 2.0 * sum(f.values()) + 6.0 * f[heavy]
+        return 0.3 + 2.0 * mac_fraction(f) + 6.0 * f[heavy]
     return latency
 
 
@@ -81,7 +83,7 @@ def test_fit_recovers_a_known_per_layer_latency() -> None:
 def test_few_points_fit_the_affine_line_and_one_point_the_mac_proportional_prior() -> None:
     _, space, table = _static()
     configs = _configs(space, 4, seed=3)
-    points = [(table.features(c), 0.5 + 3.0 * sum(table.features(c).values())) for c in configs]
+    points = [(table.features(c), 0.5 + 3.0 * mac_fraction(table.features(c))) for c in configs]
     line = fit_cost_model("latency_p50_ms", points, table.names)
     assert line.intercept == pytest.approx(0.5) and line.scale == pytest.approx(3.0)
     prior = fit_cost_model("latency_p50_ms", [(table.features(DENSE), 4.0)], table.names)
@@ -89,6 +91,64 @@ def test_few_points_fit_the_affine_line_and_one_point_the_mac_proportional_prior
     half = configs[0]
     assert prior.predict(table, half) == pytest.approx(4.0 * table.macs(half) / table.dense_macs)
     assert fit_cost_model("latency_p50_ms", [], table.names) is None
+
+
+def _outputs(net: torch.nn.Module) -> int:
+    """Output elements of every conv and linear layer of ``net`` for one input ``X``."""
+    seen: list[int] = []
+    hooks = [m.register_forward_hook(lambda mod, a, y: seen.append(y.numel()))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    with torch.inference_mode():
+        net.eval()(X)
+    for h in hooks:
+        h.remove()
+    return sum(seen)
+
+
+def test_the_activation_feature_is_the_cut_networks_share_of_layer_outputs() -> None:
+    model, space, table = _static()
+    dense = _outputs(model)
+    assert table.features(DENSE)[ACTIVATIONS] == pytest.approx(1.0)
+    for config in _configs(space, 5, seed=7):
+        net = pipeline.build(model, config, PruneContext(X))
+        assert table.features(config)[ACTIVATIONS] == pytest.approx(_outputs(net) / dense)
+        assert table.macs(config) == pytest.approx(count_macs(net, X).macs, abs=0.5)
+
+
+def test_uniform_points_alone_separate_macs_from_activations() -> None:
+    """A latency with a memory-bound part (per element written) and a compute part (per MAC):
+    the warm start's uniform points tell them apart, so shapes far from uniform are predicted;
+    the MAC line fitted on the same points misses them."""
+    _, space, table = _static("resnet20")
+
+    def truth(config) -> float:
+        f = table.features(config)
+        return 0.2 + 1.5 * mac_fraction(f) + 1.0 * f[ACTIVATIONS]
+
+    uniform = [DENSE] + [space.config(uniform_params(space, r, 1.0)).record
+                         for r in (0.2, 0.4, 0.6, 0.8)]
+    fitted = fit_cost_model("latency_p50_ms", [(table.features(c), truth(c)) for c in uniform],
+                            table.names)
+    assert (fitted.intercept, fitted.scale, fitted.activations) == pytest.approx((0.2, 1.5, 1.0))
+    line = fit_cost_model("latency_p50_ms", [
+        ({k: v for k, v in table.features(c).items() if k != ACTIVATIONS}, truth(c))
+        for c in uniform], table.names)
+    assert line.activations == 0.0
+    shapes = _configs(space, 12, seed=8)
+    for c in shapes:
+        assert fitted.predict(table, c) == pytest.approx(truth(c), rel=1e-6)
+    assert max(abs(line.predict(table, c) / truth(c) - 1) for c in shapes) > 0.03
+
+
+def test_a_fitted_cost_has_no_negative_part() -> None:
+    _, space, table = _static()
+    configs = [DENSE, *_configs(space, 5, seed=9)]
+    # more work per MAC, less per element written: not a cost; the fit keeps both >= 0
+    points = [(table.features(c), 1.0 + 3.0 * mac_fraction(table.features(c))
+               - 0.5 * table.features(c)[ACTIVATIONS]) for c in configs]
+    fitted = fit_cost_model("latency_p50_ms", points, table.names)
+    assert fitted.scale >= 0 and fitted.activations >= 0 and fitted.intercept >= 0
+    assert fitted.activations == 0.0 and fitted.scale > 0
 
 
 @pytest.mark.parametrize("level", [1.0, 0.7])

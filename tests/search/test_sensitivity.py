@@ -19,6 +19,7 @@ from prunebench.search.latency_model import (
     CostTable,
     ProjectingSampler,
     fit_cost_model,
+    mac_fraction,
 )
 from prunebench.search.runs.search_settings import MAX_SENSITIVITY
 from prunebench.search.sensitivity import (
@@ -75,7 +76,7 @@ def test_a_proposal_is_projected_onto_the_budget_keeping_its_shape() -> None:
     space, table = _resnet()
 
     def truth(config) -> float:
-        return 0.3 + 2.0 * sum(table.features(config).values())
+        return 0.3 + 2.0 * mac_fraction(table.features(config))
 
     points = [(table.features(DENSE), truth(DENSE))]
     model = fit_cost_model("latency_p50_ms", points, table.names)
