@@ -38,11 +38,13 @@ import pandas as pd
 MODELS = ("mac_line", "macs_and_activations")
 
 
-def _features(table: Any, config: Any, model: str) -> dict[str, float]:
+def _view(features: dict[str, float], model: str) -> dict[str, float]:
+    """``features`` as ``model`` sees them (the MAC line: without the activation term)."""
     from prunebench.search.latency_model import ACTIVATIONS
 
-    f = table.features(config)
-    return {k: v for k, v in f.items() if k != ACTIVATIONS} if model == "mac_line" else f
+    if model == "mac_line":
+        return {k: v for k, v in features.items() if k != ACTIVATIONS}
+    return features
 
 
 def _spread(errors: list[float]) -> dict[str, float | None]:
@@ -66,9 +68,10 @@ def replay(folder: Path, table: Any) -> dict[str, dict[str, list[float]]]:
     warm = trials["prunebench_warm_start_t"].notna().to_numpy()
     y = trials["latency_p50_ms"].astype(float).to_numpy()
     out: dict[str, dict[str, list[float]]] = {"after_warm_start": {}, "sequential": {}}
+    full_dense = table.features(DENSE)
+    full = [table.features(PruningConfig.from_json(c)) for c in trials["config"]]
     for model in MODELS:
-        dense = _features(table, DENSE, model)
-        feats = [_features(table, PruningConfig.from_json(c), model) for c in trials["config"]]
+        dense, feats = _view(full_dense, model), [_view(f, model) for f in full]
         known = [(dense, dense_y)] + [(feats[i], y[i]) for i in range(len(y)) if warm[i]]
         fit = fit_cost_model("latency_p50_ms", known, table.names)
         out["after_warm_start"][model] = [fit.predict_features(feats[i]) / y[i] - 1

@@ -23,8 +23,9 @@ stays the judge).
   alone ``y_dense * MACs / MACs_dense``. On a uniform line MACs fall about quadratically with
   the kept fraction and activations linearly, so the warm start's trials alone tell ``c``
   from ``e``; a shape that keeps the residual streams wide and cuts the block-internal convs
-  (what the sensitivity proposals ask for) writes more per MAC than the uniform line, which
-  the MAC line alone under-predicts (docs/benchmarks.md, "Cost model fit").
+  (what the sensitivity proposals ask for) can write more per MAC than the uniform line,
+  which a MAC line fitted on uniform points under-predicts (``benchmarks/cost_model_fit.py``
+  replays both fits on a search's own measurements).
 - The models live in the study's user attrs (:data:`MODELS_ATTR`), so every worker of a
   distributed study projects with the same ones; each trial records what the model predicted
   (``predicted_<column>``) and its relative error against the measurement
@@ -327,23 +328,23 @@ def fit_cost_model(column: str, points: Sequence[tuple[Mapping[str, float], floa
         scale = float(np.mean(y / np.maximum(total, 1e-12)))
         return CostModel(column, "fitted", 0.0, scale, {}, len(pts))
     base = np.column_stack([np.ones_like(total), total])
-    if len(pts) >= 3 and np.ptp(act) > 1e-9 and np.linalg.matrix_rank(
-            np.column_stack([base, act])) == 3:
-        base = np.column_stack([base, act])
-    if len(pts) < MIN_PER_LAYER_POINTS:
-        coef = _nonnegative(base, y) if base.shape[1] == 3 else \
-            np.linalg.lstsq(base, y, rcond=None)[0]
-        return CostModel(column, "fitted", float(coef[0]), float(coef[1]), {}, len(pts),
-                         activations=float(coef[2]) if len(coef) == 3 else 0.0)
+    with_act = np.column_stack([base, act])
+    if np.ptp(act) > 1e-9 and np.linalg.matrix_rank(with_act) == 3:  # needs >= 3 points
+        base = with_act
     lead = base.shape[1]
-    layers = np.array([[f.get(n, 0.0) for n in names] for f, _ in pts])
-    x = np.column_stack([base, layers])
-    yscale = float(np.mean(np.abs(y))) or 1.0
-    best = min(RIDGE_CHOICES, key=lambda lam: _loo_error(x, y / yscale, lam, lead))
-    coef = _ridge(x, y / yscale, best, lead) * yscale
-    return CostModel(column, "fitted", float(coef[0]), float(coef[1]),
-                     {n: float(d) for n, d in zip(names, coef[lead:], strict=True)}, len(pts),
-                     best, float(coef[2]) if lead == 3 else 0.0)
+    deltas: dict[str, float] = {}
+    ridge = None
+    if len(pts) < MIN_PER_LAYER_POINTS:
+        coef = _nonnegative(base, y) if lead == 3 else np.linalg.lstsq(base, y, rcond=None)[0]
+    else:
+        layers = np.array([[f.get(n, 0.0) for n in names] for f, _ in pts])
+        x = np.column_stack([base, layers])
+        yscale = float(np.mean(np.abs(y))) or 1.0
+        ridge = min(RIDGE_CHOICES, key=lambda lam: _loo_error(x, y / yscale, lam, lead))
+        coef = _ridge(x, y / yscale, ridge, lead) * yscale
+        deltas = {n: float(d) for n, d in zip(names, coef[lead:], strict=True)}
+    return CostModel(column, "fitted", float(coef[0]), float(coef[1]), deltas, len(pts), ridge,
+                     float(coef[2]) if lead == 3 else 0.0)
 
 
 def _nonnegative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -370,13 +371,13 @@ def _penalty(n: int, lam: float, lead: int) -> np.ndarray:
     return penalty
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, lam: float, lead: int = 2) -> np.ndarray:
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float, lead: int) -> np.ndarray:
     """Least squares with ``lam`` on every coefficient but the first ``lead``."""
     penalty = _penalty(x.shape[1], lam, lead)
     return np.linalg.solve(x.T @ x + penalty + 1e-12 * np.eye(x.shape[1]), x.T @ y)
 
 
-def _loo_error(x: np.ndarray, y: np.ndarray, lam: float, lead: int = 2) -> float:
+def _loo_error(x: np.ndarray, y: np.ndarray, lam: float, lead: int) -> float:
     """Mean squared leave-one-out error of the ridge fit, in closed form (residual over
     ``1 - leverage``)."""
     penalty = _penalty(x.shape[1], lam, lead)
