@@ -44,7 +44,7 @@ from prunebench.search.latency_model import (
     BudgetProjection,
     CostModel,
 )
-from prunebench.search.space import SearchSpace, uniform_params
+from prunebench.search.space import SearchSpace, option_defaults, uniform_params
 
 SHAPE_ATTR = "prunebench_sensitivity_gamma"  # trial user attr: the proposal's gamma
 DROPS_ATTR = "prunebench_sensitivity"  # study user attr: dimension -> val top-1 lost
@@ -60,30 +60,10 @@ def _ratios(space: SearchSpace) -> set[str]:
     return {space.ratio_param(g) for g in space.groups}
 
 
-def _option_values(space: SearchSpace) -> dict[str, Any]:
-    """Each searched option at the method's default when the search can take it, else at its
-    first value (choices) or low end (a range)."""
-    from prunebench.harness.pruning import get_method
-
-    if not space.gated or not space.spec.searched_options:
-        return {}
-    schema = get_method(str(space.spec.dynamic_method)).options
-    out = {}
-    for key, dim in space.spec.searched_options.items():
-        default = schema[key].default
-        if "choices" in dim:
-            value = default if default in list(dim["choices"]) else dim["choices"][0]
-        else:
-            inside = default is not None and dim["low"] <= default <= dim["high"]
-            value = default if inside else dim["low"]
-        out[space.option_param(key)] = value
-    return out
-
-
 def _unpruned(space: SearchSpace) -> dict[str, Any]:
-    """The dense configuration's parameters, the searched options as :func:`_option_values`
-    sets them."""
-    return {**uniform_params(space, 0.0, 1.0), **_option_values(space)}
+    """The dense configuration's parameters, the searched options at their defaults
+    (:func:`~prunebench.search.space.option_defaults`)."""
+    return uniform_params(space, 0.0, 1.0, option_defaults(space).items())
 
 
 def _alone(space: SearchSpace, name: str) -> dict[str, Any]:
@@ -146,9 +126,11 @@ def sensitivity_shape(drops: Mapping[str, float], saved: Mapping[str, float],
 
 def proposal(space: SearchSpace, amounts: Mapping[str, float], level: float) -> dict[str, Any]:
     """The draw of a proposal: each dimension's value from its pruned amount (a ratio is the
-    amount, a keep ``1 - amount``), and the level."""
+    amount, a keep ``1 - amount``), the searched options where the drops were measured (their
+    defaults: a threshold keep is not the ratio keep the probes shaped), and the level."""
     ratios = _ratios(space)
     out: dict[str, Any] = {n: (a if n in ratios else 1.0 - a) for n, a in amounts.items()}
+    out.update(option_defaults(space))
     out[LEVEL] = level
     return out
 

@@ -484,9 +484,30 @@ def warm_start_params(space: SearchSpace, n: int) -> list[dict[str, Any]]:
 def uniform_line_params(space: SearchSpace, t: float) -> dict[str, Any]:
     """The uniform configuration a fraction ``t`` in [0, 1] of the way from dense to the most
     pruned end (every ratio ``t x max_ratio``, every keep ``1 - t x (1 - keep_min)``), on the
-    step grids."""
+    step grids, the searched options at :func:`option_defaults` (one line, not a line per
+    keep rule)."""
     s = space.spec
     ratio = round(round(t * s.max_ratio / s.ratio_step) * s.ratio_step, 6)
     keep = round(1.0 - round(t * (1.0 - s.keep_min) / s.keep_step) * s.keep_step, 6)
     return uniform_params(space, min(ratio, _top(s.max_ratio, s.ratio_step)),
-                          max(keep, s.keep_min))
+                          max(keep, s.keep_min), option_defaults(space).items())
+
+
+def option_defaults(space: SearchSpace) -> dict[str, Any]:
+    """Each searched option's parameter at the method's default when the search can take it,
+    else at its first value (choices) or low end (a range); empty without searched options."""
+    from prunebench.harness.pruning import get_method
+
+    if not space.gated or not space.spec.searched_options:
+        return {}
+    schema = get_method(str(space.spec.dynamic_method)).options
+    out = {}
+    for key, dim in space.spec.searched_options.items():
+        default = schema[key].default
+        if "choices" in dim:
+            value = default if default in list(dim["choices"]) else dim["choices"][0]
+        else:
+            inside = default is not None and dim["low"] <= default <= dim["high"]
+            value = default if inside else dim["low"]
+        out[space.option_param(key)] = value
+    return out

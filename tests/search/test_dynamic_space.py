@@ -115,6 +115,24 @@ def test_keep_rule_columns_and_p_are_parameters_that_reach_the_network() -> None
         space.config({k: v for k, v in trial.params.items() if k != "option/rule"})
 
 
+def test_the_uniform_line_holds_searched_options_at_the_method_defaults() -> None:
+    from prunebench.search.space import option_defaults, uniform_line_params, warm_start_params
+
+    searched = {"rule": {"choices": ["threshold", "ratio"]},  # the default is not first
+                "columns": {"low": 0.5, "high": 0.75, "step": 0.25},  # default 1 is outside
+                "p": {"low": 1.0, "high": 3.0, "step": 1.0}}
+    spec = SpaceSpec(kind="dynamic", dynamic_method="antidote", searched_options=searched)
+    space = SearchSpace.build(spec, create_model("test_resnet", 10, 1).eval(), X[:1])
+    assert option_defaults(space) == {"option/rule": "ratio", "option/columns": 0.5,
+                                      "option/p": 1.0}
+    for params in [uniform_line_params(space, 0.5), *warm_start_params(space, 3)]:
+        record = space.config(params).record
+        assert record.options == {"rule": "ratio", "columns": 0.5, "p": 1.0}
+        assert len(set(record.keep.values())) == 1  # one keep: a uniform point
+    assert option_defaults(SearchSpace.build(SpaceSpec(kind="static"), create_model(
+        "test_resnet", 10, 1), X[:1])) == {}
+
+
 def test_hybrid_searches_the_cut_the_gates_and_the_options_in_one_space() -> None:
     spec = SpaceSpec(kind="hybrid", static_methods=("l1",), dynamic_method="antidote",
                      dynamic_options={"inputs": 1},

@@ -152,5 +152,8 @@ def test_a_dynamic_search_with_a_searched_option_makes_its_proposals(
         trials=4, warm_start=1, sensitivity=2)
     shaped = done[done[SHAPE_ATTR].notna()]
     assert len(shaped) == 2 and (shaped["macs"] <= 0.7 * dense_macs).all()
-    assert shaped["params_option/rule"].notna().all()  # the searched option drawn for them
+    # the searched option where the drops were measured (its default), on the warm line too
+    assert (shaped["params_option/rule"] == "ratio").all()
+    warm = done[done["prunebench_warm_start_t"].notna()]
+    assert len(warm) == 1 and (warm["params_option/rule"] == "ratio").all()
     assert set(drops) == {space.keep_param(g) for g in space.gated}
