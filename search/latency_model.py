@@ -10,7 +10,10 @@ stays the judge).
 - :class:`CostTable` gives every configuration of a space its per-layer *effective MACs*, as a
   fraction of the dense network's MACs: the static cut scales a layer by its kept output and
   input channels (``keep_count``, so ``round_to`` counts), the dynamic gates scale each gated
-  consumer by its keep (and ``columns``). For the static space this is exact counting.
+  consumer by its keep (and ``columns``). For the static space this is exact counting, and
+  for the ratio rule's gates; AntiDote's threshold rule keeps what the data's attentions put
+  near their largest, so that share is read from calibration inputs (exact for one gate, an
+  estimate once gates upstream change what a gate sees).
 - :class:`CostModel` predicts one budgeted quantity from those features. MACs and parameters are
   *counted* (no fit). Latency and energy are *fitted* from the study's measurements as they
   arrive: ``y = a + c * sum(m) + e * act + sum(d_l * m_l)``, where ``act`` is the fraction of
@@ -110,7 +113,8 @@ class CostTable:
     feature ``<site>/attention``.
     """
 
-    def __init__(self, space: SearchSpace, model: nn.Module, example_input: torch.Tensor) -> None:
+    def __init__(self, space: SearchSpace, model: nn.Module, example_input: torch.Tensor,
+                 calibration: torch.Tensor | None = None) -> None:
         from prunebench.harness.measure.flops import module_macs
 
         x = example_input[:1]
@@ -152,6 +156,10 @@ class CostTable:
         self.dense_outputs = float(sum(layer.outputs for layer in layers)) or 1.0
         self.dense_params = float(sum(p.numel() for p in model.parameters()))
         self.norm_params = norm_params
+        # AntiDote's threshold rule keeps the channels the input's attention puts near its
+        # largest: how many is the data's, read from ``calibration`` inputs when given
+        self._relative = _RelativeAttention(model, found, calibration) \
+            if calibration is not None and _threshold_possible(space) else None
         self._table_macs = sum(layer.macs for layer in layers)
         self._table_params = sum(layer.params + layer.bias for layer in layers) + sum(
             norm_params.values())
@@ -175,7 +183,8 @@ class CostTable:
         """Per-layer effective MACs of ``config`` as a fraction of the dense network's MACs
         (and each gate's attention MACs under ``<site>/attention``), and under
         :data:`ACTIVATIONS` the fraction of the layers' dense output elements that the static
-        cut keeps (gates compute fewer MACs but write whole outputs)."""
+        cut keeps (gates compute fewer MACs but write whole outputs). A threshold keep counts
+        the calibration inputs' mean kept share where the table has them, else ``keep``."""
         kept = self._kept(config)
         dynamic = pipeline.stages(config).dynamic
         out = {}
@@ -186,7 +195,8 @@ class CostTable:
             into = kept.get(layer.in_group, 1.0) if layer.in_group and not layer.depthwise \
                 else 1.0
             if layer.gate is not None and dynamic is not None:
-                gated, attention = _gated(layer, dynamic, frac if layer.follow else into)
+                gated, attention = _gated(layer, dynamic, frac if layer.follow else into,
+                                          self._relative)
                 if not layer.follow:
                     out[f"{layer.gate}/attention"] = attention / self.dense_macs
                     into = gated
@@ -215,10 +225,12 @@ class CostTable:
         return total + sum(v * kept.get(g, 1.0) for g, v in self.norm_params.items())
 
 
-def _gated(layer: _Layer, dynamic: PruningConfig, into: float) -> tuple[float, float]:
+def _gated(layer: _Layer, dynamic: PruningConfig, into: float,
+           relative: _RelativeAttention | None = None) -> tuple[float, float]:
     """(the gated consumer's computed fraction of its dense input channels and output columns,
     its gate's attention MACs), as the gates count them: a ratio rule keeps
-    ``ceil(keep x C)`` channels (a threshold rule about ``keep x C``: the count is data's)."""
+    ``ceil(keep x C)`` channels; a threshold rule the share of ``relative``'s calibration
+    inputs (the count is the data's; without calibration ``keep x C``)."""
     keep = float(dynamic.keep.get(layer.gate, dynamic.global_keep or 1.0))
     options = dynamic.options
     columns = float(options.get("columns", 1.0)) if layer.columns else 1.0
@@ -228,11 +240,71 @@ def _gated(layer: _Layer, dynamic: PruningConfig, into: float) -> tuple[float, f
     if options.get("rule", "ratio") == "ratio":
         k = min(channels, max(1, math.ceil(keep * channels - 1e-9)))
     else:
-        k = keep * channels
+        share = keep if relative is None else relative.share(
+            str(layer.gate), keep, float(options.get("p", 1.0)))
+        k = share * channels
     cols = min(layer.out_map, max(1, math.ceil(columns * layer.out_map - 1e-9))) \
         if columns < 1.0 else layer.out_map
     attention = channels * layer.in_map * (2 if columns < 1.0 else 1)
     return k / layer.in_channels * cols / max(layer.out_map, 1), float(attention)
+
+
+def _threshold_possible(space: SearchSpace) -> bool:
+    """Whether the space's AntiDote gates can decide by the threshold rule (fixed or searched)."""
+    spec = space.spec
+    if not space.gated or spec.dynamic_method != "antidote":
+        return False
+    rules = {spec.dynamic_options.get("rule", "ratio")}
+    rules.update(spec.searched_options.get("rule", {}).get("choices", ()))
+    return "threshold" in rules
+
+
+class _RelativeAttention:
+    """Per gate site, every calibration input's channel attentions divided by that input's
+    largest, pooled and sorted, per attention power ``p`` (collected on first use, one forward
+    pass of the dense network). AntiDote's threshold rule at keep ``k`` keeps the channels at or
+    above ``1 - k``; the share of pooled values there is the mean kept fraction. Gates upstream
+    of a site change its attentions in a pruned network, so for more than one gate this is an
+    estimate (the trial's ``model_error_macs`` records how good)."""
+
+    def __init__(self, model: nn.Module, sites: Sequence[Any], images: torch.Tensor) -> None:
+        self.model, self.sites, self.images = model, tuple(sites), images
+        self._sorted: dict[float, dict[str, np.ndarray]] = {}
+
+    def share(self, site: str, keep: float, power: float) -> float:
+        """The mean fraction of ``site``'s channels whose attention is at least ``1 - keep``
+        times the input's largest."""
+        if power not in self._sorted:
+            self._sorted[power] = self._collect(power)
+        r = self._sorted[power][site]
+        return 1.0 - float(np.searchsorted(r, 1.0 - keep, side="left")) / r.size
+
+    def _collect(self, power: float) -> dict[str, np.ndarray]:
+        from prunebench.harness.pruning.dynamic.gates import channel_attention
+
+        out: dict[str, np.ndarray] = {}
+
+        def keep_ratios(name: str, z: torch.Tensor) -> None:
+            att = channel_attention(z.float(), power)
+            top = att.amax(1, keepdim=True)
+            r = torch.where(top > 0, att / top.clamp_min(1e-30), torch.ones_like(att))
+            out[name] = np.sort(r.flatten().numpy())
+
+        hooks = []
+        for site in self.sites:
+            if site.is_input:  # the consumer gates its own input
+                hooks.append(self.model.get_submodule(site.consumer).register_forward_pre_hook(
+                    lambda m, args, site=site: keep_ratios(site.name, args[0])))
+            else:
+                hooks.append(self.model.get_submodule(site.gate).register_forward_hook(
+                    lambda m, args, y, site=site: keep_ratios(site.name, site.gated_map(y))))
+        try:
+            with torch.inference_mode():
+                self.model.eval()(self.images)
+        finally:
+            for h in hooks:
+                h.remove()
+        return out
 
 
 def mac_fraction(features: Mapping[str, float]) -> float:

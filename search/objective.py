@@ -249,8 +249,10 @@ class SearchObjective:
         self.costs: CostTable | None = None  # when there are budgets
         self.projection: BudgetProjection | None = None  # when the spec asks for one
         if spec.budgets and self.space.param_names():
+            # a threshold keep's share is read from real inputs (64 of the validation split)
+            calibration = self.prepared.eval_inputs(64)[0] if self.space.gated else None
             self.costs = CostTable(self.space, self.prepared.base_model,
-                                   self.prepared.example_input)
+                                   self.prepared.example_input, calibration)
             if spec.budget_projection:
                 self.projection = BudgetProjection(self.space, self.costs, spec.budgets,
                                                    spec.latency_margin)

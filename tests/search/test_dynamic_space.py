@@ -133,6 +133,33 @@ def test_the_uniform_line_holds_searched_options_at_the_method_defaults() -> Non
         "test_resnet", 10, 1), X[:1])) == {}
 
 
+def test_a_threshold_keep_is_counted_from_the_calibration_inputs() -> None:
+    from prunebench.search.space import uniform_params
+
+    spec = SpaceSpec(kind="dynamic", dynamic_method="antidote",
+                     dynamic_options={"rule": "threshold", "inputs": 1})
+    model = create_model("test_resnet", 10, 1).eval()
+    space = SearchSpace.build(spec, model, X[:1])
+    calibrated, plain = CostTable(space, model, X[:1], X), CostTable(space, model, X[:1])
+
+    def measured(params: dict) -> tuple[float, object]:
+        record = space.config(params).record
+        return effective_macs(pipeline.build(model, record, PruneContext(X[:1])), [X]).mean, \
+            record
+
+    for site in (space.gated[0], "layer2.0"):  # an internal gate, a block-input gate
+        # one gate pruned: its attentions are the dense network's, so the count is exact
+        macs, record = measured({**uniform_params(space, 0.0, 1.0), space.keep_param(site): 0.5})
+        assert calibrated.macs(record) == pytest.approx(macs)
+        assert plain.macs(record) != pytest.approx(macs, rel=0.01)  # keep x C is not the data's
+    # every gate pruned: gates upstream change the attentions; still nearer than keep x C
+    macs, record = measured(uniform_params(space, 0.0, 0.5))
+    assert abs(calibrated.macs(record) / macs - 1) < abs(plain.macs(record) / macs - 1)
+    ratio = CostTable(SearchSpace.build(SpaceSpec(kind="dynamic", dynamic_method="antidote"),
+                                        model, X[:1]), model, X[:1], X)
+    assert ratio._relative is None  # the ratio rule's count needs no data
+
+
 def test_hybrid_searches_the_cut_the_gates_and_the_options_in_one_space() -> None:
     spec = SpaceSpec(kind="hybrid", static_methods=("l1",), dynamic_method="antidote",
                      dynamic_options={"inputs": 1},
