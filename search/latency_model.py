@@ -280,7 +280,7 @@ class _RelativeAttention:
         return 1.0 - float(np.searchsorted(r, 1.0 - keep, side="left")) / r.size
 
     def _collect(self, power: float) -> dict[str, np.ndarray]:
-        from prunebench.harness.pruning.dynamic.gates import channel_attention
+        from prunebench.harness.pruning import channel_attention
 
         out: dict[str, np.ndarray] = {}
 
