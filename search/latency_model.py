@@ -159,7 +159,7 @@ class CostTable:
         # AntiDote's threshold rule keeps the channels the input's attention puts near its
         # largest: how many is the data's, read from ``calibration`` inputs when given
         self._relative = _RelativeAttention(model, found, calibration) \
-            if calibration is not None and _threshold_possible(space) else None
+            if calibration is not None and threshold_possible(space) else None
         self._table_macs = sum(layer.macs for layer in layers)
         self._table_params = sum(layer.params + layer.bias for layer in layers) + sum(
             norm_params.values())
@@ -249,8 +249,9 @@ def _gated(layer: _Layer, dynamic: PruningConfig, into: float,
     return k / layer.in_channels * cols / max(layer.out_map, 1), float(attention)
 
 
-def _threshold_possible(space: SearchSpace) -> bool:
-    """Whether the space's AntiDote gates can decide by the threshold rule (fixed or searched)."""
+def threshold_possible(space: SearchSpace) -> bool:
+    """Whether the space's AntiDote gates can decide by the threshold rule (fixed or searched):
+    then a :class:`CostTable` needs calibration inputs to count them."""
     spec = space.spec
     if not space.gated or spec.dynamic_method != "antidote":
         return False
@@ -268,7 +269,7 @@ class _RelativeAttention:
     estimate (the trial's ``model_error_macs`` records how good)."""
 
     def __init__(self, model: nn.Module, sites: Sequence[Any], images: torch.Tensor) -> None:
-        self.model, self.sites, self.images = model, tuple(sites), images
+        self.model, self.sites, self.images = model, list(sites), images
         self._sorted: dict[float, dict[str, np.ndarray]] = {}
 
     def share(self, site: str, keep: float, power: float) -> float:
@@ -280,30 +281,14 @@ class _RelativeAttention:
         return 1.0 - float(np.searchsorted(r, 1.0 - keep, side="left")) / r.size
 
     def _collect(self, power: float) -> dict[str, np.ndarray]:
-        from prunebench.harness.pruning import channel_attention
+        from prunebench.harness.pruning import site_attention
 
-        out: dict[str, np.ndarray] = {}
-
-        def keep_ratios(name: str, z: torch.Tensor) -> None:
-            att = channel_attention(z.float(), power)
+        out = {}
+        for name, att in site_attention(self.model, self.sites, self.images,
+                                        power).items():
             top = att.amax(1, keepdim=True)
             r = torch.where(top > 0, att / top.clamp_min(1e-30), torch.ones_like(att))
-            out[name] = np.sort(r.flatten().numpy())
-
-        hooks = []
-        for site in self.sites:
-            if site.is_input:  # the consumer gates its own input
-                hooks.append(self.model.get_submodule(site.consumer).register_forward_pre_hook(
-                    lambda m, args, site=site: keep_ratios(site.name, args[0])))
-            else:
-                hooks.append(self.model.get_submodule(site.gate).register_forward_hook(
-                    lambda m, args, y, site=site: keep_ratios(site.name, site.gated_map(y))))
-        try:
-            with torch.inference_mode():
-                self.model.eval()(self.images)
-        finally:
-            for h in hooks:
-                h.remove()
+            out[name] = np.sort(r.flatten().float().numpy())
         return out
 
 

@@ -35,6 +35,7 @@ from prunebench.search.latency_model import (
     fit_cost_model,
     refit_models,
     stored_models,
+    threshold_possible,
 )
 from prunebench.search.space import SearchSpace, SpaceSpec, TrialConfig
 
@@ -250,7 +251,8 @@ class SearchObjective:
         self.projection: BudgetProjection | None = None  # when the spec asks for one
         if spec.budgets and self.space.param_names():
             # a threshold keep's share is read from real inputs (64 of the validation split)
-            calibration = self.prepared.eval_inputs(64)[0] if self.space.gated else None
+            calibration = self.prepared.eval_inputs(64)[0] \
+                if threshold_possible(self.space) else None
             self.costs = CostTable(self.space, self.prepared.base_model,
                                    self.prepared.example_input, calibration)
             if spec.budget_projection:

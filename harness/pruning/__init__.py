@@ -6,8 +6,8 @@ import importlib
 
 from prunebench.harness.pruning.base import METHODS, MethodInfo, PruneContext, PruningMethod
 from prunebench.harness.pruning.config import DENSE, PruningConfig
+from prunebench.harness.pruning.dynamic.attention_stats import site_attention
 from prunebench.harness.pruning.dynamic.build import check_exec_mode
-from prunebench.harness.pruning.dynamic.gates import channel_attention
 from prunebench.harness.pruning.dynamic.training import finetune_dynamic, parse_targeted_dropout
 
 # Method modules register themselves on import; each line adds one family.
@@ -35,5 +35,5 @@ def get_method(name: str) -> PruningMethod:
 # the front door for callers outside the package (the search, the CLI): these names, and
 # harness.pruning.pipeline for building networks
 __all__ = ["DENSE", "METHODS", "MethodInfo", "PruneContext", "PruningConfig", "PruningMethod",
-           "channel_attention", "check_exec_mode", "finetune_dynamic", "get_method",
-           "parse_targeted_dropout"]
+           "check_exec_mode", "finetune_dynamic", "get_method", "parse_targeted_dropout",
+           "site_attention"]

@@ -16,9 +16,12 @@ from prunebench.harness.pruning.dynamic.sites import GatedSite, get_module
 @torch.no_grad()
 def site_attention(model: nn.Module, sites: list[GatedSite], inputs: torch.Tensor,
                    power: float = 1.0, batch: int = 128) -> dict[str, torch.Tensor]:
-    """Per-input channel attention (N, C) of each site's gated feature map on ``inputs``."""
+    """Per-input channel attention (N, C) of each site's gated feature map on ``inputs`` (an
+    input site's map is its consumer's input)."""
     out: dict[str, list[torch.Tensor]] = {s.name: [] for s in sites}
-    hooks = [get_module(model, s.gate).register_forward_hook(
+    hooks = [get_module(model, s.consumer).register_forward_pre_hook(
+        lambda m, args, s=s: out[s.name].append(channel_attention(args[0], power)))
+        if s.is_input else get_module(model, s.gate).register_forward_hook(
         lambda m, i, o, s=s: out[s.name].append(channel_attention(s.gated_map(o), power)))
         for s in sites]
     _run_hooked(model, inputs, batch, hooks)
