@@ -25,9 +25,9 @@ from prunebench.harness.pruning import DENSE, PruningConfig
 from prunebench.search.latency_model import (
     BUDGETS,
     COSTS,
+    GAP_AIM_ATTR,
     LEVEL,
-    LEVEL_MIN,
-    LEVEL_STEP,
+    LEVEL_DISTRIBUTION,
     BudgetProjection,
     CostModel,
     CostTable,
@@ -309,7 +309,12 @@ class SearchObjective:
         if self.projection is not None and self.budget_binds():
             if not isinstance(study.sampler, ProjectingSampler):
                 study.sampler = ProjectingSampler(study.sampler, self.projection, self.models)
-            trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=LEVEL_STEP)
+            d = LEVEL_DISTRIBUTION
+            trial.suggest_float(LEVEL, d.low, d.high, step=d.step)
+            gap = study.sampler.aims.pop(trial.number, None)
+            if gap is not None:
+                trial.set_user_attr(GAP_AIM_ATTR, {"key": gap.key, "low": gap.gap.low,
+                                                   "high": gap.gap.high, "cost": gap.cost})
         return self.models(study)
 
     def models(self, study: optuna.Study) -> dict[str, CostModel]:

@@ -173,3 +173,21 @@ def postgres_server() -> Iterator[PostgresServer]:
 def pg_url(postgres_server: PostgresServer) -> str:
     """A SQLAlchemy URL to a fresh, empty database on the session's PostgreSQL server."""
     return postgres_server.url(postgres_server.create_database())
+
+
+@pytest.fixture(scope="session")
+def trained(digits, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A test_convnet trained on digits (seeded, 4 epochs), so that the dense trials' accuracy
+    after one fine-tune epoch is far above that of a network keeping a fifth of every layer,
+    and a search's trials differ in accuracy (its front has gaps to aim into)."""
+    import torch
+
+    from prunebench.harness.models import create_model
+    from prunebench.harness.train import DEFAULT_RECIPE, save_checkpoint, train_model
+
+    torch.manual_seed(0)
+    model = train_model(create_model("test_convnet", 10, 1), digits,
+                        DEFAULT_RECIPE.with_(epochs=4), progress=False)
+    path = tmp_path_factory.mktemp("trained") / "convnet.pt"
+    save_checkpoint(model, path, {"model": "test_convnet", "num_classes": 10, "in_channels": 1})
+    return str(path)

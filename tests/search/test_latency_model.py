@@ -3,6 +3,7 @@ and real Optuna studies, with synthetic latencies where a known answer is needed
 
 from __future__ import annotations
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -12,17 +13,24 @@ from prunebench.harness.models import create_model
 from prunebench.harness.pruning import DENSE, PruneContext, pipeline
 from prunebench.search.latency_model import (
     ACTIVATIONS,
+    GAP_INSET,
     LEVEL,
     LEVEL_MIN,
+    LEVEL_STEP,
     MIN_PER_LAYER_POINTS,
     MODELS_ATTR,
+    PROPOSAL_ATTR,
     BudgetProjection,
     CostModel,
     CostTable,
+    FrontGap,
+    MeasuredFront,
     ProjectingSampler,
     error_summary,
     fit_cost_model,
+    front_gaps,
     mac_fraction,
+    measured_front,
     refit_models,
     stored_models,
 )
@@ -217,6 +225,95 @@ def test_low_levels_aim_inside_each_shapes_reach_not_at_one_cheapest_point() -> 
     assert got[0] != got[1]
 
 
+def test_front_gaps_of_known_points() -> None:
+    # dominated points and points over the target are not on the front; the last gap runs
+    # to the target, as high as the ceiling lies above the most accurate point
+    points = [(3.0, 0.6), (1.0, 0.2), (2.0, 0.1), (5.0, 0.9), (6.0, 0.85), (12.0, 0.95)]
+    gaps = front_gaps(points, target=10.0, ceiling=0.97)
+    assert [(g.low, g.high) for g in gaps] == [(1.0, 3.0), (3.0, 5.0), (5.0, 10.0)]
+    assert [g.area for g in gaps] == pytest.approx([0.8, 0.6, 0.35])
+    last = front_gaps(points, target=10.0, ceiling=0.9)[-1]  # nothing above the best point
+    assert (last.low, last.high) == (3.0, 5.0) and isinstance(last, FrontGap)
+    assert front_gaps([(1.0, 0.5)], target=10.0, ceiling=0.5) == []
+
+
+def _macs_front(space: SearchSpace, table: CostTable, budget: float,
+                points: list[tuple[float, float]], ceiling: float):
+    macs = {"macs": CostModel("macs", "counted")}
+    return (BudgetProjection(space, table, {"macs": budget}), macs,
+            MeasuredFront(tuple(({"macs": c}, a) for c, a in points), ceiling))
+
+
+def test_gap_aim_lands_a_proposal_in_the_fronts_largest_gap() -> None:
+    _, space, table = _static("resnet20")
+    dense = table.dense_macs
+    floor = table.macs(space.config(uniform_params(space, space.spec.max_ratio)).record)
+    budget = 0.7 * dense
+    # the knee (the floor to 0.5x) is the largest gap; a narrower one lies above it
+    projection, macs, front = _macs_front(space, table, budget, [
+        (floor, 0.1), (0.5 * dense, 0.8), (0.65 * dense, 0.9)], ceiling=0.92)
+    shape = {n: 0.5 for n in space.param_names()}
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        aim = projection.gap_aim(shape, macs, front, rng)
+        assert aim.key == "macs" and (aim.gap.low, aim.gap.high) == (floor, 0.5 * dense)
+        width = aim.gap.high - aim.gap.low
+        assert aim.gap.low + GAP_INSET * width <= aim.cost <= aim.gap.high - GAP_INSET * width
+        # the level (on its grid) is the aimed cost's place between the floor and the budget
+        assert aim.level == pytest.approx((aim.cost - floor) / (budget - floor), abs=LEVEL_STEP)
+        config = space.config(projection.project(shape | {LEVEL: aim.level}, macs)).record
+        (target,) = projection.aim(shape | {LEVEL: aim.level}, macs).values()
+        assert table.macs(config) <= target <= aim.cost + LEVEL_STEP * (budget - floor)
+        assert table.macs(config) > aim.gap.low  # inside the gap, not at its cheap end
+    # with one feasible point and nothing more accurate measured there is no gap to aim at
+    _, _, lone = _macs_front(space, table, budget, [(0.5 * dense, 0.8)], ceiling=0.8)
+    assert projection.gap_aim(shape, macs, lone) is None
+
+
+def test_measured_front_keeps_feasible_complete_trials() -> None:
+    trials = []
+    for acc, macs, violation, state in ((0.9, 5.0, -0.1, "COMPLETE"), (0.95, 9.0, 0.2,
+                                        "COMPLETE"), (0.99, 2.0, -0.5, "FAIL")):
+        t = optuna.trial.create_trial(state=optuna.trial.TrialState[state],
+                                      value=None if state == "FAIL" else 0.0,
+                                      user_attrs={"accuracy_top1": acc, "macs": macs})
+        t.set_constraint("macs", violation)
+        trials.append(t)
+    front = measured_front(trials, ["macs"])
+    assert front.points == (({"macs": 5.0}, 0.9),) and front.ceiling == 0.95
+
+
+def test_the_sampler_aims_drawn_levels_into_the_gap_but_keeps_a_proposals_level() -> None:
+    _, space, table = _static("resnet20")
+    dense = table.dense_macs
+    floor = table.macs(space.config(uniform_params(space, space.spec.max_ratio)).record)
+    projection, macs, _ = _macs_front(space, table, 0.7 * dense, [], 0.0)
+    sampler = ProjectingSampler(optuna.samplers.RandomSampler(seed=1), projection,
+                                lambda s: macs)
+    study = optuna.create_study(study_name="gaps", sampler=sampler)
+    for cost, acc in ((floor, 0.1), (0.5 * dense, 0.8), (0.65 * dense, 0.9)):
+        t = optuna.trial.create_trial(value=acc, user_attrs={"accuracy_top1": acc,
+                                                             "macs": cost})
+        t.set_constraint("macs", cost / (0.7 * dense) - 1.0)
+        study.add_trial(t)
+    study.enqueue_trial({}, user_attrs={PROPOSAL_ATTR: {LEVEL: 1.0, **uniform_params(
+        space, 0.3)}})
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float(LEVEL, 0.0, 1.0, step=LEVEL_STEP)
+        return table.macs(space.suggest(trial).record)
+
+    study.optimize(objective, n_trials=4)
+    proposal, *drawn = study.trials[3:]
+    assert proposal.params[LEVEL] == 1.0 and proposal.number not in sampler.aims
+    for t in drawn:
+        aim = sampler.aims[t.number]
+        assert (aim.gap.low, aim.gap.high) == (floor, 0.5 * dense)
+        assert t.params[LEVEL] == aim.level and floor < t.value <= aim.cost + LEVEL_STEP * (
+            0.7 * dense - floor)
+    assert len({sampler.aims[t.number].cost for t in drawn}) == 3  # placed apart by the rng
+
+
 def test_projecting_sampler_stores_projected_params_and_leaves_enqueued_ones() -> None:
     _, space, table = _static()
     truth = _synthetic(table, "layer3.0.conv2")
@@ -232,7 +329,7 @@ def test_projecting_sampler_stores_projected_params_and_leaves_enqueued_ones() -
     evaluated = {}
 
     def objective(trial: optuna.Trial) -> float:
-        trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=0.05)
+        trial.suggest_float(LEVEL, 0.0, 1.0, step=LEVEL_STEP)
         config = space.suggest(trial).record
         evaluated[trial.number] = config
         return truth(config)

@@ -24,23 +24,6 @@ def _spec(assets: dict[str, str], **kw) -> SearchSpec:
     return SearchSpec(**{**base, **kw})
 
 
-@pytest.fixture(scope="module")
-def trained(assets: dict[str, str], digits, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A test_convnet trained on digits (seeded), so that the dense trials' accuracy after one
-    fine-tune epoch is far above that of a network keeping a fifth of every layer."""
-    import torch
-
-    from prunebench.harness.models import create_model
-    from prunebench.harness.train import DEFAULT_RECIPE, save_checkpoint, train_model
-
-    torch.manual_seed(0)
-    model = train_model(create_model("test_convnet", 10, 1), digits,
-                        DEFAULT_RECIPE.with_(epochs=4), progress=False)
-    path = tmp_path_factory.mktemp("trained") / "convnet.pt"
-    save_checkpoint(model, path, {"model": "test_convnet", "num_classes": 10, "in_channels": 1})
-    return str(path)
-
-
 @pytest.mark.slow
 def test_successive_halving_stops_a_hopeless_trial_after_its_first_epoch(
         assets: dict[str, str], trained: str) -> None:

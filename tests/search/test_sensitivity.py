@@ -12,14 +12,18 @@ import torch
 from prunebench.harness.models import create_model
 from prunebench.harness.pruning import DENSE
 from prunebench.search.latency_model import (
+    GAP_AIM_ATTR,
     LEVEL,
     LEVEL_MIN,
+    LEVEL_STEP,
     PROPOSAL_ATTR,
     BudgetProjection,
     CostTable,
     ProjectingSampler,
     fit_cost_model,
+    front_gaps,
     mac_fraction,
+    measured_front,
 )
 from prunebench.search.runs.search_settings import MAX_SENSITIVITY
 from prunebench.search.sensitivity import (
@@ -90,7 +94,7 @@ def test_a_proposal_is_projected_onto_the_budget_keeping_its_shape() -> None:
     study.enqueue_trial({}, user_attrs={PROPOSAL_ATTR: proposal(space, amounts, 1.0)})
 
     def objective(trial: optuna.Trial) -> float:
-        trial.suggest_float(LEVEL, LEVEL_MIN, 1.0, step=0.05)
+        trial.suggest_float(LEVEL, 0.0, 1.0, step=LEVEL_STEP)
         return truth(space.suggest(trial).record)
 
     study.optimize(objective, n_trials=1)
@@ -113,10 +117,12 @@ def _convnet_search(assets: dict[str, str], out, kind: str, fraction: float, **s
     space = SearchSpace.build(spec, model, X)
     dense_macs = CostTable(space, model, X).dense_macs
     result = run_search(model="test_convnet", dataset="digits", profile=assets["profile"],
-                        checkpoint=assets["checkpoint"], space=kind, out=out, progress=False,
+                        checkpoint=settings.pop("checkpoint", assets["checkpoint"]), space=kind,
+                        out=out, progress=False,
                         macs_budget=fraction * dense_macs, **settings)
     done = result.trials[result.trials["state"] == "COMPLETE"]
-    drops = json.loads((out / "sensitivity.json").read_text())
+    drops_file = out / "sensitivity.json"
+    drops = json.loads(drops_file.read_text()) if drops_file.exists() else {}
     return space, done, dense_macs, drops
 
 
@@ -157,3 +163,25 @@ def test_a_dynamic_search_with_a_searched_option_makes_its_proposals(
     warm = done[done["prunebench_warm_start_t"].notna()]
     assert len(warm) == 1 and (warm["params_option/rule"] == "ratio").all()
     assert set(drops) == {space.keep_param(g) for g in space.gated}
+
+
+@pytest.mark.slow
+def test_a_search_aims_its_sampler_trials_into_the_fronts_largest_gap(
+        assets: dict[str, str], trained: str, tmp_path) -> None:
+    _, _, dense_macs, _ = _convnet_search(assets, tmp_path / "run", "static", 0.5, trials=6,
+                                          warm_start=3, sensitivity=0, checkpoint=trained)
+    budget = 0.5 * dense_macs
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "run" / "study.journal")))
+    trials = optuna.load_study(study_name="run", storage=storage).trials
+    aimed = [t for t in trials if GAP_AIM_ATTR in t.user_attrs]
+    assert [t.number for t in aimed] == [3, 4, 5]  # every sampler trial, no warm-start one
+    for t in aimed:
+        aim = t.user_attrs[GAP_AIM_ATTR]
+        # the gap is the largest of the front measured before the trial
+        front = measured_front(trials[:t.number], ["macs"])
+        assert aim["key"] == "macs"
+        gaps = front_gaps([(c["macs"], a) for c, a in front.points], budget, front.ceiling)
+        best = max(gaps, key=lambda g: g.area)
+        assert (aim["low"], aim["high"]) == (best.low, best.high)
+        assert aim["low"] < aim["cost"] < aim["high"] and t.user_attrs["macs"] <= budget
