@@ -533,22 +533,23 @@ class MeasuredFront:
     ceiling: float
 
 
-def front_gaps(points: Sequence[tuple[float, float]], target: float, ceiling: float
-               ) -> list[FrontGap]:
+def front_gaps(points: Sequence[tuple[float, float]], target: float, ceiling: float,
+               floor: float = -math.inf) -> list[FrontGap]:
     """The gaps of the non-dominated front (least cost, most accuracy) of ``(cost, accuracy)``
     ``points`` at or under ``target``, cheapest first: one between each two neighbours, area
     ``(c1 - c0) x (a1 - a0)``, and one from the most accurate point to ``target`` whose
-    height is what ``ceiling`` lies above that point (none when it does not)."""
+    height is what ``ceiling`` lies above that point (none when it does not). Only what lies
+    above ``floor`` (the cheapest cost a proposal can reach) is kept: a gap is cut at it, its
+    area in proportion, and one wholly below it dropped."""
     front: list[tuple[float, float]] = []
     for c, a in sorted(points, key=lambda p: (p[0], -p[1])):
         if c <= target and (not front or a > front[-1][1]):
             front.append((c, a))
-    gaps = [FrontGap(c0, c1, (c1 - c0) * (a1 - a0))
-            for (c0, a0), (c1, a1) in zip(front, front[1:], strict=False)]
+    ends = [(c0, c1, a1 - a0) for (c0, a0), (c1, a1) in zip(front, front[1:], strict=False)]
     if front and ceiling > front[-1][1] and target > front[-1][0]:
-        c, a = front[-1]
-        gaps.append(FrontGap(c, target, (target - c) * (ceiling - a)))
-    return gaps
+        ends.append((front[-1][0], target, ceiling - front[-1][1]))
+    return [FrontGap(max(low, floor), high, (high - max(low, floor)) * rise)
+            for low, high, rise in ends if high > floor]
 
 
 def measured_front(trials: Sequence[FrozenTrial], keys: Sequence[str]) -> MeasuredFront:
@@ -627,8 +628,9 @@ class BudgetProjection:
     def gap_aim(self, params: Mapping[str, Any], models: Mapping[str, CostModel],
                 front: MeasuredFront, rng: np.random.Generator | None = None
                 ) -> GapAim | None:
-        """The level that aims ``params``' shape into ``front``'s largest gap, on the first
-        budget that binds (its target between the shape's unpruned and cheapest points);
+        """The level that aims ``params``' shape into ``front``'s largest gap it can reach
+        (above the shape's cheapest point), on the first budget that binds (its target between
+        the shape's unpruned and cheapest points);
         ``None`` when none binds or the front has no gap of positive area (fewer than two
         feasible points and nothing more accurate measured). ``rng`` draws the aimed cost
         uniformly in the gap's middle half (:data:`GAP_INSET`); without it, the middle."""
@@ -643,7 +645,7 @@ class BudgetProjection:
             return None
         target = self.targets[key]
         points = [(c[key], acc) for c, acc in front.points if key in c]
-        gaps = [g for g in front_gaps(points, target, front.ceiling) if g.area > 0]
+        gaps = [g for g in front_gaps(points, target, front.ceiling, floor[key]) if g.area > 0]
         if not gaps:
             return None
         gap = max(gaps, key=lambda g: g.area)

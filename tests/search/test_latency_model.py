@@ -235,6 +235,11 @@ def test_front_gaps_of_known_points() -> None:
     last = front_gaps(points, target=10.0, ceiling=0.9)[-1]  # nothing above the best point
     assert (last.low, last.high) == (3.0, 5.0) and isinstance(last, FrontGap)
     assert front_gaps([(1.0, 0.5)], target=10.0, ceiling=0.5) == []
+    # below the cheapest cost a proposal can reach, a gap is cut (area in proportion) or gone
+    cut = front_gaps(points, target=10.0, ceiling=0.97, floor=2.0)
+    assert [(g.low, g.high) for g in cut] == [(2.0, 3.0), (3.0, 5.0), (5.0, 10.0)]
+    assert [g.area for g in cut] == pytest.approx([0.4, 0.6, 0.35])
+    assert [(g.low, g.high) for g in front_gaps(points, 10.0, 0.97, floor=5.0)] == [(5.0, 10.0)]
 
 
 def _macs_front(space: SearchSpace, table: CostTable, budget: float,
@@ -308,9 +313,11 @@ def test_the_sampler_aims_drawn_levels_into_the_gap_but_keeps_a_proposals_level(
     assert proposal.params[LEVEL] == 1.0 and proposal.number not in sampler.aims
     for t in drawn:
         aim = sampler.aims[t.number]
-        assert (aim.gap.low, aim.gap.high) == (floor, 0.5 * dense)
-        assert t.params[LEVEL] == aim.level and floor < t.value <= aim.cost + LEVEL_STEP * (
-            0.7 * dense - floor)
+        # the knee, cut at the drawn shape's cheapest point (a shape that spares a layer
+        # cannot reach the uniform floor)
+        assert aim.gap.high == 0.5 * dense and floor <= aim.gap.low < 0.5 * dense
+        assert t.params[LEVEL] == aim.level and aim.gap.low < t.value <= aim.cost + \
+            LEVEL_STEP * (0.7 * dense - floor)
     assert len({sampler.aims[t.number].cost for t in drawn}) == 3  # placed apart by the rng
 
 
