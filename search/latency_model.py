@@ -44,8 +44,9 @@ stays the judge).
   most accurate feasible point to the budget, up to the most accurate point measured), the
   rectangle a new point there could fill most of. A search's trials so go where its front is
   thinnest, as hypervolume-improvement samplers aim theirs, instead of clustering at the
-  budget's edge (``bench_search`` run 18 at 0.7x: no per-layer trial below 14.6M MACs, where
-  the uniform line's knee is). The sampler still proposes every shape.
+  budget's edge (``bench_search`` run 18 at 0.7x: no sampler trial of the ratio rule below
+  15.2M MACs, the uniform line's knee lying at 10.6-14.9M). The sampler still proposes every
+  shape.
 """
 
 from __future__ import annotations
@@ -552,10 +553,16 @@ def front_gaps(points: Sequence[tuple[float, float]], target: float, ceiling: fl
             for low, high, rise in ends if high > floor]
 
 
+def is_feasible(trial: FrozenTrial) -> bool:
+    """A complete trial whose every constraint value is <= 0 (``search.study`` re-exports it)."""
+    return trial.state == TrialState.COMPLETE and all(
+        v <= 0.0 for v in trial.constraints.values())
+
+
 def measured_front(trials: Sequence[FrozenTrial], keys: Sequence[str]) -> MeasuredFront:
     """The :class:`MeasuredFront` of ``trials`` for the budget ``keys`` (their measured
-    columns, :data:`COSTS`): complete trials whose constraints are all met and that measured
-    :data:`ACCURACY` and every key's column."""
+    columns, :data:`COSTS`): feasible trials that measured :data:`ACCURACY` and every key's
+    column."""
     points, ceiling = [], -math.inf
     for t in trials:
         if t.state != TrialState.COMPLETE or t.user_attrs.get(ACCURACY) is None:
@@ -563,8 +570,7 @@ def measured_front(trials: Sequence[FrozenTrial], keys: Sequence[str]) -> Measur
         acc = float(t.user_attrs[ACCURACY])
         ceiling = max(ceiling, acc)
         costs = {k: t.user_attrs.get(COSTS[k][0]) for k in keys}
-        if all(v is not None for v in costs.values()) and t.constraints \
-                and all(c <= 0 for c in t.constraints.values()):
+        if is_feasible(t) and all(v is not None for v in costs.values()):
             points.append(({k: float(v) for k, v in costs.items()}, acc))
     return MeasuredFront(tuple(points), ceiling)
 
@@ -598,16 +604,12 @@ class BudgetProjection:
     def project(self, params: Mapping[str, Any], models: Mapping[str, CostModel]
                 ) -> dict[str, Any]:
         """``params`` with the per-layer values scaled onto the budget (others unchanged)."""
-        usable = {k: m for k, m in models.items() if k in self.targets}
-        if not usable:
+        reach = self._reach(params, models)
+        if reach is None:
             return dict(params)
-        shape = self._shape(params)
-        top = self._top(shape)
-        cost = self._cost(params, shape, usable)
-        unpruned = cost(0.0)
-        if all(unpruned[k] <= self.targets[k] for k in usable):
+        shape, top, cost, unpruned, floor = reach
+        if all(unpruned[k] <= self.targets[k] for k in unpruned):
             return dict(params)  # no budget binds: the proposal is evaluated as drawn
-        floor = cost(top)
         aim = self._aim(float(params.get(LEVEL, 1.0)), unpruned, floor)
 
         def fits(predicted: Mapping[str, float]) -> bool:
@@ -634,12 +636,10 @@ class BudgetProjection:
         ``None`` when none binds or the front has no gap of positive area (fewer than two
         feasible points and nothing more accurate measured). ``rng`` draws the aimed cost
         uniformly in the gap's middle half (:data:`GAP_INSET`); without it, the middle."""
-        usable = {k: m for k, m in models.items() if k in self.targets}
-        if not usable:
+        reach = self._reach(params, models)
+        if reach is None:
             return None
-        shape = self._shape(params)
-        cost = self._cost(params, shape, usable)
-        unpruned, floor = cost(0.0), cost(self._top(shape))
+        *_, unpruned, floor = reach
         key = next((k for k in floor if unpruned[k] > self.targets[k] > floor[k]), None)
         if key is None:
             return None
@@ -661,10 +661,11 @@ class BudgetProjection:
         budget, ``floor + level x (target - floor)``, where ``floor`` is the proposal's shape
         pruned as far as the space allows (its cheapest point) and ``target`` the budget less
         its margin; a budget the unpruned network meets is aimed at its target."""
-        usable = {k: m for k, m in models.items() if k in self.targets}
-        shape = self._shape(params)
-        cost = self._cost(params, shape, usable)
-        return self._aim(float(params.get(LEVEL, 1.0)), cost(0.0), cost(self._top(shape)))
+        reach = self._reach(params, models)
+        if reach is None:
+            return {}
+        *_, unpruned, floor = reach
+        return self._aim(float(params.get(LEVEL, 1.0)), unpruned, floor)
 
     def _aim(self, level: float, unpruned: Mapping[str, float], floor: Mapping[str, float]
              ) -> dict[str, float]:
@@ -675,6 +676,19 @@ class BudgetProjection:
             binding = unpruned[k] > target and floor[k] < target
             out[k] = floor[k] + level * (target - floor[k]) if binding else target
         return out
+
+    def _reach(self, params: Mapping[str, Any], models: Mapping[str, CostModel]
+               ) -> tuple[dict[str, float], float, Any, dict[str, float], dict[str, float]] | None:
+        """``params``' shape, the factor of its cheapest point, its cost function and its
+        predicted unpruned and cheapest costs per budget that has a model; ``None`` when no
+        budget has one."""
+        usable = {k: m for k, m in models.items() if k in self.targets}
+        if not usable:
+            return None
+        shape = self._shape(params)
+        top = self._top(shape)
+        cost = self._cost(params, shape, usable)
+        return shape, top, cost, cost(0.0), cost(top)
 
     def _cost(self, params: Mapping[str, Any], shape: Mapping[str, float],
               models: Mapping[str, CostModel]) -> Any:

@@ -23,6 +23,7 @@ from prunebench.harness.measurement import Measurement
 from prunebench.harness.profiles import HardwareProfile
 from prunebench.harness.pruning import DENSE, PruningConfig
 from prunebench.search.latency_model import (
+    ACCURACY,
     BUDGETS,
     COSTS,
     GAP_AIM_ATTR,
@@ -47,7 +48,7 @@ FIDELITY_ATTR = "fidelity_epochs"
 LATENCY_FRAMES = ("anchored", "direct")
 # Objectives a search can optimise: short name -> (row column, direction).
 SEARCH_OBJECTIVES: dict[str, tuple[str, str]] = {
-    "accuracy": ("accuracy_top1", "maximize"),
+    "accuracy": (ACCURACY, "maximize"),
     "latency_p50": ("latency_p50_ms", "minimize"),
     "latency_p90": ("latency_p90_ms", "minimize"),
     "energy": ("energy_mj_per_inference", "minimize"),

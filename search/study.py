@@ -25,6 +25,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.search.latency_model import is_feasible
 from prunebench.search.objective import (
     SEARCH_OBJECTIVES,
     SPEC_ATTR,
@@ -157,12 +158,6 @@ class LoopResult:
     def trials_per_minute(self) -> float:
         """Trials finished per wall-clock minute."""
         return 60.0 * self.trials / self.seconds if self.seconds > 0 else float("nan")
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    """A complete trial whose every constraint value is <= 0."""
-    return trial.state == TrialState.COMPLETE and all(
-        v <= 0.0 for v in trial.constraints.values())
 
 
 def best_feasible(study: optuna.Study, objectives: Sequence[str]) -> FrozenTrial | None:
