@@ -118,13 +118,18 @@ REMEASURE_FACTOR = {"static": 2.0, "dynamic": 1.0}
 REMEASURE_MAX = {"static": 12, "dynamic": 6}
 
 
-def _space(kind: str):
+def _space(kind: str, checkpoint: str | None = None):
+    """The space ``prunebench search`` builds with its defaults: the dynamic keeps from the
+    network's trained floor up (``search_settings.keep_floor``: 0.25 for ``DYNAMIC_FINETUNE``'s
+    gamma=0.75)."""
+    from prunebench.search.runs.search_settings import keep_floor
     from prunebench.search.space import SpaceSpec
 
     if kind == "static":
         return SpaceSpec(kind="static", static_methods=("l1",), finetune_epochs=FINETUNE_EPOCHS)
     return SpaceSpec(kind="dynamic", dynamic_method="antidote", dynamic_options={"inputs": 1},
-                     searched_options={"rule": {"choices": ["ratio", "threshold"]}})
+                     searched_options={"rule": {"choices": ["ratio", "threshold"]}},
+                     keep_min=keep_floor(checkpoint, SpaceSpec.keep_step))
 
 
 def _dynamic_checkpoint() -> tuple[str, dict]:
@@ -151,17 +156,24 @@ def _dynamic_checkpoint() -> tuple[str, dict]:
                        "finetune_s": round(time.perf_counter() - start, 1)}
 
 
-def _reused(name: str) -> dict | None:
+def _reused(name: str, space) -> dict | None:
     """Arm ``name``'s finished folder from ``REUSE`` copied into ``OUT``, or None. Only arms
     whose trials do not depend on the run's measurements are reused (the uniform line is
-    enqueued, random sampling is seeded and unprojected); every point is timed again in the
-    shared re-timing pass, so a reused arm is judged in this run's latency frame."""
+    enqueued, random sampling is seeded and unprojected), and only when they searched this
+    run's keep range (their lowest keep is ``space.keep_min``); every point is timed again in
+    the shared re-timing pass, so a reused arm is judged in this run's latency frame."""
     if REUSE is None or not (REUSE / name / "trials.csv").is_file():
         return None
     frame = pd.read_csv(REUSE / name / "trials.csv")
     done = frame[frame["state"] == "COMPLETE"].reset_index(drop=True)
     if len(done) < N_TRIALS:
         return None
+    if space.kind == "dynamic":
+        lowest = min(min(json.loads(c)["keep"].values()) for c in done["config"])
+        if abs(lowest - space.keep_min) > 1e-6:
+            print(f"not reusing {name}: its lowest keep {lowest:g} is not this run's keep "
+                  f"floor {space.keep_min:g}")
+            return None
     shutil.copytree(REUSE / name, OUT / name)
     minutes = frame["duration_s"].astype(float).sum() / 60
     print(f"reused {name} from {REUSE / name}")
@@ -176,7 +188,7 @@ def _run(name: str, spec, ctx: dict, sampler: str, warm_start: int, remeasure_ma
     from prunebench.search.runs.search_run import SearchRun
     from prunebench.search.runs.search_settings import DEFAULT_SENSITIVITY
 
-    if sampler == "random" and (reused := _reused(name)) is not None:
+    if sampler == "random" and (reused := _reused(name, spec.space)) is not None:
         return reused
     objective = SearchObjective(spec, prepared=ctx["prepared"], profile=ctx["profile"])
     objective.latency_anchor_ms = ctx["anchor"]
@@ -199,7 +211,7 @@ def _uniform(kind: str, spec, ctx: dict) -> dict:
     from prunebench.search.storage import open_storage
     from prunebench.search.study import create_or_load_study, run_trials, trials_frame
 
-    if (reused := _reused(f"{kind}/uniform")) is not None:
+    if (reused := _reused(f"{kind}/uniform", spec.space)) is not None:
         return reused
     space = dataclasses.replace(spec.space, ratio_step=0.01, keep_step=0.01)
     uspec = dataclasses.replace(spec, space=space, budget_projection=False)
@@ -319,7 +331,7 @@ def _bench_space(kind: str, ctx: dict) -> dict:
     dense = ctx["anchor"] if key == "latency_ms" else float(ctx["prepared"].dense_macs)
     budgets = {f: round(f * dense, 4) for f in BUDGET_FRACTIONS}
     base = SearchSpec(model=MODEL, dataset="digits", profile=PROFILE, checkpoint=checkpoint,
-                      space=_space(kind), latency_margin=DEFAULT_LATENCY_MARGIN,
+                      space=_space(kind, checkpoint), latency_margin=DEFAULT_LATENCY_MARGIN,
                       objectives=("accuracy", objective), budgets={key: max(budgets.values())})
     uniform = _uniform(kind, base, ctx)
     randoms, searches = {}, {}

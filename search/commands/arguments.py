@@ -201,7 +201,9 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    help="largest per-layer ratio")
     p.add_argument("--ratio-step", type=float, default=d["ratio_step"], help="ratio grid step")
     p.add_argument("--keep-min", type=float, default=d["keep_min"],
-                   help="smallest dynamic keep-ratio")
+                   help="smallest dynamic keep-ratio (default: the smallest the --checkpoint "
+                   "was trained for, 1 - gamma of its targeted dropout, on the 0.05 grid; "
+                   "0.2 for a network without one)")
     p.add_argument("--round-to", help="keep channel counts multiples of N; a list (e.g. "
                    "1,4,8,16) makes the multiple a searched parameter (round_to) of the static "
                    "and hybrid spaces; 'engine' uses the profile's engine's preferred multiple "

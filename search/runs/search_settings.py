@@ -26,6 +26,7 @@ DEFAULT_SENSITIVITY = 4  # sensitivity-shaped proposals after the warm start (se
 MAX_SENSITIVITY = 6  # len(search.sensitivity.SCHEDULE), kept here so settings import no torch
 DEFAULT_LATENCY_MARGIN = 0.1  # see --latency-margin
 DEFAULT_TRIALS = 40  # trials a run gets when neither a trial count nor a timeout is given
+DEFAULT_KEEP_MIN = 0.2  # --keep-min of a network trained for no keep range (see keep_floor)
 # budget key of SearchSpec.budgets -> the setting that gives it
 BUDGET_SETTINGS = {"latency_ms": "latency_budget_ms", "energy_mj": "energy_budget_mj",
                    "macs": "macs_budget", "params": "params_budget"}
@@ -38,7 +39,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "latency_margin": DEFAULT_LATENCY_MARGIN, "latency_anchor_ms": None,
     "trials": None, "timeout": None, "sampler": "tpe", "seed": 0,
     "objectives": "accuracy,latency_p50", "finetune_epochs": 0, "search_finetune": False,
-    "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": 0.2, "round_to": None, "option": None,
+    "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": None, "round_to": None, "option": None,
     "search_option": None, "budget_projection": True, "pruner": "auto",
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
     "sensitivity": DEFAULT_SENSITIVITY,
@@ -120,7 +121,8 @@ def check_numbers(settings: Mapping[str, Any]) -> None:
                               f"{MAX_SENSITIVITY} (the proposals there are); use e.g. "
                               "--sensitivity 4")
     _check_fraction(settings, "max_ratio", 0.0, 1.0, "(0, 1)", "0.8")
-    _check_fraction(settings, "keep_min", 0.0, 1.0, "(0, 1]", "0.2", high_ok=True)
+    if settings.get("keep_min") is not None:  # None: the network's trained floor (keep_floor)
+        _check_fraction(settings, "keep_min", 0.0, 1.0, "(0, 1]", "0.2", high_ok=True)
     _check_fraction(settings, "latency_margin", 0.0, 1.0, "[0, 1)", "0.1", low_ok=True)
     step, top = settings.get("ratio_step"), settings.get("max_ratio")
     if not (_number(step) and 0 < step <= top):
@@ -193,7 +195,9 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                               "dynamic or hybrid, or drop --exec")
     space = SpaceSpec(kind=s["space"], static_methods=static, dynamic_method=dyn,
                       exec_mode=s["exec_mode"], max_ratio=s["max_ratio"],
-                      ratio_step=s["ratio_step"], keep_min=s["keep_min"],
+                      ratio_step=s["ratio_step"],
+                      keep_min=s["keep_min"] if s["keep_min"] is not None
+                      else keep_floor(s["checkpoint"], SpaceSpec.keep_step),
                       finetune_epochs=s["finetune_epochs"],
                       search_finetune=s["search_finetune"],
                       **round_to_setting(s["round_to"], s["profile"]),
@@ -213,6 +217,28 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       latency_frame=s["latency_frame"], latency_margin=s["latency_margin"],
                       recipe=spec_recipe(s), image_size=s["image_size"],
                       budget_projection=s["budget_projection"], pruner=s["pruner"])
+
+
+def keep_floor(checkpoint: str | Path | None, step: float) -> float:
+    """``--keep-min``'s default: the smallest keep-ratio the network was trained to run at.
+
+    A checkpoint fine-tuned with targeted dropout (``prunebench finetune --targeted-dropout
+    gamma=G,...``) records ``G``: each gated map learned to do without up to the fraction ``G``
+    of its units, so keeps below ``1 - G`` were never seen in training (bench_search run 19, 0.7x
+    seed 0, on a ``G = 0.75`` network: per-layer trials with gates at 0.20 reached 60.4% at
+    12.45M MACs where the uniform keep 0.27 reached 79.9% at 12.35M). That floor is ``1 - G``
+    rounded up onto the keep grid of ``step``; a network without a recorded ``G`` of at least
+    one grid step (the dense base, a plain ``state_dict``): :data:`DEFAULT_KEEP_MIN`.
+    """
+    if checkpoint is None:
+        return DEFAULT_KEEP_MIN
+    from prunebench.harness.checkpoints import checkpoint_meta
+
+    trained = (checkpoint_meta(checkpoint) or {}).get("targeted_dropout") or {}
+    gamma = trained.get("gamma")
+    if not _number(gamma) or gamma < step:
+        return DEFAULT_KEEP_MIN
+    return round(1.0 - math.floor(min(gamma, 1.0 - step) / step + 1e-9) * step, 10)
 
 
 def spec_recipe(settings: Mapping[str, Any]) -> dict[str, Any] | None:
