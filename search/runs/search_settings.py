@@ -197,6 +197,7 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       exec_mode=s["exec_mode"], max_ratio=s["max_ratio"],
                       ratio_step=s["ratio_step"],
                       keep_min=s["keep_min"] if s["keep_min"] is not None
+                      else DEFAULT_KEEP_MIN if s["space"] == "static"  # no keeps to search
                       else keep_floor(s["checkpoint"], SpaceSpec.keep_step),
                       finetune_epochs=s["finetune_epochs"],
                       search_finetune=s["search_finetune"],
