@@ -266,9 +266,8 @@ def _retime(frames: list[pd.DataFrame], ctx: dict) -> list[list[float]]:
 
 def _best_row(frame: pd.DataFrame, column: str) -> pd.Series:
     """The in-budget point a user would take: best validation accuracy, the cheapest of equals
-    (the one the front keeps: a dearer tie is dominated). Before run 20's re-judging the first
-    of equals in row order was taken (run 20 at 0.7x: the line's keep 0.61 at 25.7M MACs over
-    the searches' keep 0.45 at 19.7M, all 98.05% val)."""
+    (the one the front keeps: a dearer tie is dominated). Until run 20 the first of equals in
+    row order was taken (docs/benchmarks.md, run 20: that order decided its 0.7x verdict)."""
     acc = frame["accuracy_top1"].astype(float)
     ties = frame[acc == acc.max()]
     return ties.loc[ties[column].astype(float).idxmin()]
@@ -310,21 +309,29 @@ def _warm_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["prunebench_warm_start_t"].notna()]
 
 
-def _judge(runs: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict:
-    """Hypervolume and best feasible test accuracy per arm of one seed at one budget."""
+def _volumes(under: dict[str, pd.DataFrame], kind: str,
+             extra: dict[str, pd.DataFrame] | None = None) -> dict[str, float]:
+    """Hypervolume (validation top-1 vs the space's cost) of each in-budget frame of ``under``,
+    normalised to the box of all of them, and of each ``extra`` frame in that same box (it
+    does not widen it); an empty frame has 0."""
     from prunebench.search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
 
-    _, column, objective = COSTS[kind]
-    objs = [OBJECTIVES["accuracy"], OBJECTIVES[objective]]
-    under = {name: _in_budget(f, column, budget) for name, f in runs.items()}
-    found = under["search"]
-    under["warm_start_only"] = _warm_rows(found)
+    objs = [OBJECTIVES["accuracy"], OBJECTIVES[COSTS[kind][2]]]
+    frames = {**under, **(extra or {})}
     nonempty = [f for f in under.values() if len(f)]
-    hv = dict.fromkeys(ARMS, 0.0)
-    if nonempty:
-        ref, ideal = reference_point(nonempty, objs), ideal_point(nonempty, objs)
-        hv = {n: round(hypervolume(under[n], objs, ref, ideal), 4) if len(under[n]) else 0.0
-              for n in ARMS}
+    if not nonempty:
+        return dict.fromkeys(frames, 0.0)
+    ref, ideal = reference_point(nonempty, objs), ideal_point(nonempty, objs)
+    return {n: round(hypervolume(f, objs, ref, ideal), 4) if len(f) else 0.0
+            for n, f in frames.items()}
+
+
+def _judge(runs: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict:
+    """Hypervolume and best feasible test accuracy per arm of one seed at one budget."""
+    column = COSTS[kind][1]
+    under = {name: _in_budget(f, column, budget) for name, f in runs.items()}
+    under["warm_start_only"] = _warm_rows(under["search"])
+    hv = _volumes({n: under[n] for n in ARMS}, kind)
     return {"hypervolume": hv,
             "test": {n: _test_accuracy(under[n], column, ctx, cache) for n in ARMS},
             "feasible": {n: int(len(under[n])) for n in ARMS}}
@@ -347,6 +354,14 @@ def _judged(frames: dict, budget: float, ctx: dict, cache: dict, kind: str) -> d
         "feasible": {n: [per_seed[s]["feasible"][n] for s in seeds] for n in ARMS}}
 
 
+def _point_frames(folder: Path, f: str, seeds: list[int]) -> dict[int, dict[str, pd.DataFrame]]:
+    """A finished run's points of one budget ``f`` (``"0.5"``) from ``<space>/points``:
+    seed -> the ``search``, ``uniform_l1`` and ``random`` tables."""
+    uniform = pd.read_csv(folder / "uniform_l1.csv")
+    return {s: {"search": pd.read_csv(folder / f"search-b{f}-s{s}.csv"), "uniform_l1": uniform,
+                "random": pd.read_csv(folder / f"random-s{s}.csv")} for s in seeds}
+
+
 def judge_again(out: Path, network: str | None = None) -> dict:
     """A finished run's ``result.json`` with every budget's judged part (:func:`_judged`)
     computed again from its ``points/`` tables by this file's rules (no trial is run again; a
@@ -367,15 +382,10 @@ def judge_again(out: Path, network: str | None = None) -> dict:
         ctx = {"prepared": prepare(Workload(model=result.get("model", MODEL), dataset="digits",
                                             checkpoint=checkpoint), progress=True),
                "profile": profile}
-        folder = out / kind / "points"
-        uniform = pd.read_csv(folder / "uniform_l1.csv")
         cache: dict[str, float] = {}
         for f in (k for k in result[kind] if k in map(str, BUDGET_FRACTIONS)):
             block = result[kind][f]
-            frames = {s: {"search": pd.read_csv(folder / f"search-b{f}-s{s}.csv"),
-                          "uniform_l1": uniform,
-                          "random": pd.read_csv(folder / f"random-s{s}.csv")}
-                      for s in block["seeds"]}
+            frames = _point_frames(out / kind / "points", f, block["seeds"])
             block.update(_judged(frames, float(block["budget"]), ctx, cache, kind))
     result["rejudged"] = {"by": "bench_search.py --judge-only", "best_row": "cheapest of the "
                           "most accurate in-budget points (_best_row)"}
@@ -466,16 +476,14 @@ def draw_attainment(out: Path = OUT) -> Path:
     panels = []
     for kind in (k for k in COSTS if k in result):
         _, column, objective = COSTS[kind]
-        folder = out / kind / "points"
-        uniform = pd.read_csv(folder / "uniform_l1.csv")
         for f in (k for k in result[kind] if k in map(str, BUDGET_FRACTIONS)):
             block = result[kind][f]
-            seeds, budget = block["seeds"], float(block["budget"])
-            found = [pd.read_csv(folder / f"search-b{f}-s{s}.csv") for s in seeds]
-            runs = {"search": found,
-                    "warm_start_only": [_warm_rows(x) for x in found],
-                    "uniform_l1": [uniform] * len(seeds),
-                    "random": [pd.read_csv(folder / f"random-s{s}.csv") for s in seeds]}
+            budget = float(block["budget"])
+            frames = _point_frames(out / kind / "points", f, block["seeds"]).values()
+            runs = {"search": [x["search"] for x in frames],
+                    "warm_start_only": [_warm_rows(x["search"]) for x in frames],
+                    "uniform_l1": [x["uniform_l1"] for x in frames],
+                    "random": [x["random"] for x in frames]}
             runs = {n: [_in_budget(x, column, budget) for x in rs] for n, rs in runs.items()}
             shown = (f"{budget:.3g} ms" if column == "latency_p50_ms"
                      else f"{budget / 1e6:.1f}M MACs")

@@ -193,12 +193,13 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
     if s["exec_mode"] and s["space"] == "static":
         raise PrunebenchError(f"--exec {s['exec_mode']} applies to dynamic gating; use --space "
                               "dynamic or hybrid, or drop --exec")
+    keep_min = s["keep_min"]
+    if keep_min is None:  # the network's trained floor; a static space has no keeps to search
+        keep_min = DEFAULT_KEEP_MIN if s["space"] == "static" \
+            else keep_floor(s["checkpoint"], SpaceSpec.keep_step)
     space = SpaceSpec(kind=s["space"], static_methods=static, dynamic_method=dyn,
                       exec_mode=s["exec_mode"], max_ratio=s["max_ratio"],
-                      ratio_step=s["ratio_step"],
-                      keep_min=s["keep_min"] if s["keep_min"] is not None
-                      else DEFAULT_KEEP_MIN if s["space"] == "static"  # no keeps to search
-                      else keep_floor(s["checkpoint"], SpaceSpec.keep_step),
+                      ratio_step=s["ratio_step"], keep_min=keep_min,
                       finetune_epochs=s["finetune_epochs"],
                       search_finetune=s["search_finetune"],
                       **round_to_setting(s["round_to"], s["profile"]),

@@ -1,24 +1,25 @@
 """Re-scores run 19's partial searches (gap-aimed levels, before the floor cut of 4a24fca)
 against run 18's searches, uniform line and random arm, in one box per seed and budget, with
 bench_search's own in-budget filter and hypervolume (validation top-1 vs effective MACs; no
-re-timing is needed: MACs are counted). Run: .venv/bin/python results/reference/bench_search/run19-partial/rescore.py"""
+re-timing is needed: MACs are counted).
+Run: .venv/bin/python results/reference/bench_search/run19-partial/rescore.py"""
+import json
 import sys
-sys.path.insert(0, "benchmarks")
+
 import pandas as pd
-import bench_search as b
-from prunebench.search.pareto import OBJECTIVES, hypervolume, ideal_point, reference_point
-_, column, objective = b.COSTS["dynamic"]
-objs=[OBJECTIVES["accuracy"], OBJECTIVES[objective]]
-R='results/reference/bench_search/'
-line=pd.read_csv(R+'run18/dynamic/points/uniform_l1.csv')
-dense=40518272
-for name in ['search-b0.5-s0','search-b0.5-s1','search-b0.7-s0']:
-    bud=float(name.split('-b')[1].split('-')[0])*dense
-    s=seed=name[-1]
-    arms={'run19':pd.read_csv(R+f'run19-partial/{name}/trials.csv'),
-          'run18':pd.read_csv(R+f'run18/dynamic/points/{name}.csv'),
-          'line':line, 'random':pd.read_csv(R+f'run18/dynamic/points/random-s{seed}.csv')}
-    under={k:b._in_budget(v[v.state=='COMPLETE'] if 'state' in v else v,column,bud) for k,v in arms.items()}
-    ne=[f for f in under.values() if len(f)]
-    ref,ideal=reference_point(ne,objs),ideal_point(ne,objs)
-    print(name,{k:round(hypervolume(f,objs,ref,ideal),4) for k,f in under.items()})
+
+sys.path.insert(0, "benchmarks")
+import bench_search as b  # noqa: E402
+
+R = "results/reference/bench_search/"
+column = b.COSTS["dynamic"][1]
+result = json.load(open(R + "run18/result.json"))["dynamic"]
+line = pd.read_csv(R + "run18/dynamic/points/uniform_l1.csv")
+for f, seed in (("0.5", 0), ("0.5", 1), ("0.7", 0)):
+    name, budget = f"search-b{f}-s{seed}", result[f]["budget"]
+    run19 = pd.read_csv(R + f"run19-partial/{name}/trials.csv")
+    arms = {"run19": run19[run19["state"] == "COMPLETE"],
+            "run18": pd.read_csv(R + f"run18/dynamic/points/{name}.csv"), "line": line,
+            "random": pd.read_csv(R + f"run18/dynamic/points/random-s{seed}.csv")}
+    print(name, b._volumes({k: b._in_budget(v, column, budget) for k, v in arms.items()},
+                           "dynamic"))
