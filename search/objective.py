@@ -45,7 +45,17 @@ SPEC_ATTR = "prunebench_spec"
 ANCHOR_ATTR = "prunebench_latency_anchor_ms"
 # per trial: the fine-tune epochs its accuracy was measured after (its fidelity)
 FIDELITY_ATTR = "fidelity_epochs"
+# per trial: "full" or "light", how its latency was timed (SearchSpec.trial_timing)
+TIMING_ATTR = "trial_timing"
 LATENCY_FRAMES = ("anchored", "direct")
+# how a trial's latency is timed (SearchSpec.trial_timing): "full", the profile's settings;
+# "light", LIGHT_TIMING_FACTOR x its samples and time (light_profile); "auto", light exactly
+# when no objective or budget reads a latency (a MACs-budgeted search: the timing decides
+# nothing, and the front's re-measurement is timed strictly as always)
+TRIAL_TIMINGS = ("auto", "full", "light")
+LIGHT_TIMING_FACTOR = 0.25
+LATENCY_OBJECTIVES = ("latency_p50", "latency_p90")  # objectives read off the timing
+LATENCY_BUDGETS = ("latency_ms",)  # budgets read off the timing (energy has its own window)
 # Objectives a search can optimise: short name -> (row column, direction).
 SEARCH_OBJECTIVES: dict[str, tuple[str, str]] = {
     "accuracy": (ACCURACY, "maximize"),
@@ -89,6 +99,8 @@ class SearchSpec:
     # the Optuna pruner over fine-tune epochs (PRUNERS below; "auto": median pruning of
     # single-objective studies with fine-tuning, as before pruners could be chosen)
     pruner: str = "auto"
+    # TRIAL_TIMINGS: how each trial is timed (the front's re-measurement is strict regardless)
+    trial_timing: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -106,11 +118,26 @@ class SearchSpec:
             raise PrunebenchError(f"objectives {','.join(self.objectives)!r} must name each "
                                   "objective once, e.g. accuracy,latency_p50")
         check_pruner(self.pruner, len(self.objectives), self.space.finetune_epochs)
+        if self.trial_timing not in TRIAL_TIMINGS:
+            raise PrunebenchError(f"unknown trial timing {self.trial_timing!r}; choose one of "
+                                  f"{', '.join(TRIAL_TIMINGS)}")
         for key, value in self.budgets.items():
             if key not in BUDGETS:
                 raise PrunebenchError(f"unknown budget {key!r}; choose among {', '.join(BUDGETS)}")
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise PrunebenchError(f"budget {key}={value!r} must be a positive number")
+
+    @property
+    def latency_judged(self) -> bool:
+        """Whether an objective or a budget reads a trial's latency."""
+        return any(o in LATENCY_OBJECTIVES for o in self.objectives) \
+            or any(k in LATENCY_BUDGETS for k in self.budgets)
+
+    @property
+    def light_timing(self) -> bool:
+        """Whether trials are timed with :func:`light_profile` (``trial_timing``)."""
+        return self.trial_timing == "light" or (self.trial_timing == "auto"
+                                                and not self.latency_judged)
 
     @property
     def directions(self) -> list[str]:
@@ -129,6 +156,8 @@ class SearchSpec:
             del out["budget_projection"]
         if self.pruner == "auto":
             del out["pruner"]
+        if self.trial_timing == "auto":
+            del out["trial_timing"]
         return out
 
     def training_recipe(self, runtime: Any = None) -> Any:
@@ -144,7 +173,8 @@ class SearchSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpec:
         """Inverse of :meth:`to_dict`."""
         # studies stored before latency frames existed were timed directly, and before the
-        # projection existed (or with it off) proposals were evaluated as drawn
+        # projection existed (or with it off) proposals were evaluated as drawn; a spec
+        # without trial_timing is "auto" (not stored, so that a run folder's name is kept)
         return cls(**{"latency_frame": "direct", "budget_projection": False, **data,
                       "space": SpaceSpec.from_dict(data["space"]),
                       "objectives": tuple(data["objectives"]),
@@ -179,6 +209,18 @@ def strict_profile(profile: HardwareProfile, factor: float = 4.0) -> HardwarePro
         t, warmup_iters=int(t.warmup_iters * 2), min_samples=int(t.min_samples * factor),
         min_time_s=t.min_time_s * factor, max_time_s=t.max_time_s * factor,
         target_rel_ci=t.target_rel_ci / factor)
+    return dataclasses.replace(profile, timing=timing)
+
+
+def light_profile(profile: HardwareProfile,
+                  factor: float = LIGHT_TIMING_FACTOR) -> HardwareProfile:
+    """``profile`` with ``factor`` (< 1) x its samples (at least 10) and time and a CI target
+    ``1 / factor`` x wider: the timing of a trial whose latency no objective or budget reads
+    (``SearchSpec.light_timing``); every other measurement keeps the profile's own."""
+    t = profile.timing
+    timing = dataclasses.replace(
+        t, min_samples=max(10, int(t.min_samples * factor)), min_time_s=t.min_time_s * factor,
+        max_time_s=t.max_time_s * factor, target_rel_ci=t.target_rel_ci / factor)
     return dataclasses.replace(profile, timing=timing)
 
 
@@ -244,6 +286,8 @@ class SearchObjective:
         self.space = SearchSpace.build(spec.space, self.prepared.base_model,
                                        self.prepared.example_input,
                                        prune_context(self.prepared, progress=False))
+        # what a trial is timed with (the dense reference and re-measurements name their own)
+        self.trial_profile = light_profile(self.profile) if spec.light_timing else self.profile
         self.timing_lock = timing_lock
         self.progress = progress
         self.latency_anchor_ms: float | None = None  # set by dense_reference (anchored frame)
@@ -287,7 +331,8 @@ class SearchObjective:
             for column, value in predicted.items():
                 trial.set_user_attr(f"predicted_{column}", value)
             model = self.build(chosen, trial=trial)
-            m = self.measure(chosen.record, model, split="val")
+            m = self.measure(chosen.record, model, split="val", profile=self.trial_profile)
+            trial.set_user_attr(TIMING_ATTR, "light" if self.spec.light_timing else "full")
         except optuna.TrialPruned:
             raise
         except Exception as exc:

@@ -49,7 +49,9 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
     lines = [f"run folder: {summary['run_dir']}  (study {summary['study']!r})",
              f"trials: {c['total']} ({c['complete']} complete, {c['fail']} failed, "
              f"{c['pruned']} pruned, {c['feasible']} feasible); this run: "
-             f"{summary['trials_this_run']} at {summary['trials_per_minute']:.2f} trials/min",
+             f"{summary['trials_this_run']} at {summary['trials_per_minute']:.2f} trials/min"
+             + ("  (light trial timing: no objective or budget reads latency; the front is "
+                "re-measured strictly)" if summary.get("trial_timing") == "light" else ""),
              f"best feasible: {summary['best']}",
              f"front: {summary['front_size']} configs re-measured feasible"
              + (f"; budget hit rate {summary['budget_hit_rate']:.0%} of "

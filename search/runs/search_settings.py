@@ -41,6 +41,7 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "objectives": "accuracy,latency_p50", "finetune_epochs": 0, "search_finetune": False,
     "max_ratio": 0.8, "ratio_step": 0.05, "keep_min": None, "round_to": None, "option": None,
     "search_option": None, "budget_projection": True, "pruner": "auto",
+    "trial_timing": "auto",
     "storage": None, "study": None, "resume": False, "warm_start": DEFAULT_WARM_START,
     "sensitivity": DEFAULT_SENSITIVITY,
     "remeasure_max": 20, "remeasure_factor": 4.0, "out": None, "force": False,
@@ -218,7 +219,8 @@ def build_spec(settings: Mapping[str, Any]) -> SearchSpec:
                       budgets=budgets, seed=s["seed"], force=s["force"],
                       latency_frame=s["latency_frame"], latency_margin=s["latency_margin"],
                       recipe=spec_recipe(s), image_size=s["image_size"],
-                      budget_projection=s["budget_projection"], pruner=s["pruner"])
+                      budget_projection=s["budget_projection"], pruner=s["pruner"],
+                      trial_timing=s["trial_timing"])
 
 
 def keep_floor(checkpoint: str | Path | None, step: float) -> float:

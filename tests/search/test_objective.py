@@ -16,6 +16,7 @@ from prunebench.search.objective import (
     SearchObjective,
     SearchSpec,
     constraint_values,
+    light_profile,
     strict_profile,
 )
 from prunebench.search.space import SpaceSpec, uniform_params
@@ -149,6 +150,47 @@ def test_strict_profile_takes_more_samples(assets: dict[str, str]) -> None:
     assert s.name == p.name
 
 
+def test_trial_timing_is_light_only_where_no_objective_or_budget_reads_latency(
+        assets: dict[str, str]) -> None:
+    from prunebench.harness.profiles import load_profile
+
+    macs = dict(objectives=("accuracy", "macs"), budgets={"macs": 1e6})
+    assert _spec(assets, **macs).light_timing  # auto: nothing reads the timing
+    assert not _spec(assets).light_timing  # a latency budget does
+    assert not _spec(assets, objectives=("accuracy", "latency_p90"), budgets={}).light_timing
+    assert not _spec(assets, objectives=("accuracy", "energy"), budgets={"energy_mj": 1.0},
+                     trial_timing="full").light_timing
+    assert _spec(assets, trial_timing="light").light_timing  # asked for, with a latency budget
+    assert _spec(assets, objectives=("accuracy", "energy"), budgets={}).light_timing
+    spec = _spec(assets, trial_timing="light")
+    assert SearchSpec.from_dict(spec.to_dict()) == spec
+    # auto is not stored: a spec (and its run folder's name) reads as before trial timings
+    assert "trial_timing" not in _spec(assets).to_dict()
+    assert SearchSpec.from_dict(_spec(assets, **macs).to_dict()).trial_timing == "auto"
+    with pytest.raises(PrunebenchError, match="unknown trial timing 'quick'; choose one of auto"):
+        _spec(assets, trial_timing="quick")
+    p = load_profile(ROOT / "hw_profiles" / "cpu-1t.toml")
+    light = light_profile(p)
+    assert light.timing.max_time_s == pytest.approx(p.timing.max_time_s / 4)
+    assert light.timing.min_samples == max(10, p.timing.min_samples // 4)
+    assert light.timing.target_rel_ci == pytest.approx(p.timing.target_rel_ci * 4)
+    assert light.timing.warmup_iters == p.timing.warmup_iters and light.name == p.name
+
+
+@pytest.mark.slow
+def test_a_macs_search_times_its_trials_light(assets: dict[str, str]) -> None:
+    spec = _spec(assets, objectives=("accuracy", "macs"), budgets={"macs": 1e9})
+    objective = SearchObjective(spec)
+    assert objective.trial_profile.timing.max_time_s == pytest.approx(
+        objective.profile.timing.max_time_s / 4)
+    study = optuna.create_study(directions=spec.directions)
+    study.enqueue_trial(uniform_params(objective.space, 0.5))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["trial_timing"] == "light"
+    assert trial.user_attrs["latency_p50_ms"] > 0  # still a real timing, reported
+
+
 @pytest.mark.slow
 def test_trial_stores_every_measurement_field_and_constraints(assets: dict[str, str]) -> None:
     spec = _spec(assets, budgets={"latency_ms": 1000.0, "params": 10.0},
@@ -161,7 +203,7 @@ def test_trial_stores_every_measurement_field_and_constraints(assets: dict[str, 
     study.enqueue_trial(uniform_params(objective.space, 0.75))  # round_to 8: removes all of conv1
     study.optimize(objective, n_trials=2, catch=(Exception,))
     ok, bad = study.trials
-    assert ok.state.name == "COMPLETE"
+    assert ok.state.name == "COMPLETE" and ok.user_attrs["trial_timing"] == "full"
     m = Measurement.from_dict(ok.user_attrs)
     assert m.accuracy_split == "val" and m.latency_p50_ms > 0 and m.method == "l1"
     assert m.config["ratios"] == {"conv1": 0.5, "conv2": 0.5, "conv3": 0.5}

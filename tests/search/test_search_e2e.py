@@ -63,6 +63,7 @@ def test_run_folder_is_complete(first_run: tuple[Path, dict]) -> None:
     assert config["environment"] and config["space"]["groups"] == ["conv1", "conv2", "conv3"]
     assert summary["counts"]["complete"] == 2 and summary["budget_hit_rate"] == 1.0
     assert summary["trials_this_run"] == 3 and summary["trials_per_minute"] > 0
+    assert summary["trial_timing"] == "full" and set(ok["trial_timing"]) == {"full"}
 
 
 @pytest.mark.slow
@@ -201,3 +202,26 @@ def test_ctrl_c_stops_after_the_trial_and_writes_the_folder(assets: dict[str, st
     assert list(trials["state"]) == ["COMPLETE"]  # trial 0 finished; no trial 1 started
     front = pd.read_csv(tmp_path / "run" / "front.csv")
     assert len(front) == 1 and not front["remeasured"].any()
+
+
+@pytest.mark.slow
+def test_a_macs_budgeted_search_times_trials_light_and_its_front_in_full(
+        assets: dict[str, str], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "macs"
+    rc = main(_args(assets, str(out), "--trials", "2", "--objectives", "accuracy,macs",
+                    "--macs-budget", "1e9", "--remeasure-max", "1"))
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["trial_timing"] == "light"
+    trials = pd.read_csv(out / "trials.csv")
+    assert set(trials["trial_timing"]) == {"light"} and (trials["latency_p50_ms"] > 0).all()
+    remeasured = pd.read_csv(out / "remeasured.csv")  # the front: strict, as always
+    assert len(remeasured) == 1 and remeasured["latency_n"].iloc[0] > 0
+
+
+def test_a_bad_trial_timing_exits_2(tmp_path: Path, capsys) -> None:
+    code = main(["search", "--model", "test_convnet", "--dataset", "digits", "--trials", "1",
+                 "--trial-timing", "quick", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "unknown trial timing 'quick'; choose one of auto, full, light" in err
+    assert not (tmp_path / "run").exists()
