@@ -188,7 +188,9 @@ class WorkerObjective(SearchObjective):
     def measure(self, record: PruningConfig, model: nn.Module, *, split: str = "val",
                 profile: Any = None, speedup_vs_dense: bool = False) -> Measurement:
         """The cached measurement of a trial's config, else measure it and store it."""
-        in_trial = self._trial is not None and split == "val" and profile is None
+        # a trial's own measurement (SearchObjective.__call__ times it with trial_profile)
+        in_trial = self._trial is not None and split == "val" \
+            and (profile is None or profile is self.trial_profile)
         if in_trial and self._hit is not None and self._hit[0] == record.key:
             return self._hit[1]
         m = super().measure(record, model, split=split, profile=profile,
