@@ -307,8 +307,8 @@ def draw_attainment(panels: Sequence[AttainmentPanel], out_stem: Path, *,
                 ax.step(grid, median, where="post", color=color, lw=1.4, zorder=top)
             if panel.budget is not None:
                 ax.axvline(panel.budget, color="0.25", ls="--", lw=1.0, zorder=0)
-            span = float(quality.max()) - floor
-            fmt = _formatter(panel.quality, span)
+            low_y, high_y = ax.get_ylim()  # the drawn span: some points lie past the budget
+            fmt = _formatter(panel.quality, high_y - low_y)
             if fmt is not None:
                 ax.yaxis.set_major_formatter(fmt)
             fmt = _formatter(panel.cost, float(costs.max() - costs.min()))

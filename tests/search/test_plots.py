@@ -146,3 +146,19 @@ def test_draw_attainment_writes_one_axes_per_panel(tmp_path: Path, saved: list) 
     # per arm one median line, plus the budget line; the legend names both arms
     assert all(len(ax.get_lines()) == 3 for ax in shown)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["search", "uniform"]
+
+
+def test_attainment_percent_ticks_follow_the_drawn_span(tmp_path: Path, saved: list) -> None:
+    # in budget the accuracies span 1.5 points; a point past the budget spans 10: the y ticks
+    # are labelled for the drawn 1.5 points, so no two show the same whole percent
+    arms = {"search": [pd.DataFrame({"latency_p50_ms": [1.0, 1.2, 1.4, 3.0],
+                                     "accuracy_top1": [0.950, 0.958, 0.965, 0.85]})]}
+    panel = plots.AttainmentPanel("narrow", OBJECTIVES["latency_p50"], OBJECTIVES["accuracy"],
+                                  arms, budget=1.5)
+    plots.draw_attainment([panel], tmp_path / "attainment", formats=("png",))
+    ax = [a for a in saved[-1].axes if a.get_visible()][0]
+    low, high = ax.get_ylim()
+    labels = [t.get_text() for t, v in zip(ax.get_yticklabels(), ax.get_yticks(), strict=True)
+              if low <= v <= high]
+    assert len(labels) >= 3
+    assert len(set(labels)) == len(labels), labels
