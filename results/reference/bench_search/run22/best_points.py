@@ -15,5 +15,6 @@ for f in ("0.5", "0.7"):
         points = pd.read_csv(RUN / "static" / "points" / f"{name}.csv")
         inside = points[points["latency_p50_ms"] <= budget]
         top = inside["accuracy_top1"].max()
-        print(f"{f}x {name}: best validation top-1 {top:.2%} ({(inside['accuracy_top1'] == top).sum()}"
-              f" point(s), {len(inside)} in budget, {points['accuracy_n'].iloc[0]} images)")
+        at_top = (inside["accuracy_top1"] == top).sum()
+        print(f"{f}x {name}: best validation top-1 {top:.2%} ({at_top} point(s),"
+              f" {len(inside)} in budget, {points['accuracy_n'].iloc[0]} images)")

@@ -16,5 +16,6 @@ for run in sys.argv[1:] or ["results/reference/bench_search/run22"]:
             done = frame.loc[frame["state"] == "COMPLETE", "duration_s"]
             by_kind.setdefault(trials.parent.name.split("-")[0], []).extend(done.tolist())
         for kind, secs in by_kind.items():
-            print(f"{run} {space} {kind}: {len(secs)} trials, median {statistics.median(secs):.1f} s"
+            median = statistics.median(secs)
+            print(f"{run} {space} {kind}: {len(secs)} trials, median {median:.1f} s"
                   f" (range {min(secs):.1f}-{max(secs):.1f}), {sum(secs) / 60:.1f} min in all")
