@@ -186,7 +186,12 @@ def _rc(font: float) -> dict[str, float | str]:
 
 
 def _frame(ax: plt.Axes, x: Objective, y: Objective) -> None:
-    """Axis labels, a light grid behind the data, no top or right spine."""
+    """Axis labels, tick formats for the drawn span (not the points': some lie past a budget or
+    a limit), a light grid behind the data, no top or right spine."""
+    for axis, obj, (low, high) in ((ax.xaxis, x, ax.get_xlim()), (ax.yaxis, y, ax.get_ylim())):
+        fmt = _formatter(obj, high - low)
+        if fmt is not None:
+            axis.set_major_formatter(fmt)
     ax.set_xlabel(x.label)
     ax.set_ylabel(y.label)
     ax.grid(True, color="0.9", lw=0.6)
@@ -239,11 +244,6 @@ def draw_tradeoff(panel: Panel, out_stem: Path, *, title: str, caption: str,
             ax.set_xlim(*panel.xlim)
         if panel.ylim is not None:
             ax.set_ylim(*panel.ylim)
-        for axis, obj, lim in ((ax.xaxis, panel.x, ax.get_xlim()),
-                               (ax.yaxis, panel.y, ax.get_ylim())):
-            fmt = _formatter(obj, lim[1] - lim[0])
-            if fmt is not None:
-                axis.set_major_formatter(fmt)
         _frame(ax, panel.x, panel.y)
         ncol = 2 if width == "column" else 4
         # above the axes, so it never covers data; constrained layout makes room for it
@@ -307,13 +307,6 @@ def draw_attainment(panels: Sequence[AttainmentPanel], out_stem: Path, *,
                 ax.step(grid, median, where="post", color=color, lw=1.4, zorder=top)
             if panel.budget is not None:
                 ax.axvline(panel.budget, color="0.25", ls="--", lw=1.0, zorder=0)
-            low_y, high_y = ax.get_ylim()  # the drawn span: some points lie past the budget
-            fmt = _formatter(panel.quality, high_y - low_y)
-            if fmt is not None:
-                ax.yaxis.set_major_formatter(fmt)
-            fmt = _formatter(panel.cost, float(costs.max() - costs.min()))
-            if fmt is not None:
-                ax.xaxis.set_major_formatter(fmt)
             ax.set_title(panel.title)
             _frame(ax, panel.cost, panel.quality)
         for ax in list(axes.flat)[len(panels):]:

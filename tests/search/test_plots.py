@@ -149,7 +149,7 @@ def test_draw_attainment_writes_one_axes_per_panel(tmp_path: Path, saved: list) 
 
 
 def test_attainment_percent_ticks_follow_the_drawn_span(tmp_path: Path, saved: list) -> None:
-    # in budget the accuracies span 1.5 points; a point past the budget spans 10: the y ticks
+    # in budget the accuracies span 1.5 points; a point past the budget widens that to 11.5: y ticks
     # are labelled for the drawn 1.5 points, so no two show the same whole percent
     arms = {"search": [pd.DataFrame({"latency_p50_ms": [1.0, 1.2, 1.4, 3.0],
                                      "accuracy_top1": [0.950, 0.958, 0.965, 0.85]})]}
