@@ -13,9 +13,14 @@ on this CPU, so no dynamic point meets a latency budget below dense). Arms:
 - ``search``: ``prunebench search``'s own run with its defaults (multivariate TPE, the uniform
   warm start of ``search.warm`` aimed at the budget, the budget projection of
   ``search.latency_model``, the sensitivity-shaped proposals of ``search.sensitivity``, the
-  10% latency margin), one run per seed and budget, followed by its strict re-measurement
-  (budget hit rate; ``REMEASURE_FACTOR``: 2x the profile's samples for the latency budget,
-  1x for the counted MACs budget);
+  10% latency margin), one run per seed and budget. Its budget hit rate is judged on the shared
+  re-timing pass below: of every trial the search called feasible (its p50 with the margin
+  within the budget), the share whose re-timed p50 is within the budget (for the counted MACs
+  budget, whose count the search's own is, the share whose MACs are). The search's own
+  re-measurement of its front is not run here (``remeasure_max=0``): it re-built and re-timed
+  up to 6 points per search that the pass times again anyway, and the best points' test
+  accuracy is rebuilt below (until run 22 the hit rate was that re-measurement's: 2x the
+  profile's samples, up to 6 front points);
 - ``warm_start_only``: the search run's warm-start (uniform-line) trials alone, in the same box:
   what the per-layer proposals add over riding the uniform line;
 - ``uniform_l1`` (static) / ``uniform_keep`` (dynamic, reported under the ``uniform_l1`` key of
@@ -24,6 +29,11 @@ on this CPU, so no dynamic point meets a latency budget below dense). Arms:
   the budget, so it runs once and is judged against each budget;
 - ``random``: per-layer values drawn by Optuna's RandomSampler, no warm start, no projection;
   one run per seed, judged against each budget.
+
+The uniform and random arms' trials are timed light (``--trial-timing light``: a quarter of the
+profile's timing): neither reads its latencies (the line is enqueued, random sampling ignores
+values) and the comparison reads the shared pass's, so their full timing bought nothing (until
+run 22 they were timed in full).
 
 The arms run one after another and this machine's speed drifts over that time (in run 8 of
 docs/benchmarks.md one network read 2.04 ms in one arm and 1.75 ms in another), so
@@ -114,13 +124,8 @@ DYNAMIC_FINETUNE = ("--method", "antidote", "--targeted-dropout",
 DYNAMIC_CHECKPOINT = os.environ.get("PRUNEBENCH_BENCH_DYNAMIC_CHECKPOINT")
 DYNAMIC_BASE = "dynamic/antidote-inputs-td.pt"  # under OUT (and REUSE)
 
-# the search's strict re-measurement of its front (x the profile's samples and time): a latency
-# budget is judged on it (2x: half the re-timing of the CLI's default 4x, still twice the
-# search's own samples); a MACs budget is counted, so the re-measure only reports the front
-REMEASURE_FACTOR = {"static": 2.0, "dynamic": 1.0}
-# front points re-measured per search (about 13 s each at 2x on this CPU; runs 16-21 took 12,
-# about 13 minutes of a static run); a counted budget's re-count equals the trial's own
-REMEASURE_MAX = {"static": 6, "dynamic": 6}
+# arms whose trials never read their own latencies: timed light (the shared pass judges them)
+UNREAD_TIMING = "light"
 
 
 def _space(kind: str, checkpoint: str | None = None):
@@ -186,9 +191,9 @@ def _reused(name: str, space) -> dict | None:
             "frame": done}
 
 
-def _run(name: str, spec, ctx: dict, sampler: str, warm_start: int, remeasure_max: int,
-         remeasure_factor: float = 1.0) -> dict:
-    """One search run in ``OUT/<name>``; returns its summary and completed trials."""
+def _run(name: str, spec, ctx: dict, sampler: str, warm_start: int) -> dict:
+    """One search run in ``OUT/<name>`` without the re-measurement of its front (the shared
+    pass re-times every point); returns its summary and completed trials."""
     from prunebench.search.objective import SearchObjective
     from prunebench.search.runs.search_run import SearchRun
     from prunebench.search.runs.search_settings import DEFAULT_SENSITIVITY
@@ -201,8 +206,7 @@ def _run(name: str, spec, ctx: dict, sampler: str, warm_start: int, remeasure_ma
                     study_name=name.replace("/", "-"), progress=True, objective=objective,
                     warm_start=warm_start,
                     sensitivity=DEFAULT_SENSITIVITY if warm_start else 0)
-    run.execute(n_trials=N_TRIALS, timeout=None, remeasure_max=remeasure_max,
-                remeasure_factor=remeasure_factor)
+    run.execute(n_trials=N_TRIALS, timeout=None, remeasure_max=0)
     frame = run.trials[run.trials["state"] == "COMPLETE"].reset_index(drop=True)
     return {"summary": run.summary, "frame": frame}
 
@@ -219,7 +223,8 @@ def _uniform(kind: str, spec, ctx: dict) -> dict:
     if (reused := _reused(f"{kind}/uniform", spec.space)) is not None:
         return reused
     space = dataclasses.replace(spec.space, ratio_step=0.01, keep_step=0.01)
-    uspec = dataclasses.replace(spec, space=space, budget_projection=False)
+    uspec = dataclasses.replace(spec, space=space, budget_projection=False,
+                                trial_timing=UNREAD_TIMING)
     objective = SearchObjective(uspec, prepared=ctx["prepared"], profile=ctx["profile"])
     objective.latency_anchor_ms = ctx["anchor"]
     folder = OUT / kind / "uniform"
@@ -302,6 +307,15 @@ def _spread(values: list[float | None]) -> dict[str, Any]:
 
 def _in_budget(frame: pd.DataFrame, column: str, budget: float) -> pd.DataFrame:
     return frame[frame[column].astype(float) <= budget]
+
+
+def _hit_rate(frame: pd.DataFrame, column: str, budget: float) -> tuple[float | None, int]:
+    """Of a search's trials it called feasible, the share within ``budget`` by ``column`` (the
+    re-timed p50 for a latency budget), and how many it called feasible."""
+    reported = frame[frame["feasible"] == True]  # noqa: E712 (NaN: a trial without budgets)
+    if reported.empty:
+        return None, 0
+    return round(float((reported[column].astype(float) <= budget).mean()), 4), len(reported)
 
 
 def _warm_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -415,13 +429,13 @@ def _bench_space(kind: str, ctx: dict) -> dict:
     uniform = _uniform(kind, base, ctx)
     randoms, searches = {}, {}
     for seed in SEEDS:
-        spec = dataclasses.replace(base, seed=seed, budget_projection=False)
-        randoms[seed] = _run(f"{kind}/random-s{seed}", spec, ctx, "random", 0, 0)
+        spec = dataclasses.replace(base, seed=seed, budget_projection=False,
+                                   trial_timing=UNREAD_TIMING)
+        randoms[seed] = _run(f"{kind}/random-s{seed}", spec, ctx, "random", 0)
         for f, b in budgets.items():
             spec = dataclasses.replace(base, seed=seed, budgets={key: b})
             searches[seed, f] = _run(f"{kind}/search-b{f}-s{seed}", spec, ctx, "tpe",
-                                     DEFAULT_WARM_START, REMEASURE_MAX[kind],
-                                     REMEASURE_FACTOR[kind])
+                                     DEFAULT_WARM_START)
     if key == "latency_ms":  # MACs are counted, not timed: nothing to re-time
         runs = [uniform, *randoms.values(), *searches.values()]
         for run, p50 in zip(runs, _retime([r["frame"] for r in runs], ctx), strict=True):
@@ -440,7 +454,7 @@ def _bench_space(kind: str, ctx: dict) -> dict:
         frames = {s: {"search": searches[s, f]["frame"], "uniform_l1": uniform["frame"],
                       "random": randoms[s]["frame"]} for s in SEEDS}
         sums = [searches[s, f]["summary"] for s in SEEDS]
-        hits = [(x["budget_hit_rate"], x["n_reported_feasible"]) for x in sums]
+        hits = [_hit_rate(searches[s, f]["frame"], column, b) for s in SEEDS]
         pooled = sum(h * n for h, n in hits if h is not None)
         total = sum(n for h, n in hits if h is not None)
         errors = [x.get("latency_model_error_median") for x in sums]
@@ -450,6 +464,7 @@ def _bench_space(kind: str, ctx: dict) -> dict:
             **_judged(frames, b, ctx, cache, kind),
             "budget_hit_rate": round(pooled / total, 4) if total else None,
             "budget_hit_rate_per_seed": [h for h, _ in hits],
+            "budget_hit_rate_n": [n for _, n in hits],
             "trials_per_minute": round(statistics.median(x["trials_per_minute"] for x in sums),
                                        2),
             "latency_model_error_median": _spread(errors)["median"],

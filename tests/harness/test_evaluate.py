@@ -10,11 +10,20 @@ import pytest
 import torch
 
 from prunebench.harness.errors import ProfileError
-from prunebench.harness.evaluate import Workload, evaluate, prepare
+from prunebench.harness.evaluate import (
+    COUNT_BATCH,
+    MAX_TIMING_EXAMPLES,
+    Workload,
+    build_pruned,
+    counting_batches,
+    evaluate,
+    prepare,
+)
+from prunebench.harness.measure.flops import count_macs, effective_macs
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.models import create_model
 from prunebench.harness.profiles import EnergySettings, TimingSettings, load_profile
-from prunebench.harness.pruning import DENSE
+from prunebench.harness.pruning import DENSE, PruningConfig
 
 FAST = TimingSettings(warmup_iters=1, min_samples=5, min_time_s=0.0, max_time_s=0.1,
                       target_rel_ci=0.5)
@@ -95,3 +104,26 @@ def test_bad_profile_and_force(fast: object) -> None:
     m = evaluate(prepared, DENSE, odd, force=True)
     assert m.forced and m.environment["forced"] and m.energy_mj_per_inference is None
     assert m.energy_method == "none"
+
+
+def test_counting_batches_keep_every_example_once_in_order() -> None:
+    x = torch.arange(10.0).view(10, 1)
+    batches = counting_batches([x[:3], x[3:7], x[7:]], size=4)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert torch.equal(torch.cat(batches), x)
+
+
+@pytest.mark.parametrize("options", [{"inputs": 1}, {"columns": 0.5}])
+def test_effective_macs_counted_in_batches_equal_the_batch_1_count(
+        fast: object, options: dict) -> None:
+    """evaluate counts a gated network's effective MACs in batches of COUNT_BATCH; each input's
+    count is the one it gets alone at the profile's batch 1 (the figures reported agree)."""
+    prepared = prepare(Workload("resnet20", input_size=(3, 16, 16), num_classes=5))
+    config = PruningConfig("antidote", global_keep=0.5, options=options)
+    m = evaluate(prepared, config, fast)
+    net = build_pruned(prepared, config, profile=fast, progress=False)
+    alone = effective_macs(net, prepared.eval_inputs(1))
+    assert len(alone.per_input) == MAX_TIMING_EXAMPLES > COUNT_BATCH and alone.dynamic
+    assert (m.effective_macs_p50, m.effective_macs_p90) == (alone.p50, alone.p90)
+    assert m.macs == round(alone.mean) < count_macs(prepared.base_model,
+                                                    prepared.example_input).macs
