@@ -25,8 +25,12 @@ on this CPU, so no dynamic point meets a latency budget below dense). Arms:
   what the per-layer proposals add over riding the uniform line;
 - ``uniform_l1`` (static) / ``uniform_keep`` (dynamic, reported under the ``uniform_l1`` key of
   its block): one ratio (keep) for every layer, evenly spaced over the space's range. It does not
-  depend on the seed (the base model and splits are fixed; fine-tuning is seeded alike) nor on
-  the budget, so it runs once and is judged against each budget;
+  depend on the budget: it is judged against each. Static trials fine-tune, and each seed
+  fine-tunes every static arm with its own recipe seed (``Recipe.seed`` = the seed; the splits
+  and the base model stay fixed), so a seed replicates the fine-tune's luck as well as the
+  sampler's and the static line runs once per seed (until run 22 every seed fine-tuned with
+  recipe seed 0, so all three seeds were judged against one draw of the line: the block's
+  ``finetune_seeded`` says which); dynamic trials do not train, so the dynamic line runs once;
 - ``random``: per-layer values drawn by Optuna's RandomSampler, no warm start, no projection;
   one run per seed, judged against each budget.
 
@@ -211,7 +215,7 @@ def _run(name: str, spec, ctx: dict, sampler: str, warm_start: int) -> dict:
     return {"summary": run.summary, "frame": frame}
 
 
-def _uniform(kind: str, spec, ctx: dict) -> dict:
+def _uniform(kind: str, spec, ctx: dict, name: str) -> dict:
     """The uniform line as enqueued trials: ratios over [0, max_ratio] (static) or keeps over
     [1, keep_min] (dynamic), on a fine grid (0.01), the searched options at their defaults as
     the search's warm start sets them (the keep rule ``ratio``)."""
@@ -220,14 +224,14 @@ def _uniform(kind: str, spec, ctx: dict) -> dict:
     from prunebench.search.storage import open_storage
     from prunebench.search.study import create_or_load_study, run_trials, trials_frame
 
-    if (reused := _reused(f"{kind}/uniform", spec.space)) is not None:
+    if (reused := _reused(name, spec.space)) is not None:
         return reused
     space = dataclasses.replace(spec.space, ratio_step=0.01, keep_step=0.01)
     uspec = dataclasses.replace(spec, space=space, budget_projection=False,
                                 trial_timing=UNREAD_TIMING)
     objective = SearchObjective(uspec, prepared=ctx["prepared"], profile=ctx["profile"])
     objective.latency_anchor_ms = ctx["anchor"]
-    folder = OUT / kind / "uniform"
+    folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     storage = open_storage(f"journal:{folder / 'study.journal'}")
     study, _ = create_or_load_study(storage, "uniform", uspec,
@@ -282,7 +286,7 @@ def _best_row(frame: pd.DataFrame, column: str) -> pd.Series:
 
 def _test_accuracy(frame: pd.DataFrame, column: str, ctx: dict, cache: dict) -> float | None:
     """Test accuracy of the in-budget row of best validation accuracy (:func:`_best_row`),
-    rebuilt as it ran."""
+    rebuilt as it ran (fine-tuned with ``ctx``'s recipe seed)."""
     from prunebench.harness.evaluate import build_pruned
     from prunebench.harness.measure.accuracy import accuracy
     from prunebench.harness.pruning import PruningConfig
@@ -290,11 +294,12 @@ def _test_accuracy(frame: pd.DataFrame, column: str, ctx: dict, cache: dict) -> 
     if frame.empty:
         return None
     text = _best_row(frame, column)["config"]
-    if text not in cache:
+    key = (ctx["prepared"].workload.recipe.seed, text)
+    if key not in cache:
         model = build_pruned(ctx["prepared"], PruningConfig.from_json(text),
                              profile=ctx["profile"], progress=False)
-        cache[text] = float(accuracy(model, ctx["prepared"].splits.test).top1)
-    return cache[text]
+        cache[key] = float(accuracy(model, ctx["prepared"].splits.test).top1)
+    return cache[key]
 
 
 def _spread(values: list[float | None]) -> dict[str, Any]:
@@ -353,11 +358,12 @@ def _judge(runs: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict
             "feasible": {n: int(len(under[n])) for n in ARMS}}
 
 
-def _judged(frames: dict, budget: float, ctx: dict, cache: dict, kind: str) -> dict:
+def _judged(frames: dict, budget: float, ctxs: dict, cache: dict, kind: str) -> dict:
     """The judged part of one budget's block: per arm over the seeds of ``frames`` (seed ->
     the ``search``, ``uniform_l1`` and ``random`` points), hypervolume and best feasible test
-    accuracy, the search's margin over the line per seed, and the in-budget point counts."""
-    per_seed = {s: _judge(runs, budget, ctx, cache, kind) for s, runs in frames.items()}
+    accuracy (rebuilt in ``ctxs[seed]``), the search's margin over the line per seed, and the
+    in-budget point counts."""
+    per_seed = {s: _judge(runs, budget, ctxs[s], cache, kind) for s, runs in frames.items()}
     seeds = list(frames)
     return {
         "hypervolume": {n: _spread([per_seed[s]["hypervolume"][n] for s in seeds])
@@ -372,10 +378,22 @@ def _judged(frames: dict, budget: float, ctx: dict, cache: dict, kind: str) -> d
 
 def _point_frames(folder: Path, f: str, seeds: list[int]) -> dict[int, dict[str, pd.DataFrame]]:
     """A finished run's points of one budget ``f`` (``"0.5"``) from ``<space>/points``:
-    seed -> the ``search``, ``uniform_l1`` and ``random`` tables."""
-    uniform = pd.read_csv(folder / "uniform_l1.csv")
-    return {s: {"search": pd.read_csv(folder / f"search-b{f}-s{s}.csv"), "uniform_l1": uniform,
+    seed -> the ``search``, ``uniform_l1`` (``uniform_l1-s<seed>.csv`` where the line ran per
+    seed, else the one ``uniform_l1.csv``) and ``random`` tables."""
+    def line(s: int) -> pd.DataFrame:
+        per_seed = folder / f"uniform_l1-s{s}.csv"
+        return pd.read_csv(per_seed if per_seed.is_file() else folder / "uniform_l1.csv")
+
+    return {s: {"search": pd.read_csv(folder / f"search-b{f}-s{s}.csv"), "uniform_l1": line(s),
                 "random": pd.read_csv(folder / f"random-s{s}.csv")} for s in seeds}
+
+
+def _seeded(ctx: dict, seed: int) -> dict:
+    """``ctx`` with its workload fine-tuning under recipe seed ``seed`` (same splits and base)."""
+    prepared = ctx["prepared"]
+    workload = dataclasses.replace(prepared.workload,
+                                   recipe=prepared.workload.recipe.with_(seed=seed))
+    return {**ctx, "prepared": dataclasses.replace(prepared, workload=workload)}
 
 
 def judge_again(out: Path, network: str | None = None) -> dict:
@@ -398,11 +416,13 @@ def judge_again(out: Path, network: str | None = None) -> dict:
         ctx = {"prepared": prepare(Workload(model=result.get("model", MODEL), dataset="digits",
                                             checkpoint=checkpoint), progress=True),
                "profile": profile}
-        cache: dict[str, float] = {}
+        cache: dict[tuple[int, str], float] = {}
         for f in (k for k in result[kind] if k in map(str, BUDGET_FRACTIONS)):
             block = result[kind][f]
             frames = _point_frames(out / kind / "points", f, block["seeds"])
-            block.update(_judged(frames, float(block["budget"]), ctx, cache, kind))
+            ctxs = {s: _seeded(ctx, s) if block.get("finetune_seeded") else ctx
+                    for s in block["seeds"]}
+            block.update(_judged(frames, float(block["budget"]), ctxs, cache, kind))
     result["rejudged"] = {"by": "bench_search.py --judge-only", "best_row": "cheapest of the "
                           "most accurate in-budget points (_best_row)"}
     (out / "rejudged.json").write_text(json.dumps(result, indent=1))
@@ -426,32 +446,45 @@ def _bench_space(kind: str, ctx: dict) -> dict:
     base = SearchSpec(model=MODEL, dataset="digits", profile=PROFILE, checkpoint=checkpoint,
                       space=_space(kind, checkpoint), latency_margin=DEFAULT_LATENCY_MARGIN,
                       objectives=("accuracy", objective), budgets={key: max(budgets.values())})
-    uniform = _uniform(kind, base, ctx)
+    # static trials fine-tune: each seed with its own recipe seed (the line too); dynamic
+    # trials do not train, so one line serves every seed
+    seeded = kind == "static" and FINETUNE_EPOCHS > 0
+    ctxs = {s: _seeded(ctx, s) if seeded else ctx for s in SEEDS}
+    specs = {s: dataclasses.replace(base, recipe=ctxs[s]["prepared"].workload.recipe.to_dict())
+             if seeded else base for s in SEEDS}
+    if seeded:
+        uniforms = {s: _uniform(kind, specs[s], ctxs[s], f"{kind}/uniform-s{s}") for s in SEEDS}
+    else:
+        line = _uniform(kind, base, ctx, f"{kind}/uniform")
+        uniforms = dict.fromkeys(SEEDS, line)
     randoms, searches = {}, {}
     for seed in SEEDS:
-        spec = dataclasses.replace(base, seed=seed, budget_projection=False,
+        spec = dataclasses.replace(specs[seed], seed=seed, budget_projection=False,
                                    trial_timing=UNREAD_TIMING)
-        randoms[seed] = _run(f"{kind}/random-s{seed}", spec, ctx, "random", 0)
+        randoms[seed] = _run(f"{kind}/random-s{seed}", spec, ctxs[seed], "random", 0)
         for f, b in budgets.items():
-            spec = dataclasses.replace(base, seed=seed, budgets={key: b})
-            searches[seed, f] = _run(f"{kind}/search-b{f}-s{seed}", spec, ctx, "tpe",
+            spec = dataclasses.replace(specs[seed], seed=seed, budgets={key: b})
+            searches[seed, f] = _run(f"{kind}/search-b{f}-s{seed}", spec, ctxs[seed], "tpe",
                                      DEFAULT_WARM_START)
+    lines = list({id(u): u for u in uniforms.values()}.values())
     if key == "latency_ms":  # MACs are counted, not timed: nothing to re-time
-        runs = [uniform, *randoms.values(), *searches.values()]
+        runs = [*lines, *randoms.values(), *searches.values()]
         for run, p50 in zip(runs, _retime([r["frame"] for r in runs], ctx), strict=True):
             run["frame"] = run["frame"].assign(
                 searched_latency_p50_ms=run["frame"]["latency_p50_ms"], latency_p50_ms=p50)
     points = OUT / kind / "points"
     points.mkdir(parents=True, exist_ok=True)
-    uniform["frame"].to_csv(points / "uniform_l1.csv", index=False)
+    for seed, line in uniforms.items():
+        line["frame"].to_csv(points / (f"uniform_l1-s{seed}.csv" if seeded
+                                       else "uniform_l1.csv"), index=False)
     for seed, run in randoms.items():
         run["frame"].to_csv(points / f"random-s{seed}.csv", index=False)
     for (seed, f), run in searches.items():
         run["frame"].to_csv(points / f"search-b{f}-s{seed}.csv", index=False)
-    cache: dict[str, float] = {}
+    cache: dict[tuple[int, str], float] = {}
     out: dict[str, Any] = {}
     for f, b in budgets.items():
-        frames = {s: {"search": searches[s, f]["frame"], "uniform_l1": uniform["frame"],
+        frames = {s: {"search": searches[s, f]["frame"], "uniform_l1": uniforms[s]["frame"],
                       "random": randoms[s]["frame"]} for s in SEEDS}
         sums = [searches[s, f]["summary"] for s in SEEDS]
         hits = [_hit_rate(searches[s, f]["frame"], column, b) for s in SEEDS]
@@ -461,7 +494,8 @@ def _bench_space(kind: str, ctx: dict) -> dict:
         cost_errors = [(x.get("cost_model_error_median") or {}).get(column) for x in sums]
         out[str(f)] = {
             "budget": b, "budget_key": key, "seeds": SEEDS,
-            **_judged(frames, b, ctx, cache, kind),
+            "finetune_seeded": seeded,
+            **_judged(frames, b, ctxs, cache, kind),
             "budget_hit_rate": round(pooled / total, 4) if total else None,
             "budget_hit_rate_per_seed": [h for h, _ in hits],
             "budget_hit_rate_n": [n for _, n in hits],
@@ -470,7 +504,8 @@ def _bench_space(kind: str, ctx: dict) -> dict:
             "latency_model_error_median": _spread(errors)["median"],
             "cost_model_error_median": _spread(cost_errors)["median"],
         }
-    out["uniform_trials_per_minute"] = round(uniform["summary"]["trials_per_minute"], 2)
+    out["uniform_trials_per_minute"] = round(statistics.median(
+        u["summary"]["trials_per_minute"] for u in lines), 2)
     if made is not None:
         from prunebench.harness.measure.accuracy import accuracy
 
