@@ -16,8 +16,8 @@ interleaved in alternating order:
 - ``gc_collect_s``: ``gc.collect()`` (full) against ``gc.collect(1)`` (young generations) in
   this process, after the workload is loaded.
 
-Each figure is ``{median, min, max}`` over ``ROUNDS`` rounds x 3 keeps. No arguments; about
-3 minutes on 2 cores. The last line printed is one JSON object.
+Each figure is ``{median, min, max}`` over ``ROUNDS`` rounds x 3 keeps. No arguments; 104 s
+on 2 cores (docs/benchmarks.md). The last line printed is one JSON object.
 """
 
 from __future__ import annotations

@@ -314,13 +314,11 @@ def _in_budget(frame: pd.DataFrame, column: str, budget: float) -> pd.DataFrame:
     return frame[frame[column].astype(float) <= budget]
 
 
-def _hit_rate(frame: pd.DataFrame, column: str, budget: float) -> tuple[float | None, int]:
-    """Of a search's trials it called feasible, the share within ``budget`` by ``column`` (the
-    re-timed p50 for a latency budget), and how many it called feasible."""
+def _hits(frame: pd.DataFrame, column: str, budget: float) -> tuple[int, int]:
+    """Of a search's trials it called feasible, how many are within ``budget`` by ``column``
+    (the re-timed p50 for a latency budget), and how many it called feasible."""
     reported = frame[frame["feasible"] == True]  # noqa: E712 (NaN: a trial without budgets)
-    if reported.empty:
-        return None, 0
-    return round(float((reported[column].astype(float) <= budget).mean()), 4), len(reported)
+    return int((reported[column].astype(float) <= budget).sum()), len(reported)
 
 
 def _warm_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -454,9 +452,10 @@ def _bench_space(kind: str, ctx: dict) -> dict:
              if seeded else base for s in SEEDS}
     if seeded:
         uniforms = {s: _uniform(kind, specs[s], ctxs[s], f"{kind}/uniform-s{s}") for s in SEEDS}
+        lines = list(uniforms.values())
     else:
-        line = _uniform(kind, base, ctx, f"{kind}/uniform")
-        uniforms = dict.fromkeys(SEEDS, line)
+        lines = [_uniform(kind, base, ctx, f"{kind}/uniform")]
+        uniforms = dict.fromkeys(SEEDS, lines[0])
     randoms, searches = {}, {}
     for seed in SEEDS:
         spec = dataclasses.replace(specs[seed], seed=seed, budget_projection=False,
@@ -466,7 +465,6 @@ def _bench_space(kind: str, ctx: dict) -> dict:
             spec = dataclasses.replace(specs[seed], seed=seed, budgets={key: b})
             searches[seed, f] = _run(f"{kind}/search-b{f}-s{seed}", spec, ctxs[seed], "tpe",
                                      DEFAULT_WARM_START)
-    lines = list({id(u): u for u in uniforms.values()}.values())
     if key == "latency_ms":  # MACs are counted, not timed: nothing to re-time
         runs = [*lines, *randoms.values(), *searches.values()]
         for run, p50 in zip(runs, _retime([r["frame"] for r in runs], ctx), strict=True):
@@ -487,9 +485,8 @@ def _bench_space(kind: str, ctx: dict) -> dict:
         frames = {s: {"search": searches[s, f]["frame"], "uniform_l1": uniforms[s]["frame"],
                       "random": randoms[s]["frame"]} for s in SEEDS}
         sums = [searches[s, f]["summary"] for s in SEEDS]
-        hits = [_hit_rate(searches[s, f]["frame"], column, b) for s in SEEDS]
-        pooled = sum(h * n for h, n in hits if h is not None)
-        total = sum(n for h, n in hits if h is not None)
+        hits = [_hits(searches[s, f]["frame"], column, b) for s in SEEDS]
+        pooled, total = sum(h for h, _ in hits), sum(n for _, n in hits)
         errors = [x.get("latency_model_error_median") for x in sums]
         cost_errors = [(x.get("cost_model_error_median") or {}).get(column) for x in sums]
         out[str(f)] = {
@@ -497,7 +494,7 @@ def _bench_space(kind: str, ctx: dict) -> dict:
             "finetune_seeded": seeded,
             **_judged(frames, b, ctxs, cache, kind),
             "budget_hit_rate": round(pooled / total, 4) if total else None,
-            "budget_hit_rate_per_seed": [h for h, _ in hits],
+            "budget_hit_rate_per_seed": [round(h / n, 4) if n else None for h, n in hits],
             "budget_hit_rate_n": [n for _, n in hits],
             "trials_per_minute": round(statistics.median(x["trials_per_minute"] for x in sums),
                                        2),

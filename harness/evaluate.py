@@ -48,7 +48,7 @@ MAX_TIMING_EXAMPLES = 256  # real examples cycled through by latency/energy/effe
 # effective MACs are counted on the timing examples in batches of this size: every gate decides
 # per input, so an input's count does not depend on its batch (the conformance suite's
 # test_effective_macs_are_reported_per_input), and 256 batch-1 forwards of a gated network took
-# 3.3 s against 0.4 s at 64 (benchmarks/bench_eval_cost.py)
+# 3.11 s against 0.46 s at 64 (medians, benchmarks/bench_eval_cost.py)
 COUNT_BATCH = 64
 
 

@@ -185,9 +185,9 @@ def rebatch(inputs: Sequence[torch.Tensor], batch_size: int,
 def gc_disabled() -> Iterator[None]:
     """Collect the young generations, then keep the garbage collector off for the block.
 
-    Only the young generations: a full collection walks the whole heap (0.3 s in a process
-    holding a study and its frames, twice per measurement), and with the collector off no
-    collection of any generation can pause the timed passes."""
+    Only the young generations: a full collection walks the whole heap (0.41 s in a process
+    holding the digits workload, benchmarks/bench_eval_cost.py; twice per measurement), and with
+    the collector off no collection of any generation can pause the timed passes."""
     was = gc.isenabled()
     gc.collect(1)
     gc.disable()
