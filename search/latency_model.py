@@ -46,7 +46,11 @@ stays the judge).
   thinnest, as hypervolume-improvement samplers aim theirs, instead of clustering at the
   budget's edge (``bench_search`` run 18 at 0.7x: no sampler trial of the ratio rule below
   15.2M MACs, the uniform line's knee lying at 10.6-14.9M). The sampler still proposes every
-  shape.
+  shape. A gap that earlier aims went into and left as it was (no new front point inside it:
+  same two ends) counts its area times :data:`GAP_RETRY_DISCOUNT` per such aim, so a gap its
+  bounding points make hard to fill is not aimed at again and again while others wait
+  (``bench_search`` run 23, static 0.7x seed 1: the last six trials all went into one gap,
+  between two warm-start points, and none entered the front).
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ LEVEL_STEP = 0.01
 LEVEL_DISTRIBUTION = FloatDistribution(0.0, 1.0, step=LEVEL_STEP)
 LEVEL_MIN = 0.3  # the lowest level the sensitivity proposals are scheduled at
 GAP_INSET = 0.25  # a gap aim lies in the middle half of its gap's cost span
+# a gap's area is counted times this for every earlier aim into it that left it as it was
+GAP_RETRY_DISCOUNT = 0.5
 ACCURACY = "accuracy_top1"  # the measured column the front's gaps are read on
 # trial user attr: a draw made for the trial elsewhere (search.sensitivity's proposals), which
 # the ProjectingSampler projects instead of its base sampler's
@@ -509,10 +515,18 @@ def error_summary(trials: Sequence[FrozenTrial]) -> dict[str, float | None]:
 @dataclass(frozen=True)
 class FrontGap:
     """A stretch of the in-budget front between two of its points (or its last point and the
-    budget): costs ``low`` to ``high``, ``area`` its cost span times the accuracy rise."""
+    budget): costs ``low`` to ``high``, ``area`` its cost span times the accuracy rise;
+    ``start`` is the cost of the front point it begins at (``low`` unless cut at a floor):
+    with ``high`` it names the gap (:meth:`same`)."""
     low: float
     high: float
     area: float
+    start: float = math.nan
+
+    def same(self, start: float, high: float) -> bool:
+        """Whether this gap has the ends ``start`` and ``high`` (as a trial recorded them)."""
+        return math.isclose(self.start, start, rel_tol=1e-9, abs_tol=1e-12) and \
+            math.isclose(self.high, high, rel_tol=1e-9, abs_tol=1e-12)
 
 
 @dataclass(frozen=True)
@@ -528,10 +542,16 @@ class GapAim:
 @dataclass(frozen=True)
 class MeasuredFront:
     """A study's measurements the gaps are read from: ``points``, each feasible complete
-    trial's measured cost per budget key and validation top-1, and ``ceiling``, the best
-    top-1 of any complete trial (feasible or not)."""
+    trial's measured cost per budget key and validation top-1, ``ceiling``, the best
+    top-1 of any complete trial (feasible or not), and ``aims``, the gap each complete
+    aimed trial went into, as ``(key, start, high)`` (:data:`GAP_AIM_ATTR`)."""
     points: tuple[tuple[Mapping[str, float], float], ...]
     ceiling: float
+    aims: tuple[tuple[str, float, float], ...] = ()
+
+    def tries(self, key: str, gap: FrontGap) -> int:
+        """How many earlier aims on ``key`` went into ``gap`` and left it as it is."""
+        return sum(k == key and gap.same(start, high) for k, start, high in self.aims)
 
 
 def front_gaps(points: Sequence[tuple[float, float]], target: float, ceiling: float,
@@ -549,7 +569,7 @@ def front_gaps(points: Sequence[tuple[float, float]], target: float, ceiling: fl
     ends = [(c0, c1, a1 - a0) for (c0, a0), (c1, a1) in zip(front, front[1:], strict=False)]
     if front and ceiling > front[-1][1] and target > front[-1][0]:
         ends.append((front[-1][0], target, ceiling - front[-1][1]))
-    return [FrontGap(max(low, floor), high, (high - max(low, floor)) * rise)
+    return [FrontGap(max(low, floor), high, (high - max(low, floor)) * rise, start=low)
             for low, high, rise in ends if high > floor]
 
 
@@ -563,16 +583,24 @@ def measured_front(trials: Sequence[FrozenTrial], keys: Sequence[str]) -> Measur
     """The :class:`MeasuredFront` of ``trials`` for the budget ``keys`` (their measured
     columns, :data:`COSTS`): feasible trials that measured :data:`ACCURACY` and every key's
     column."""
-    points, ceiling = [], -math.inf
+    points, ceiling, aims = [], -math.inf, []
     for t in trials:
-        if t.state != TrialState.COMPLETE or t.user_attrs.get(ACCURACY) is None:
+        if t.state != TrialState.COMPLETE:
+            continue
+        aim = t.user_attrs.get(GAP_AIM_ATTR)
+        if isinstance(aim, Mapping) and aim.get("high") is not None:
+            # recorded before "start" was: the low end (the same unless cut at a floor)
+            start = aim.get("start", aim.get("low"))
+            if start is not None:
+                aims.append((str(aim["key"]), float(start), float(aim["high"])))
+        if t.user_attrs.get(ACCURACY) is None:
             continue
         acc = float(t.user_attrs[ACCURACY])
         ceiling = max(ceiling, acc)
         costs = {k: t.user_attrs.get(COSTS[k][0]) for k in keys}
         if is_feasible(t) and all(v is not None for v in costs.values()):
             points.append(({k: float(v) for k, v in costs.items()}, acc))
-    return MeasuredFront(tuple(points), ceiling)
+    return MeasuredFront(tuple(points), ceiling, tuple(aims))
 
 
 # --------------------------------------------------------------------------- the projection
@@ -632,10 +660,11 @@ class BudgetProjection:
                 ) -> GapAim | None:
         """The level that aims ``params``' shape into ``front``'s largest gap it can reach
         (above the shape's cheapest point), on the first budget that binds (its target between
-        the shape's unpruned and cheapest points);
-        ``None`` when none binds or the front has no gap of positive area (fewer than two
-        feasible points and nothing more accurate measured). ``rng`` draws the aimed cost
-        uniformly in the gap's middle half (:data:`GAP_INSET`); without it, the middle."""
+        the shape's unpruned and cheapest points); a gap's area counts times
+        :data:`GAP_RETRY_DISCOUNT` for each of ``front.aims`` that went into it and left it
+        as it is. ``None`` when none binds or the front has no gap of positive area (fewer
+        than two feasible points and nothing more accurate measured). ``rng`` draws the aimed
+        cost uniformly in the gap's middle half (:data:`GAP_INSET`); without it, the middle."""
         reach = self._reach(params, models)
         if reach is None:
             return None
@@ -648,7 +677,7 @@ class BudgetProjection:
         gaps = [g for g in front_gaps(points, target, front.ceiling, floor[key]) if g.area > 0]
         if not gaps:
             return None
-        gap = max(gaps, key=lambda g: g.area)
+        gap = max(gaps, key=lambda g: g.area * GAP_RETRY_DISCOUNT ** front.tries(key, g))
         u = float(rng.uniform(GAP_INSET, 1.0 - GAP_INSET)) if rng is not None else 0.5
         aimed = gap.low + u * (gap.high - gap.low)
         raw = (aimed - floor[key]) / (target - floor[key])

@@ -360,7 +360,8 @@ class SearchObjective:
             gap = study.sampler.aims.pop(trial.number, None)
             if gap is not None:
                 trial.set_user_attr(GAP_AIM_ATTR, {"key": gap.key, "low": gap.gap.low,
-                                                   "high": gap.gap.high, "cost": gap.cost})
+                                                   "high": gap.gap.high, "cost": gap.cost,
+                                                   "start": gap.gap.start})
         return self.models(study)
 
     def models(self, study: optuna.Study) -> dict[str, CostModel]:

@@ -13,7 +13,9 @@ from prunebench.harness.models import create_model
 from prunebench.harness.pruning import DENSE, PruneContext, pipeline
 from prunebench.search.latency_model import (
     ACTIVATIONS,
+    GAP_AIM_ATTR,
     GAP_INSET,
+    GAP_RETRY_DISCOUNT,
     LEVEL,
     LEVEL_MIN,
     LEVEL_STEP,
@@ -273,6 +275,46 @@ def test_gap_aim_lands_a_proposal_in_the_fronts_largest_gap() -> None:
     # with one feasible point and nothing more accurate measured there is no gap to aim at
     _, _, lone = _macs_front(space, table, budget, [(0.5 * dense, 0.8)], ceiling=0.8)
     assert projection.gap_aim(shape, macs, lone) is None
+
+
+def test_gap_aim_passes_over_a_gap_earlier_aims_left_as_it_was() -> None:
+    _, space, table = _static("resnet20")
+    dense = table.dense_macs
+    floor = table.macs(space.config(uniform_params(space, space.spec.max_ratio)).record)
+    points = [(floor, 0.1), (0.5 * dense, 0.8), (0.65 * dense, 0.9)]
+    projection, macs, front = _macs_front(space, table, 0.7 * dense, points, ceiling=0.92)
+    shape = {n: 0.5 for n in space.param_names()}
+    knee = projection.gap_aim(shape, macs, front).gap  # the largest gap, as above
+    assert (knee.start, knee.high) == (floor, 0.5 * dense)
+    areas = sorted((g.area for g in front_gaps(points, 0.7 * dense, 0.92, floor)), reverse=True)
+    # enough failed aims that its discounted area falls below the next gap's
+    tries = next(n for n in range(1, 20) if areas[0] * GAP_RETRY_DISCOUNT ** n < areas[1])
+    failed = MeasuredFront(front.points, front.ceiling,
+                           (("macs", knee.start, knee.high),) * tries)
+    assert failed.tries("macs", knee) == tries
+    moved = projection.gap_aim(shape, macs, failed).gap
+    assert not moved.same(knee.start, knee.high) and moved.area == pytest.approx(areas[1])
+    # one fewer and the knee is still the one; aims on another key or gap do not count
+    fewer = MeasuredFront(front.points, front.ceiling, failed.aims[1:] + (
+        ("latency_ms", knee.start, knee.high), ("macs", knee.start, 0.6 * dense)))
+    assert fewer.tries("macs", knee) == tries - 1
+    assert projection.gap_aim(shape, macs, fewer).gap.same(knee.start, knee.high)
+
+
+def test_measured_front_reads_the_aims_of_complete_trials() -> None:
+    trials = []
+    for state, aim in (("COMPLETE", {"key": "macs", "low": 2.0, "high": 5.0, "start": 1.0,
+                                     "cost": 3.0}),
+                       ("COMPLETE", {"key": "macs", "low": 2.0, "high": 5.0, "cost": 3.0}),
+                       ("FAIL", {"key": "macs", "low": 9.0, "high": 9.5, "cost": 9.2})):
+        t = optuna.trial.create_trial(state=optuna.trial.TrialState[state],
+                                      value=None if state == "FAIL" else 0.0,
+                                      user_attrs={"accuracy_top1": 0.5, "macs": 4.0,
+                                                  GAP_AIM_ATTR: aim})
+        t.set_constraint("macs", -0.1)
+        trials.append(t)
+    # a record without "start" (before it was kept) is read at its low end
+    assert measured_front(trials, ["macs"]).aims == (("macs", 1.0, 5.0), ("macs", 2.0, 5.0))
 
 
 def test_measured_front_keeps_feasible_complete_trials() -> None:
