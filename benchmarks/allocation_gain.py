@@ -1,0 +1,100 @@
+"""What per-layer allocations bought over the uniform line, read from a finished ``bench_search``
+run: ``.venv/bin/python benchmarks/allocation_gain.py RUN_DIR [RUN_DIR ...]``.
+
+``bench_search`` judges hypervolume, which a search can raise by spending more trials inside
+the budget as well as by finding allocations that are more accurate at the same cost. This
+script separates the second: per space and budget, every in-budget trial of the search (its
+per-layer trials and its warm start's uniform ones apart) and of random sampling is compared
+with the uniform line at the same cost (the space's judged cost: re-timed p50 for the static
+space, counted MACs for the dynamic one). The reference is the line's validation top-1 averaged
+over the seeds' lines (each seed fine-tunes under its own recipe seed; a run whose line ran
+once has one), interpolated linearly in cost between the line's points; a trial outside the
+line's cost range is left out. A positive residual is an allocation more accurate than uniform
+at its cost. Per group it reports ``n``, the ``median`` and ``mean`` residual in points of
+top-1, its interquartile range and the share above the line. Nothing is run or rebuilt: it
+reads ``<space>/points/*.csv`` and ``result.json``. The last line is one JSON object, keyed by
+run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = {"static": "latency_p50_ms", "dynamic": "macs"}
+WARM = "prunebench_warm_start_t"  # a search trial's place on the uniform line (warm start)
+
+
+def _line(points: Path, seeds: list[int], column: str) -> pd.DataFrame:
+    """The uniform line per configuration: median cost and mean validation top-1 over seeds."""
+    files = [points / f"uniform_l1-s{s}.csv" for s in seeds]
+    files = [f for f in files if f.is_file()] or [points / "uniform_l1.csv"]
+    frame = pd.concat([pd.read_csv(f) for f in files])
+    frame = frame[frame["state"] == "COMPLETE"]
+    return (frame.groupby("config_key")
+            .agg(cost=(column, "median"), acc=("accuracy_top1", "mean"))
+            .sort_values("cost"))
+
+
+def _summary(residuals: list[float]) -> dict[str, Any]:
+    if not residuals:
+        return {"n": 0}
+    r = 100 * np.asarray(residuals)
+    return {"n": len(r), "median": round(float(np.median(r)), 2),
+            "mean": round(float(r.mean()), 2),
+            "iqr": [round(float(np.percentile(r, 25)), 2), round(float(np.percentile(r, 75)), 2)],
+            "share_above": round(float((r > 0).mean()), 2)}
+
+
+def gains(run: Path) -> dict[str, Any]:
+    """Per space and budget of ``run``: residuals against the line per group of trials."""
+    result = json.loads((run / "result.json").read_text())
+    out: dict[str, Any] = {}
+    for kind, column in COLUMNS.items():
+        if kind not in result:
+            continue
+        points = run / kind / "points"
+        for f in (k for k in result[kind] if k.replace(".", "", 1).isdigit()):
+            block = result[kind][f]
+            seeds, budget = block["seeds"], float(block["budget"])
+            line = _line(points, seeds, column)
+            groups: dict[str, list[float]] = {"per_layer": [], "warm_start": [], "random": []}
+            for s in seeds:
+                search = pd.read_csv(points / f"search-b{f}-s{s}.csv")
+                warm = search[WARM].notna() if WARM in search else pd.Series(False, search.index)
+                parts = {"per_layer": search[~warm], "warm_start": search[warm],
+                         "random": pd.read_csv(points / f"random-s{s}.csv")}
+                for name, frame in parts.items():
+                    frame = frame[(frame["state"] == "COMPLETE")
+                                  & (frame[column].astype(float) <= budget)]
+                    cost = frame[column].astype(float)
+                    inside = (cost >= line["cost"].min()) & (cost <= line["cost"].max())
+                    ref = np.interp(cost[inside], line["cost"], line["acc"])
+                    groups[name] += list(frame["accuracy_top1"].astype(float)[inside] - ref)
+            out[f"{kind} {f}x"] = {name: _summary(r) for name, r in groups.items()}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    runs = [Path(a) for a in argv]
+    if not runs or any(not (r / "result.json").is_file() for r in runs):
+        print("usage: allocation_gain.py RUN_DIR [RUN_DIR ...] (each holds a finished "
+              "bench_search run's result.json)", file=sys.stderr)
+        return 2
+    report = {str(r): gains(r) for r in runs}
+    for run, blocks in report.items():
+        for block, groups in blocks.items():
+            shown = ", ".join(f"{n} {g.get('median', '-')} (n {g['n']})" for n, g in
+                              groups.items())
+            print(f"{run} {block}: median residual vs the line, points of top-1: {shown}")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
