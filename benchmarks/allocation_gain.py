@@ -25,18 +25,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-COLUMNS = {"static": "latency_p50_ms", "dynamic": "macs"}
-WARM = "prunebench_warm_start_t"  # a search trial's place on the uniform line (warm start)
+from bench_search import COSTS, _in_budget, _point_frames, _warm_rows  # benchmarks/ is on the path
 
 
-def _line(points: Path, seeds: list[int], column: str) -> pd.DataFrame:
-    """The uniform line per configuration: median cost and mean validation top-1 over seeds."""
-    files = [points / f"uniform_l1-s{s}.csv" for s in seeds]
-    files = [f for f in files if f.is_file()] or [points / "uniform_l1.csv"]
-    frame = pd.concat([pd.read_csv(f) for f in files])
-    frame = frame[frame["state"] == "COMPLETE"]
-    return (frame.groupby("config_key")
+def _line(frames: list[pd.DataFrame], column: str) -> pd.DataFrame:
+    """The uniform line per configuration: median cost and mean validation top-1 over the
+    seeds' lines ``frames``."""
+    return (pd.concat(frames).groupby("config_key")
             .agg(cost=(column, "median"), acc=("accuracy_top1", "mean"))
             .sort_values("cost"))
 
@@ -55,23 +50,20 @@ def gains(run: Path) -> dict[str, Any]:
     """Per space and budget of ``run``: residuals against the line per group of trials."""
     result = json.loads((run / "result.json").read_text())
     out: dict[str, Any] = {}
-    for kind, column in COLUMNS.items():
-        if kind not in result:
-            continue
-        points = run / kind / "points"
+    for kind in (k for k in COSTS if k in result):
+        column = COSTS[kind][1]
         for f in (k for k in result[kind] if k.replace(".", "", 1).isdigit()):
             block = result[kind][f]
-            seeds, budget = block["seeds"], float(block["budget"])
-            line = _line(points, seeds, column)
+            budget = float(block["budget"])
+            frames = _point_frames(run / kind / "points", f, block["seeds"])
+            line = _line([x["uniform_l1"] for x in frames.values()], column)
             groups: dict[str, list[float]] = {"per_layer": [], "warm_start": [], "random": []}
-            for s in seeds:
-                search = pd.read_csv(points / f"search-b{f}-s{s}.csv")
-                warm = search[WARM].notna() if WARM in search else pd.Series(False, search.index)
-                parts = {"per_layer": search[~warm], "warm_start": search[warm],
-                         "random": pd.read_csv(points / f"random-s{s}.csv")}
+            for x in frames.values():
+                warm = _warm_rows(x["search"])
+                parts = {"per_layer": x["search"].drop(warm.index), "warm_start": warm,
+                         "random": x["random"]}
                 for name, frame in parts.items():
-                    frame = frame[(frame["state"] == "COMPLETE")
-                                  & (frame[column].astype(float) <= budget)]
+                    frame = _in_budget(frame, column, budget)
                     cost = frame[column].astype(float)
                     inside = (cost >= line["cost"].min()) & (cost <= line["cost"].max())
                     ref = np.interp(cost[inside], line["cost"], line["acc"])

@@ -521,7 +521,7 @@ class FrontGap:
     low: float
     high: float
     area: float
-    start: float = math.nan
+    start: float
 
     def same(self, start: float, high: float) -> bool:
         """Whether this gap has the ends ``start`` and ``high`` (as a trial recorded them)."""
