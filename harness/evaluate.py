@@ -27,11 +27,13 @@ from prunebench.harness.measure.energy import measure_energy, open_meter
 from prunebench.harness.measure.environment import collect_environment
 from prunebench.harness.measure.flops import count_macs, effective_macs
 from prunebench.harness.measure.latency import (
+    Settle,
     in_reference_frame,
     measure_latency,
     measure_speedup,
     place_input,
     place_model,
+    ratio_settle,
     rebatch,
     timed_form,
 )
@@ -221,12 +223,16 @@ class _InProfileDtype(nn.Module):
 
 
 def _timing(placed: nn.Module, dense: nn.Module | None, inputs: Sequence[torch.Tensor],
-            batches: Sequence[torch.Tensor], profile: HardwareProfile) -> dict[str, Any]:
+            batches: Sequence[torch.Tensor], profile: HardwareProfile,
+            settle: Settle | None = None, anchor_ms: float | None = None) -> dict[str, Any]:
     if dense is not None:
-        sp = measure_speedup(dense, placed, inputs, profile)
+        ratio = ratio_settle(settle, anchor_ms) \
+            if settle is not None and anchor_ms is not None else None
+        sp = measure_speedup(dense, placed, inputs, profile, settle=ratio)
         lat, speedup, spread, ci = sp.latency_b, sp.ratio_median, sp.ratio_spread, sp.ratio_ci
     else:
-        lat, speedup, spread, ci = measure_latency(placed, inputs, profile), None, None, None
+        lat = measure_latency(placed, inputs, profile, settle=settle)
+        speedup, spread, ci = None, None, None
     energy = measure_energy(placed, batches, profile, open_meter(profile))
     return {"lat": lat, "speedup": speedup, "spread": spread, "speedup_ci": ci, "energy": energy}
 
@@ -247,7 +253,8 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
              profile: HardwareProfile | str | Path, *, split: str = "val", force: bool = False,
              speedup_vs_dense: bool = False, pruned_model: nn.Module | None = None,
              timing_lock: contextlib.AbstractContextManager[Any] | None = None,
-             progress: bool = True, latency_anchor_ms: float | None = None) -> Measurement:
+             progress: bool = True, latency_anchor_ms: float | None = None,
+             settle: Settle | None = None) -> Measurement:
     """Measure one configuration under ``profile``; see :class:`Measurement` for the units.
 
     ``timing_lock`` is held around latency and energy timing only (multi-worker searches).
@@ -258,6 +265,10 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     (:func:`harness.measure.latency.in_reference_frame`); implies ``speedup_vs_dense``. The
     direct p50 and the factor are kept in ``environment`` (``latency_raw_p50_ms``,
     ``latency_frame_factor``).
+    ``settle`` (a p50 threshold in ms, in the reported frame) ends the timing once the p50's
+    side of it is known (:class:`~prunebench.harness.measure.latency.Settle`; recorded as
+    ``latency_settled`` in ``environment``); a direct-frame ``speedup_vs_dense`` measurement,
+    whose p50 is not the ratio's, ignores it and times in full.
     """
     speedup_vs_dense = speedup_vs_dense or latency_anchor_ms is not None
     profile = load_profile(profile)
@@ -285,10 +296,10 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
     timed = timed_form(placed, batches[0], profile)  # what the profile's engine runs
     run_by = engine_record(timed)
     with timing_lock if timing_lock is not None else contextlib.nullcontext():
-        t = _timing(timed, dense, inputs, batches, profile)
+        t = _timing(timed, dense, inputs, batches, profile, settle, latency_anchor_ms)
         retimed = disturbed(t["lat"], profile)
         if retimed:  # another process took the core: once more, then say so
-            t = _timing(timed, dense, inputs, batches, profile)
+            t = _timing(timed, dense, inputs, batches, profile, settle, latency_anchor_ms)
     lat, energy = t["lat"], t["energy"]
     is_disturbed = disturbed(lat, profile)
     above_ideal = None
@@ -304,7 +315,8 @@ def evaluate(prepared: PreparedWorkload, config: PruningConfig,
                  "latency_raw_p50_ms": raw, "latency_frame_factor": factor}
     macs = round(eff.mean) if eff.dynamic else compute.macs
     env = collect_environment(profile, model, forced=forced)
-    env.update(latency_converged=lat.converged, latency_ci_low_ms=lat.ci_low_ms,
+    env.update(latency_converged=lat.converged, latency_settled=lat.settled,
+               latency_ci_low_ms=lat.ci_low_ms,
                latency_ci_high_ms=lat.ci_high_ms, energy_notes=list(energy.notes),
                energy_window_s=energy.window_s, energy_inferences=energy.inferences,
                energy_gross_j=energy.joules_gross,

@@ -19,6 +19,7 @@ import optuna
 from torch import nn
 
 from prunebench.harness.errors import PrunebenchError
+from prunebench.harness.measure.latency import Settle
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.profiles import HardwareProfile
 from prunebench.harness.pruning import DENSE, PruningConfig
@@ -45,14 +46,18 @@ SPEC_ATTR = "prunebench_spec"
 ANCHOR_ATTR = "prunebench_latency_anchor_ms"
 # per trial: the fine-tune epochs its accuracy was measured after (its fidelity)
 FIDELITY_ATTR = "fidelity_epochs"
-# per trial: "full" or "light", how its latency was timed (SearchSpec.trial_timing)
+# per trial: "full", "settled" or "light", how its latency was timed (SearchSpec.trial_timing;
+# "settled": stopped early once its side of the latency budget was known)
 TIMING_ATTR = "trial_timing"
 LATENCY_FRAMES = ("anchored", "direct")
 # how a trial's latency is timed (SearchSpec.trial_timing): "full", the profile's settings;
-# "light", LIGHT_TIMING_FACTOR x its samples and time (light_profile); "auto", light exactly
+# "light", LIGHT_TIMING_FACTOR x its samples and time (light_profile); "settled", the profile's
+# settings, stopped early once the p50 is known, at the light CI (or the margin if smaller), to
+# lie on one side of the latency budget with its margin (trial_settle); "auto", light exactly
 # when no objective or budget reads a latency (a MACs-budgeted search: the timing decides
-# nothing, and the front's re-measurement is timed strictly as always)
-TRIAL_TIMINGS = ("auto", "full", "light")
+# nothing), settled with a latency budget and a margin, else full. The front's re-measurement is
+# timed strictly in every case.
+TRIAL_TIMINGS = ("auto", "full", "light", "settled")
 LIGHT_TIMING_FACTOR = 0.25
 LATENCY_OBJECTIVES = ("latency_p50", "latency_p90")  # objectives read off the timing
 LATENCY_BUDGETS = ("latency_ms",)  # budgets read off the timing (energy has its own window)
@@ -126,6 +131,10 @@ class SearchSpec:
                 raise PrunebenchError(f"unknown budget {key!r}; choose among {', '.join(BUDGETS)}")
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise PrunebenchError(f"budget {key}={value!r} must be a positive number")
+        if self.trial_timing == "settled" and not self.settles:
+            raise PrunebenchError("trial timing 'settled' needs a latency budget "
+                                  "(--latency-budget-ms) and a latency margin above 0 (e.g. "
+                                  "--latency-margin 0.1); choose full or light")
 
     @property
     def latency_judged(self) -> bool:
@@ -134,10 +143,25 @@ class SearchSpec:
             or any(k in LATENCY_BUDGETS for k in self.budgets)
 
     @property
+    def settles(self) -> bool:
+        """Whether a trial's timing can settle its side of a latency budget (one is set, with
+        a margin above 0: the feasibility rule the settled CI is judged by)."""
+        return any(k in LATENCY_BUDGETS for k in self.budgets) and self.latency_margin > 0
+
+    @property
+    def timing_mode(self) -> str:
+        """How trials are timed: ``"light"``, ``"settled"`` or ``"full"`` (``trial_timing``,
+        ``"auto"`` resolved)."""
+        if self.trial_timing != "auto":
+            return self.trial_timing
+        if not self.latency_judged:
+            return "light"
+        return "settled" if self.settles else "full"
+
+    @property
     def light_timing(self) -> bool:
         """Whether trials are timed with :func:`light_profile` (``trial_timing``)."""
-        return self.trial_timing == "light" or (self.trial_timing == "auto"
-                                                and not self.latency_judged)
+        return self.timing_mode == "light"
 
     @property
     def directions(self) -> list[str]:
@@ -224,6 +248,20 @@ def light_profile(profile: HardwareProfile,
     return dataclasses.replace(profile, timing=timing)
 
 
+def trial_settle(spec: SearchSpec, profile: HardwareProfile) -> Settle | None:
+    """The :class:`~prunebench.harness.measure.latency.Settle` a ``"settled"`` trial is timed
+    with: the latency budget over ``1 + latency_margin`` (where the feasibility rule of
+    :func:`constraint_values` draws its line), at the light timing's CI (``1 /
+    LIGHT_TIMING_FACTOR`` x the profile's target) or the margin, whichever is smaller, so that
+    the settled CI never outweighs the margin in that rule. ``None`` for other timings."""
+    if spec.timing_mode != "settled":
+        return None
+    budget = min(float(v) for k, v in spec.budgets.items() if k in LATENCY_BUDGETS)
+    margin = float(spec.latency_margin)
+    return Settle(budget / (1.0 + margin),
+                  min(profile.timing.target_rel_ci / LIGHT_TIMING_FACTOR, margin))
+
+
 def measurement_row(m: Measurement) -> dict[str, Any]:
     """``m.to_row()`` plus ``latency_p50_ms_raw`` (the direct p50 before the latency frame)."""
     row = m.to_row()
@@ -288,6 +326,7 @@ class SearchObjective:
                                        prune_context(self.prepared, progress=False))
         # what a trial is timed with (the dense reference and re-measurements name their own)
         self.trial_profile = light_profile(self.profile) if spec.light_timing else self.profile
+        self.trial_settle = trial_settle(spec, self.profile)
         self.timing_lock = timing_lock
         self.progress = progress
         self.latency_anchor_ms: float | None = None  # set by dense_reference (anchored frame)
@@ -331,8 +370,10 @@ class SearchObjective:
             for column, value in predicted.items():
                 trial.set_user_attr(f"predicted_{column}", value)
             model = self.build(chosen, trial=trial)
-            m = self.measure(chosen.record, model, split="val", profile=self.trial_profile)
-            trial.set_user_attr(TIMING_ATTR, "light" if self.spec.light_timing else "full")
+            m = self.measure(chosen.record, model, split="val", profile=self.trial_profile,
+                             settle=self.trial_settle)
+            trial.set_user_attr(TIMING_ATTR, "light" if self.spec.light_timing else
+                                "settled" if m.environment.get("latency_settled") else "full")
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -442,15 +483,17 @@ class SearchObjective:
         return tuple(out)
 
     def measure(self, record: PruningConfig, model: nn.Module, *, split: str = "val",
-                profile: Any = None, speedup_vs_dense: bool = False) -> Measurement:
+                profile: Any = None, speedup_vs_dense: bool = False,
+                settle: Settle | None = None) -> Measurement:
         """``prunebench.harness.evaluate`` of an already built network (``record`` names it), in the
-        study's latency frame once :meth:`dense_reference` has set the anchor."""
+        study's latency frame once :meth:`dense_reference` has set the anchor; ``settle`` (a
+        :class:`~prunebench.harness.measure.latency.Settle`) may end its timing early."""
         from prunebench.harness.evaluate import evaluate
 
         return evaluate(self.prepared, record, profile or self.profile, split=split,
                         force=self.spec.force, speedup_vs_dense=speedup_vs_dense,
                         pruned_model=model, timing_lock=self.timing_lock, progress=False,
-                        latency_anchor_ms=self.latency_anchor_ms)
+                        latency_anchor_ms=self.latency_anchor_ms, settle=settle)
 
     def dense_reference(self, stored_anchor: float | None) -> tuple[Measurement, float | None]:
         """Measure the dense network; returns it and the anchor a new study must store.

@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from prunebench.harness.errors import ProfileError, PrunebenchError
+from prunebench.harness.measure.latency import Settle
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.pruning import PruningConfig
 from prunebench.search.cache import MeasurementCache
@@ -186,7 +187,8 @@ class WorkerObjective(SearchObjective):
         return model
 
     def measure(self, record: PruningConfig, model: nn.Module, *, split: str = "val",
-                profile: Any = None, speedup_vs_dense: bool = False) -> Measurement:
+                profile: Any = None, speedup_vs_dense: bool = False,
+                settle: Settle | None = None) -> Measurement:
         """The cached measurement of a trial's config, else measure it and store it."""
         # a trial's own measurement (SearchObjective.__call__ times it with trial_profile)
         in_trial = self._trial is not None and split == "val" \
@@ -194,7 +196,7 @@ class WorkerObjective(SearchObjective):
         if in_trial and self._hit is not None and self._hit[0] == record.key:
             return self._hit[1]
         m = super().measure(record, model, split=split, profile=profile,
-                            speedup_vs_dense=speedup_vs_dense)
+                            speedup_vs_dense=speedup_vs_dense, settle=settle)
         if in_trial and self._trial is not None:
             self.cache.put(record.key, self.profile_key, self.fingerprint, m,
                            trial_number=self._trial.number)

@@ -6,7 +6,8 @@ through, because dynamic networks take input-dependent time. Timing runs under
 ``torch.inference_mode`` with the garbage collector disabled and the profile's thread count set.
 Sampling stops when the median's distribution-free 95% CI half-width is within
 ``timing.target_rel_ci`` of the median (after ``min_samples`` samples and ``min_time_s``
-seconds), or at the ``max_time_s`` cap.
+seconds), or at the ``max_time_s`` cap. A :class:`Settle` given to a measurement stops it
+earlier, once the median is known to lie on one side of a threshold (a search trial's budget).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class LatencyResult:
     converged: bool  # stopped because the CI reached the target (not the time cap)
     wall_s: float  # seconds spent sampling (after warm-up)
     cpu_s: float | None = None  # this process's CPU seconds over the same window
+    settled: bool = False  # stopped because a Settle's side was known (before target and cap)
 
     @property
     def cpu_wall_ratio(self) -> float | None:
@@ -59,7 +61,7 @@ class LatencyResult:
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float], batch_size: int, *, converged: bool,
                      wall_s: float, confidence: float = 0.95,
-                     cpu_s: float | None = None) -> LatencyResult:
+                     cpu_s: float | None = None, settled: bool = False) -> LatencyResult:
         """Summarise samples (milliseconds per batch)."""
         s = sorted(samples_ms)
         ci = median_ci(s, confidence)
@@ -67,7 +69,7 @@ class LatencyResult:
                    p50_ms=percentile(s, 50), p90_ms=percentile(s, 90), p99_ms=percentile(s, 99),
                    mean_ms=math.fsum(s) / len(s), ci_low_ms=ci[0] if ci else None,
                    ci_high_ms=ci[1] if ci else None, ci_rel=median_ci_rel(s, confidence),
-                   converged=converged, wall_s=wall_s, cpu_s=cpu_s)
+                   converged=converged, wall_s=wall_s, cpu_s=cpu_s, settled=settled)
 
 
 def in_reference_frame(lat: LatencyResult, dense_anchor_ms: float, speedup: float,
@@ -114,17 +116,56 @@ class SpeedupResult:
     ratio_ci: tuple[float, float] | None  # the median ratio's 95% CI (None: too few rounds)
     ratio_ci_rel: float  # its larger half-width / the median (inf: too few rounds)
     converged: bool  # stopped because that CI reached the profile's target (not the time cap)
+    settled: bool = False  # stopped because a Settle's side was known (before target and cap)
+
+
+@dataclass(frozen=True)
+class Settle:
+    """A decision that ends a measurement early: which side of ``threshold`` the median is on.
+
+    After the measurement's usual minimums (samples or rounds, and time), sampling stops once
+    the median's distribution-free 95% CI lies wholly above or wholly below ``threshold`` and
+    its relative half-width is within ``rel_ci``: more samples would narrow the estimate but not
+    move it across the threshold. The threshold is in the measured quantity's own unit: a p50
+    in milliseconds for :func:`measure_latency`, a ratio ``time(A) / time(B)`` for
+    :func:`measure_speedup`. A search trial uses it to learn which side of its latency budget a
+    network falls on (``search.objective``, ``--trial-timing settled``).
+    """
+
+    threshold: float
+    rel_ci: float
+
+    def __post_init__(self) -> None:
+        if not (self.threshold > 0 and math.isfinite(self.threshold)) or not self.rel_ci > 0:
+            raise ValueError(f"a Settle needs a positive threshold and rel_ci (got "
+                             f"{self.threshold!r}, {self.rel_ci!r})")
+
+    def settled(self, sorted_values: Sequence[float]) -> bool:
+        """Whether the median of ``sorted_values`` is settled on one side of the threshold."""
+        ci = median_ci(sorted_values)
+        return ci is not None and median_ci_rel(sorted_values) <= self.rel_ci and (
+            ci[1] < self.threshold or ci[0] > self.threshold)
+
+
+def ratio_settle(settle: Settle, dense_anchor_ms: float) -> Settle:
+    """A p50 threshold (ms) in the anchored frame as the speedup threshold it means there: the
+    p50 is ``dense_anchor_ms / speedup``, so a p50 below ``settle.threshold`` is a speedup above
+    ``dense_anchor_ms / settle.threshold`` (:func:`in_reference_frame`)."""
+    return Settle(dense_anchor_ms / settle.threshold, settle.rel_ci)
 
 
 def stop_reason(sorted_ms: Sequence[float], elapsed_s: float,
-                timing: TimingSettings) -> str | None:
-    """Why sampling should stop now (``"converged"`` or ``"max_time"``), or ``None`` to go on."""
+                timing: TimingSettings, settle: Settle | None = None) -> str | None:
+    """Why sampling should stop now (``"converged"``, ``"settled"`` or ``"max_time"``), or
+    ``None`` to go on."""
     n = len(sorted_ms)
     if n >= 1 and elapsed_s >= timing.max_time_s:
         return "max_time"
-    if n >= timing.min_samples and elapsed_s >= timing.min_time_s and \
-            median_ci_rel(sorted_ms) <= timing.target_rel_ci:
-        return "converged"
+    if n >= timing.min_samples and elapsed_s >= timing.min_time_s:
+        if median_ci_rel(sorted_ms) <= timing.target_rel_ci:
+            return "converged"
+        if settle is not None and settle.settled(sorted_ms):
+            return "settled"
     return None
 
 
@@ -230,7 +271,7 @@ def _warm_up(models: Sequence[nn.Module], batches: Sequence[torch.Tensor], iters
 
 
 def _sample(model: nn.Module, batches: Sequence[torch.Tensor], timing: TimingSettings,
-            device: torch.device) -> LatencyResult:
+            device: torch.device, settle: Settle | None = None) -> LatencyResult:
     timer = _timer(device)
     _warm_up((model,), batches, timing.warmup_iters, device)
     samples: list[float] = []
@@ -241,27 +282,31 @@ def _sample(model: nn.Module, batches: Sequence[torch.Tensor], timing: TimingSet
         ms = timer(model, batches[len(samples) % len(batches)])
         samples.append(ms)
         bisect.insort(sorted_ms, ms)
-        reason = stop_reason(sorted_ms, time.perf_counter() - start, timing)
+        reason = stop_reason(sorted_ms, time.perf_counter() - start, timing, settle)
     return LatencyResult.from_samples(samples, int(batches[0].shape[0]),
                                       converged=reason == "converged",
+                                      settled=reason == "settled",
                                       wall_s=time.perf_counter() - start,
                                       cpu_s=time.process_time() - cpu0)
 
 
 def measure_latency(model: nn.Module, inputs: Sequence[torch.Tensor], profile: HardwareProfile,
                     *, batch_size: int | None = None,
-                    timing: TimingSettings | None = None) -> LatencyResult:
+                    timing: TimingSettings | None = None,
+                    settle: Settle | None = None) -> LatencyResult:
     """Time single forward passes of ``model`` on real ``inputs`` under ``profile``.
 
     ``inputs`` are batches of real examples; they are regrouped into batches of ``batch_size``
     (default: the profile's first batch size) and cycled through. ``timing`` overrides the
-    profile's timing settings. Returns milliseconds per batch.
+    profile's timing settings; ``settle`` (a p50 threshold in ms) may stop sampling before the
+    CI target (:class:`Settle`). Returns milliseconds per batch.
     """
     bs = batch_size or profile.default_batch_size
     batches = [place_input(x, profile) for x in rebatch(inputs, bs)]
     model = timed_form(place_model(model, profile), batches[0], profile)
     with applied(profile), torch.inference_mode(), gc_disabled():
-        return _sample(model, batches, timing or profile.timing, torch.device(profile.device))
+        return _sample(model, batches, timing or profile.timing, torch.device(profile.device),
+                       settle)
 
 
 # Each network's share of one interleaved round (seconds). A shared machine's slow spells last
@@ -274,7 +319,8 @@ SPEEDUP_MIN_ROUNDS = 8
 def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[torch.Tensor],
                     profile: HardwareProfile, *, block_s: float | None = None,
                     min_rounds: int = SPEEDUP_MIN_ROUNDS, max_rounds: int | None = None,
-                    batch_size: int | None = None) -> SpeedupResult:
+                    batch_size: int | None = None,
+                    settle: Settle | None = None) -> SpeedupResult:
     """Interleaved rounds A B, B A, A B, ...: the median of per-round ``p50(A) / p50(B)``.
 
     Each round times each network for one block of ``block_s`` seconds (default
@@ -283,8 +329,9 @@ def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[tor
     into cache), alternating which goes first. Rounds go on until the median ratio's
     distribution-free 95% CI is within the profile's ``target_rel_ci`` (after ``min_rounds``
     rounds and ``2 x min_time_s``), or until ``2 x max_time_s`` have passed or ``max_rounds``
-    rounds are done; never fewer than ``min_rounds``. ``ratio_spread`` is the interquartile
-    range of the round ratios.
+    rounds are done; never fewer than ``min_rounds``. ``settle`` (a threshold on the ratio)
+    stops the rounds, after the same minimums, once the median ratio's side of it is known
+    (:class:`Settle`). ``ratio_spread`` is the interquartile range of the round ratios.
     """
     if min_rounds < 1 or (max_rounds is not None and max_rounds < min_rounds):
         raise ValueError(f"need 1 <= min_rounds <= max_rounds (got {min_rounds}, {max_rounds})")
@@ -301,7 +348,7 @@ def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[tor
     ratios: list[float] = []
     sorted_ratios: list[float] = []
     pooled: dict[str, list[float]] = {"a": [], "b": []}
-    converged = False
+    converged = settled = False
     with applied(profile), torch.inference_mode(), gc_disabled():
         _warm_up((a, b), batches, t.warmup_iters, device)
         start, cpu0 = time.perf_counter(), time.process_time()
@@ -320,17 +367,22 @@ def measure_speedup(model_a: nn.Module, model_b: nn.Module, inputs: Sequence[tor
             if elapsed >= 2 * t.min_time_s and median_ci_rel(sorted_ratios) <= t.target_rel_ci:
                 converged = True
                 break
+            if elapsed >= 2 * t.min_time_s and settle is not None and \
+                    settle.settled(sorted_ratios):
+                settled = True
+                break
             if elapsed >= 2 * t.max_time_s or (max_rounds is not None
                                                 and len(ratios) >= max_rounds):
                 break
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     lat = {key: LatencyResult.from_samples(v, bs, converged=converged, wall_s=wall / 2,
-                                           cpu_s=cpu / 2)
+                                           cpu_s=cpu / 2, settled=settled)
            for key, v in pooled.items()}
     return SpeedupResult(ratio_median=percentile(sorted_ratios, 50), ratio_spread=iqr(ratios),
                          ratios=tuple(ratios), latency_a=lat["a"], latency_b=lat["b"],
                          ratio_ci=median_ci(sorted_ratios),
-                         ratio_ci_rel=median_ci_rel(sorted_ratios), converged=converged)
+                         ratio_ci_rel=median_ci_rel(sorted_ratios), converged=converged,
+                         settled=settled)
 
 
 def long_rounds(timing: TimingSettings, rounds: int) -> dict[str, Any]:

@@ -165,12 +165,18 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                         "median; a pruned trial is recorded PRUNED with its last accuracy and "
                         "its fidelity_epochs; auto (default): median for a single objective "
                         "with fine-tuning, else none")
-    p.add_argument("--trial-timing", default=d["trial_timing"], metavar="auto|full|light",
+    p.add_argument("--trial-timing", default=d["trial_timing"],
+                   metavar="auto|full|light|settled",
                    help="how each trial's latency is timed: full, the profile's settings; "
-                        "light, a quarter of its samples and time (a CI about 4x wider); auto "
-                        "(default): light exactly when no objective or budget reads a latency "
-                        "(e.g. --objectives accuracy,macs --macs-budget ...), full otherwise. "
-                        "The front's re-measurement is timed strictly either way")
+                        "light, a quarter of its samples and time (a CI about 4x wider); "
+                        "settled, the profile's settings but stopped as soon as the p50 is "
+                        "known (at the light CI) to be on one side of the latency budget with "
+                        "its margin (needs --latency-budget-ms and a margin above 0); auto "
+                        "(default): light when no objective or budget reads a latency (e.g. "
+                        "--objectives accuracy,macs --macs-budget ...), settled with a latency "
+                        "budget and margin, full otherwise. Each trial records which "
+                        "(trial_timing in trials.csv). The front's re-measurement is timed "
+                        "strictly either way")
     p.add_argument("--profile", default=d["profile"], help="hardware profile name or TOML path")
     p.add_argument("--latency-budget-ms", type=float, help="p50 latency budget (ms per batch)")
     p.add_argument("--energy-budget-mj", type=float, help="energy budget (mJ per inference)")

@@ -21,6 +21,13 @@ from prunebench.search.commands.arguments import (
 
 NAME = "search"
 HELP = "search pruning configurations with Optuna under latency/energy/MACs/params budgets"
+# after the trials line, per summary["trial_timing"]
+_TIMING_NOTES = {
+    "light": "  (light trial timing: no objective or budget reads latency; the front is "
+             "re-measured strictly)",
+    "settled": "  (settled trial timing: a trial's timing stops once its side of the latency "
+               "budget is known; the front is re-measured strictly)",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,8 +57,7 @@ def _print(summary: dict[str, Any], as_json: bool) -> None:
              f"trials: {c['total']} ({c['complete']} complete, {c['fail']} failed, "
              f"{c['pruned']} pruned, {c['feasible']} feasible); this run: "
              f"{summary['trials_this_run']} at {summary['trials_per_minute']:.2f} trials/min"
-             + ("  (light trial timing: no objective or budget reads latency; the front is "
-                "re-measured strictly)" if summary.get("trial_timing") == "light" else ""),
+             + _TIMING_NOTES.get(summary.get("trial_timing"), ""),
              f"best feasible: {summary['best']}",
              f"front: {summary['front_size']} configs re-measured feasible"
              + (f"; budget hit rate {summary['budget_hit_rate']:.0%} of "

@@ -376,7 +376,7 @@ class SearchRun:
             "front_size": len(front), "budget_hit_rate": hit_rate,
             "n_reported_feasible": n_reported, "budgets": self.spec.budgets,
             "budget_projection": self.spec.budget_projection and bool(self.spec.budgets),
-            "trial_timing": "light" if self.spec.light_timing else "full",
+            "trial_timing": self.spec.timing_mode,
             **model_errors(study)}
         self._unmet = unmet_message(trials, self.spec, counts)
         self.summary["error"] = self._unmet

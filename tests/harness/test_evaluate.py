@@ -20,6 +20,7 @@ from prunebench.harness.evaluate import (
     prepare,
 )
 from prunebench.harness.measure.flops import count_macs, effective_macs
+from prunebench.harness.measure.latency import Settle
 from prunebench.harness.measurement import Measurement
 from prunebench.harness.models import create_model
 from prunebench.harness.profiles import EnergySettings, TimingSettings, load_profile
@@ -62,6 +63,20 @@ def test_latency_anchor_reports_anchor_over_speedup(fast: object) -> None:
     assert env["latency_frame_factor"] == pytest.approx(m.latency_p50_ms
                                                         / env["latency_raw_p50_ms"])
     assert m.latency_p90_ms >= m.latency_p50_ms
+
+
+def test_a_settle_ends_the_timing_once_the_p50_side_is_known_in_either_frame(
+        fast: object) -> None:
+    prepared = prepare(Workload("test_convnet", input_size=(3, 16, 16), num_classes=5))
+    endless = replace(fast, timing=replace(FAST, target_rel_ci=1e-9, max_time_s=30.0))
+    far = Settle(50.0, 0.5)  # ms: ten times the anchor, so the p50 (about 5 ms) is wholly below
+    anchored = evaluate(prepared, DENSE, endless, latency_anchor_ms=5.0, settle=far)
+    assert anchored.environment["latency_settled"] and anchored.latency_p50_ms < 50.0
+    assert anchored.environment["latency_raw_p50_ms"] > 0
+    direct = evaluate(prepared, DENSE, endless, settle=Settle(1000.0, 0.5))
+    assert direct.environment["latency_settled"] and direct.latency_p50_ms < 1000.0
+    unsettled = evaluate(prepared, DENSE, fast, latency_anchor_ms=5.0)  # no settle: as before
+    assert unsettled.environment["latency_settled"] is False
 
 
 def test_with_data_and_timing_lock(tmp_path: Path, fast: object) -> None:

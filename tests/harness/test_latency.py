@@ -15,10 +15,12 @@ from torch import nn
 from prunebench.harness.engines import record_of
 from prunebench.harness.measure.latency import (
     LatencyResult,
+    Settle,
     in_reference_frame,
     long_rounds,
     measure_latency,
     measure_speedup,
+    ratio_settle,
     rebatch,
     stop_reason,
 )
@@ -67,6 +69,38 @@ def test_stop_rule_on_synthetic_streams() -> None:
     assert stop_reason(noisy, 1.0, timing) is None  # CI too wide
     assert stop_reason(noisy, 10.0, timing) == "max_time"
     assert stop_reason([5.0], 10.0, timing) == "max_time"  # cap wins even with one sample
+
+
+def test_settle_knows_the_side_of_a_threshold_only_when_the_ci_is_clear_of_it() -> None:
+    rng = random.Random(0)
+    around_1 = sorted(1.0 + rng.uniform(-0.01, 0.01) for _ in range(50))  # CI about +-0.5%
+    assert Settle(1.2, 0.04).settled(around_1)  # wholly below
+    assert Settle(0.8, 0.04).settled(around_1)  # wholly above
+    assert not Settle(1.0, 0.04).settled(around_1)  # the CI straddles the threshold
+    assert not Settle(1.2, 0.001).settled(around_1)  # below, but the CI is wider than rel_ci
+    assert not Settle(1.2, 0.04).settled(around_1[:5])  # no 95% CI from 5 samples
+    with pytest.raises(ValueError, match="positive threshold"):
+        Settle(0.0, 0.04)
+
+
+def test_a_p50_threshold_in_the_anchored_frame_is_the_anchor_over_it_as_a_speedup() -> None:
+    # p50 = anchor / speedup: below 2 ms on a 6 ms anchor is a speedup above 3
+    assert ratio_settle(Settle(2.0, 0.04), 6.0) == Settle(3.0, 0.04)
+
+
+def test_stop_rule_settles_before_its_target_after_the_same_minimums() -> None:
+    timing = TimingSettings(0, 20, 0.5, 10.0, 0.001)  # a target these samples never meet
+    rng = random.Random(0)
+    around_1 = sorted(1.0 + rng.uniform(-0.01, 0.01) for _ in range(50))
+    below = Settle(1.2, 0.04)
+    assert stop_reason(around_1, 1.0, timing) is None  # no settle: sampling goes on
+    assert stop_reason(around_1, 1.0, timing, below) == "settled"
+    assert stop_reason(around_1, 1.0, timing, Settle(1.0, 0.04)) is None  # straddled
+    assert stop_reason(around_1, 0.1, timing, below) is None  # min_time not reached
+    assert stop_reason(around_1[:10], 1.0, timing, below) is None  # min_samples not reached
+    assert stop_reason(around_1, 10.0, timing, below) == "max_time"  # the cap still comes first
+    met = replace(timing, target_rel_ci=0.5)
+    assert stop_reason(around_1, 1.0, met, below) == "converged"  # the target, when met, names it
 
 
 def test_stream_needs_more_samples_when_noisier() -> None:
@@ -171,6 +205,24 @@ def test_speedup_stops_once_the_ratio_ci_meets_the_target(monkeypatch: pytest.Mo
     assert res.converged and len(res.ratios) == 8  # exact ratios: converged at min_rounds
     assert res.ratio_median == 2.0 and res.ratio_ci == (2.0, 2.0) and res.ratio_ci_rel == 0.0
     assert res.latency_a.p50_ms == 2.0 and res.latency_b.p50_ms == 1.0
+
+
+def test_speedup_settles_once_the_ratio_ci_is_clear_of_the_threshold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_timer(monkeypatch)
+    prof = replace(load_profile("cpu-1t"), timing=replace(FAST, target_rel_ci=1e-6))
+
+    def alternating() -> Fixed:  # 3 timed passes a block: block p50s 1.9, 2.1, 1.9, ...
+        return Fixed(itertools.cycle([1.9, 1.9, 2.1, 2.1, 2.1, 1.9]))
+
+    settled = measure_speedup(alternating(), Fixed(1.0), [torch.ones(1, 2)], prof,
+                              block_s=1e-9, settle=Settle(1.5, 0.1))
+    assert settled.settled and not settled.converged and len(settled.ratios) == 8
+    assert settled.latency_b.settled and settled.ratio_ci == (1.9, 2.1)
+    straddled = measure_speedup(alternating(), Fixed(1.0), [torch.ones(1, 2)], prof,
+                                block_s=1e-9, settle=Settle(2.0, 0.1))
+    assert not straddled.settled and len(straddled.ratios) > 8  # to the cap, as without
+    assert straddled.latency_a.wall_s * 2 >= 2 * FAST.max_time_s
 
 
 def test_speedup_stops_at_twice_max_time_when_rounds_disagree(

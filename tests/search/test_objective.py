@@ -18,6 +18,7 @@ from prunebench.search.objective import (
     constraint_values,
     light_profile,
     strict_profile,
+    trial_settle,
 )
 from prunebench.search.space import SpaceSpec, uniform_params
 from prunebench.search.storage import open_storage, storage_url
@@ -157,6 +158,9 @@ def test_trial_timing_is_light_only_where_no_objective_or_budget_reads_latency(
     macs = dict(objectives=("accuracy", "macs"), budgets={"macs": 1e6})
     assert _spec(assets, **macs).light_timing  # auto: nothing reads the timing
     assert not _spec(assets).light_timing  # a latency budget does
+    assert _spec(assets).timing_mode == "full"  # ... without a margin to settle against
+    assert _spec(assets, latency_margin=0.1).timing_mode == "settled"
+    assert _spec(assets, **macs).timing_mode == "light"
     assert not _spec(assets, objectives=("accuracy", "latency_p90"), budgets={}).light_timing
     assert not _spec(assets, objectives=("accuracy", "energy"), budgets={"energy_mj": 1.0},
                      trial_timing="full").light_timing
@@ -169,12 +173,60 @@ def test_trial_timing_is_light_only_where_no_objective_or_budget_reads_latency(
     assert SearchSpec.from_dict(_spec(assets, **macs).to_dict()).trial_timing == "auto"
     with pytest.raises(PrunebenchError, match="unknown trial timing 'quick'; choose one of auto"):
         _spec(assets, trial_timing="quick")
+    for bad in (dict(latency_margin=0.0), dict(latency_margin=0.1, **macs)):
+        with pytest.raises(PrunebenchError, match="trial timing 'settled' needs a latency "
+                                                  "budget .* and a latency margin above 0"):
+            _spec(assets, trial_timing="settled", **bad)
+    spec = _spec(assets, trial_timing="settled", latency_margin=0.1)
+    assert SearchSpec.from_dict(spec.to_dict()) == spec and spec.timing_mode == "settled"
     p = load_profile(ROOT / "hw_profiles" / "cpu-1t.toml")
     light = light_profile(p)
     assert light.timing.max_time_s == pytest.approx(p.timing.max_time_s / 4)
     assert light.timing.min_samples == max(10, p.timing.min_samples // 4)
     assert light.timing.target_rel_ci == pytest.approx(p.timing.target_rel_ci * 4)
     assert light.timing.warmup_iters == p.timing.warmup_iters and light.name == p.name
+
+
+def test_a_settled_trial_is_timed_against_its_budget_over_the_margin(
+        assets: dict[str, str]) -> None:
+    from prunebench.harness.profiles import load_profile
+
+    p = load_profile(ROOT / "hw_profiles" / "cpu-1t.toml")  # CI target 1%
+    spec = _spec(assets, budgets={"latency_ms": 3.3}, latency_margin=0.1)
+    # where constraint_values draws the line, at the light timing's CI (4 x 1%)
+    settle = trial_settle(spec, p)
+    assert (settle.threshold, settle.rel_ci) == (pytest.approx(3.0), pytest.approx(0.04))
+    tight = _spec(assets, budgets={"latency_ms": 3.3}, latency_margin=0.02)
+    assert trial_settle(tight, p).rel_ci == pytest.approx(0.02)  # never wider than the margin
+    assert trial_settle(_spec(assets, trial_timing="full", latency_margin=0.1), p) is None
+    assert trial_settle(_spec(assets, budgets={"macs": 1e6}, latency_margin=0.1), p) is None
+
+
+@pytest.mark.slow
+def test_a_trial_far_inside_its_latency_budget_stops_timing_once_settled(
+        assets: dict[str, str], tmp_path: Path) -> None:
+    from prunebench.harness.profiles import load_profile
+
+    # a CI target (0.25%) this machine does not reach on a tiny network before the settle's
+    # (1%): the trial stops when its p50 is known to be below 1000 / 1.5 ms, not at the cap
+    timing = dict(name='"settle-1t"', warmup_iters=1, min_samples=5, min_time_s=0.0,
+                  max_time_s=5.0, target_rel_ci=0.0025)
+    text = (ROOT / "hw_profiles" / "cpu-1t.toml").read_text()
+    for key, value in timing.items():
+        text = "\n".join(f"{key} = {value}" if line.split("=")[0].strip() == key else line
+                         for line in text.splitlines())
+    (tmp_path / "settle-1t.toml").write_text(text + "\n")
+    assert load_profile(tmp_path / "settle-1t.toml").timing.target_rel_ci == 0.0025
+    spec = _spec(assets, profile=str(tmp_path / "settle-1t.toml"), latency_margin=0.5)
+    objective = SearchObjective(spec)
+    assert objective.trial_settle is not None and objective.trial_settle.rel_ci == 0.01
+    study = optuna.create_study(directions=spec.directions)
+    study.enqueue_trial(uniform_params(objective.space, 0.5))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["trial_timing"] == "settled"
+    assert trial.user_attrs["latency_ci_rel"] <= 0.01
+    assert trial.user_attrs["latency_p50_ms"] * 1.01 < 1000.0 / 1.5
 
 
 @pytest.mark.slow
