@@ -16,9 +16,10 @@ on this CPU, so no dynamic point meets a latency budget below dense). Arms:
   10% latency margin; its trials timed ``settled``, each trial's timing stopped once its p50
   is known to lie on one side of the budget over the margin: ``--trial-timing auto`` with a
   latency budget since run 25, until run 24 timed in full), one run per seed and budget. Its
-  budget hit rate is judged on the shared re-timing pass below: of every trial the search called feasible (its p50 with the margin
-  within the budget), the share whose re-timed p50 is within the budget (for the counted MACs
-  budget, whose count the search's own is, the share whose MACs are). The search's own
+  budget hit rate is judged on the shared re-timing pass below: of every trial the search
+  called feasible (its p50 with the margin within the budget), the share whose re-timed p50
+  is within the budget (for the counted MACs budget, whose count the search's own is, the
+  share whose MACs are). The search's own
   re-measurement of its front is not run here (``remeasure_max=0``): it re-built and re-timed
   up to 6 points per search that the pass times again anyway, and the best points' test
   accuracy is rebuilt below (until run 22 the hit rate was that re-measurement's: 2x the
