@@ -31,20 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from allocation_gain import _summary  # benchmarks/ is on the path
-from bench_search import COSTS, _in_budget, _point_frames, _warm_rows
+from allocation_gain import _summary, residuals  # benchmarks/ is on the path
+from bench_search import COSTS, _in_budget, _point_frames, _seeded, _warm_rows
 
 
 def _residuals(points: pd.DataFrame, line: pd.DataFrame, column: str, acc: str) -> list[float]:
-    """``points[acc]`` minus ``line[acc]`` interpolated at each point's cost (inside the line's
-    cost range only)."""
+    """``points[acc]`` against ``line[acc]`` at each point's cost (:func:`residuals`)."""
     line = line.sort_values(column)
-    cost = points[column].astype(float)
-    inside = (cost >= line[column].min()) & (cost <= line[column].max())
-    ref = np.interp(cost[inside], line[column].astype(float), line[acc].astype(float))
-    return list(points[acc].astype(float)[inside] - ref)
+    return residuals(points[column], points[acc], line[column], line[acc])
 
 
 def main(argv: list[str]) -> int:
@@ -94,12 +89,10 @@ def main(argv: list[str]) -> int:
     prepared = prepare(Workload(model=result["model"], dataset="digits"), progress=False)
     run_epochs = int(result["finetune_epochs_per_static_trial"])
     # "run": the run's own fine-tune (its tables); "rebuilt": fine-tuned here for --epochs
-    residuals: dict[str, dict[str, list[float]]] = {"run": {"val": [], "test": []},
-                                                    "rebuilt": {"val": [], "test": []}}
+    found: dict[str, dict[str, list[float]]] = {"run": {"val": [], "test": []},
+                                                "rebuilt": {"val": [], "test": []}}
     for seed in seeds:
-        workload = dataclasses.replace(prepared.workload,
-                                       recipe=prepared.workload.recipe.with_(seed=seed))
-        seeded = dataclasses.replace(prepared, workload=workload)
+        seeded = _seeded({"prepared": prepared}, seed)["prepared"]
         search = frames[seed]["search"]
         per_layer = _in_budget(search.drop(_warm_rows(search).index), column, budget)
         line = _in_budget(frames[seed]["uniform_l1"], column, budget)
@@ -116,19 +109,20 @@ def main(argv: list[str]) -> int:
                              "test": float(accuracy(model, prepared.splits.test).top1)})
         table = pd.DataFrame(rows)
         mine, theirs = table[table.group == "per_layer"], table[table.group == "line"]
-        residuals["run"]["val"] += _residuals(mine, theirs, column, "val_run")
-        residuals["rebuilt"]["val"] += _residuals(mine, theirs, column, "val")
-        residuals["rebuilt"]["test"] += _residuals(mine, theirs, column, "test")
+        found["run"]["val"] += _residuals(mine, theirs, column, "val_run")
+        found["rebuilt"]["val"] += _residuals(mine, theirs, column, "val")
+        found["rebuilt"]["test"] += _residuals(mine, theirs, column, "test")
         table.to_csv(args.run / f"allocation_epochs-b{args.budget}-s{seed}-e{args.epochs}.csv",
                      index=False)
     report: dict[str, Any] = {"run_dir": str(args.run), "budget": args.budget, "seeds": seeds,
                               "run_epochs": run_epochs, "epochs": args.epochs}
-    for which, got in residuals.items():
+    for which, got in found.items():
         epochs = run_epochs if which == "run" else args.epochs
         report[which] = {"per_layer_residual_val": _summary(got["val"]),
                          "per_layer_residual_test": _summary(got["test"])}
         print(f"{which} ({epochs} fine-tune epochs): per-layer residual vs the line, "
-              f"validation {_summary(got['val'])}, test {_summary(got['test'])}")
+              f"validation {report[which]['per_layer_residual_val']}, test "
+              f"{report[which]['per_layer_residual_test']}")
     report["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(report))
     return 0

@@ -46,6 +46,15 @@ def _summary(residuals: list[float]) -> dict[str, Any]:
             "share_above": round(float((r > 0).mean()), 2)}
 
 
+def residuals(cost: pd.Series, acc: pd.Series, line_cost: pd.Series,
+              line_acc: pd.Series) -> list[float]:
+    """``acc`` minus the line's accuracy interpolated at each ``cost`` (the line sorted by cost;
+    points outside its cost range are left out)."""
+    cost = cost.astype(float)
+    inside = (cost >= line_cost.min()) & (cost <= line_cost.max())
+    return list(acc.astype(float)[inside] - np.interp(cost[inside], line_cost, line_acc))
+
+
 def gains(run: Path) -> dict[str, Any]:
     """Per space and budget of ``run``: residuals against the line per group of trials."""
     result = json.loads((run / "result.json").read_text())
@@ -64,10 +73,8 @@ def gains(run: Path) -> dict[str, Any]:
                          "random": x["random"]}
                 for name, frame in parts.items():
                     frame = _in_budget(frame, column, budget)
-                    cost = frame[column].astype(float)
-                    inside = (cost >= line["cost"].min()) & (cost <= line["cost"].max())
-                    ref = np.interp(cost[inside], line["cost"], line["acc"])
-                    groups[name] += list(frame["accuracy_top1"].astype(float)[inside] - ref)
+                    groups[name] += residuals(frame[column], frame["accuracy_top1"],
+                                              line["cost"], line["acc"])
             out[f"{kind} {f}x"] = {name: _summary(r) for name, r in groups.items()}
     return out
 
